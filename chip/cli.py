@@ -1,0 +1,75 @@
+"""The `chip` command: a thin dispatcher to each subcommand's `main(argv)`.
+
+    chip train --config recipe.yaml [--FIELD VALUE ...]
+    chip demo [--quick] [--output_dir DIR]
+    chip data check FILE
+    chip eval --bench NAME ...
+
+Each subcommand lives in its own module and is imported only when called, so `chip --help`
+stays fast and a broken optional dependency only affects the command that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+from chip.errors import ChipError
+
+# command words -> "module:function" taking argv and returning an exit code
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("train",): ("chip.train_cli:main", "CHiP / DPO preference training"),
+    ("demo",): ("chip.demo.cli:main", "end-to-end run on the built-in synthetic world"),
+    ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
+    ("data", "precompute"): ("chip.reference_cache:precompute_main", "write a reference log-prob cache"),
+    ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: chip COMMAND [ARGS]", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {help_text}")
+    lines.append("")
+    lines.append("Run `chip COMMAND --help` for a command's options.")
+    return "\n".join(lines)
+
+
+def _resolve(argv: list[str]) -> tuple[Callable[[list[str]], int], list[str]] | None:
+    for words, (target, _) in sorted(COMMANDS.items(), key=lambda kv: -len(kv[0])):
+        if tuple(argv[: len(words)]) == words:
+            module_name, func_name = target.split(":")
+            func = getattr(importlib.import_module(module_name), func_name)
+            return func, argv[len(words) :]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from chip import __version__
+
+        print(__version__)
+        return 0
+    resolved = _resolve(argv)
+    if resolved is None:
+        print(f"chip: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    func, rest = resolved
+    try:
+        return int(func(rest) or 0)
+    except ChipError as err:
+        # Expected user-facing failures: one clear line, no traceback.
+        print(f"chip: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("chip: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The CHiP objective as pure functions of per-token tensors.
+
+CHiP (Fu et al., "CHiP: Cross-modal Hierarchical Direct Preference Optimization for Multimodal
+LLMs", ICLR 2025, arXiv 2501.16629) scores a preference pair at three textual granularities and
+one visual one:
+
+- response level: DPO on the summed log-ratio of the chosen vs the rejected response;
+- segment level: the same sum, with tokens inside *changed segments* weighted ``1 + λ``;
+- token level: TDPO's sequential KL (Zeng et al., 2024), ``δ = K(y_l) − sg(K(y_w))``;
+- visual: the chosen response must be likelier under the real image than under a corrupted one.
+
+Symbols follow ``spec/METHOD.md``. With ``λ = α = μ = 0`` the loss is exactly sigmoid DPO on
+summed log-probs (Rafailov et al., 2023, eq. 7). Nothing here knows about models: the inputs are
+per-response-token log-probs already aligned and masked, shapes ``[B, T]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from chip.errors import ConfigError
+
+Combine = Literal["joint", "separate"]
+TDPOVariant = Literal["tdpo1", "tdpo2"]
+LossType = Literal["sigmoid", "ipo"]
+
+
+@dataclass
+class ChipLossConfig:
+    """Hyperparameters of the CHiP loss (defaults: the authors' LLaVA recipe)."""
+
+    beta: float = 0.1  # β, inverse temperature of every sigmoid
+    segment_weight: float = 3.0  # λ, tokens in changed segments weigh 1 + λ
+    token_weight: float = 0.1  # α, weight of the TDPO sequential-KL margin δ
+    tdpo: TDPOVariant = "tdpo2"  # tdpo2 stops the gradient through K(y_w); tdpo1 does not
+    visual_weight: float = 1.0  # μ, weight of the visual margin h_vis
+    combine: Combine = "joint"  # one sigmoid over all margins, or one sigmoid per preference
+    anchor_weight: float = 0.0  # ρ, mDPO's anchor −log σ(β R(W))
+    sft_weight: float = 0.0  # η, mean NLL of the chosen response under the real image
+    length_normalize: bool = False  # divide R by the summed token weights
+    label_smoothing: float = 0.0  # ε, conservative DPO on the sigmoid holding the text margin
+    loss_type: LossType = "sigmoid"  # "ipo" replaces that sigmoid by a squared loss
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError(f"beta must be > 0, got {self.beta}")
+        for name in ("segment_weight", "token_weight", "visual_weight", "anchor_weight", "sft_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        choices = {"tdpo": ("tdpo1", "tdpo2"), "combine": ("joint", "separate"), "loss_type": ("sigmoid", "ipo")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.loss_type == "ipo" and self.label_smoothing:
+            raise ConfigError("label_smoothing applies to the sigmoid loss, not to loss_type='ipo'")
+
+    @property
+    def needs_corrupt(self) -> bool:
+        """Whether the chosen response must be scored under the corrupted image."""
+        return self.visual_weight > 0
+
+    @property
+    def needs_kl(self) -> bool:
+        """Whether the token-level term needs the reference's full distribution."""
+        return self.token_weight > 0
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class TokenScores:
+    """One scored response per example, aligned on response tokens; every tensor is ``[B, T]``.
+
+    ``logps``/``ref_logps`` are policy/reference log-probs of the response tokens, ``mask`` marks
+    real response tokens (prompt, image and padding are False), ``segment`` marks tokens inside a
+    changed segment, ``kl`` is the per-token KL(π_ref ‖ π_θ) over the vocabulary.
+    """
+
+    logps: Tensor
+    ref_logps: Tensor
+    mask: Tensor
+    segment: Tensor | None = None
+    kl: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        shape = self.logps.shape
+        for name in ("ref_logps", "mask", "segment", "kl"):
+            value = getattr(self, name)
+            if value is not None and value.shape != shape:
+                raise ValueError(f"TokenScores.{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+        if self.logps.dim() != 2:
+            raise ValueError(f"TokenScores tensors must be [B, T], got {tuple(shape)}")
+
+
+def token_kl(policy_logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """Per-position KL(π_ref ‖ π_θ) = Σ_v p_ref (log p_ref − log p_θ), shapes ``[..., V] -> [...]``.
+
+    Both distributions come from ``log_softmax`` in float32 (never ``softmax().log()``, which gives
+    ``log 0 = −inf`` and then NaN), so any finite logits, even ±1e4, give a finite result.
+    """
+    policy_logp = F.log_softmax(policy_logits.float(), dim=-1)  # (..., V)
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)  # (..., V)
+    return F.kl_div(policy_logp, ref_logp, log_target=True, reduction="none").sum(-1)  # (...)
+
+
+def weighted_logratio(scores: TokenScores, segment_weight: float, length_normalize: bool) -> Tensor:
+    """R(y|v) = Σ_t m_t w_t (lp_t − ref_t) with w_t = 1 + λ s_t; optionally divided by Σ_t m_t w_t.
+
+    Weights apply per token before summing (the released code weighted an already-summed
+    reference log-prob, which saturates the sigmoid). Returns ``[B]``.
+    """
+    weights = _token_weights(scores, segment_weight)  # (B, T)
+    logratio = torch.where(scores.mask.bool(), scores.logps - scores.ref_logps, 0.0)  # (B, T)
+    total = (logratio * weights).sum(-1)  # (B,)
+    if length_normalize:
+        total = total / weights.sum(-1).clamp_min(1.0)
+    return total
+
+
+def sequence_kl(scores: TokenScores) -> Tensor:
+    """K(y|v) = Σ_t m_t kl_t, the sequential KL of TDPO (unweighted). Returns ``[B]``."""
+    if scores.kl is None:
+        raise ValueError("token_weight > 0 needs TokenScores.kl for the chosen and rejected rows")
+    return torch.where(scores.mask.bool(), scores.kl, 0.0).sum(-1)
+
+
+def summed_logps(scores: TokenScores) -> Tensor:
+    """Σ_t m_t lp_t, the policy log-likelihood of each response (what TRL logs). Returns ``[B]``."""
+    return torch.where(scores.mask.bool(), scores.logps, 0.0).sum(-1)
+
+
+def sigmoid_loss(z: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """−(1−ε) log σ(z) − ε log σ(−z): DPO's loss, conservative when ε > 0 (Mitchell, 2023)."""
+    loss = -F.logsigmoid(z)
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-z)
+    return loss
+
+
+def ipo_loss(z: Tensor, beta: float) -> Tensor:
+    """(z/β − 1/(2β))²: IPO (Azar et al., 2023, eq. 17) with z = β·margin."""
+    return (z / beta - 1.0 / (2.0 * beta)) ** 2
+
+
+def _token_weights(scores: TokenScores, segment_weight: float) -> Tensor:
+    mask = scores.mask.to(scores.logps.dtype)  # (B, T)
+    if scores.segment is None or segment_weight == 0:
+        return mask
+    return mask * (1.0 + segment_weight * scores.segment.to(scores.logps.dtype))
+
+
+def _text_loss(config: ChipLossConfig) -> Callable[[Tensor], Tensor]:
+    if config.loss_type == "ipo":
+        return lambda z: ipo_loss(z, config.beta)
+    return lambda z: sigmoid_loss(z, config.label_smoothing)
+
+
+def chip_loss(
+    chosen: TokenScores,
+    rejected: TokenScores,
+    chosen_corrupt: TokenScores | None,
+    config: ChipLossConfig,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-example CHiP loss ``[B]`` and detached per-example metrics (each ``[B]``).
+
+    With W = (y_w|v), L = (y_l|v), C = (y_w|ṽ):
+
+        h_text = R(W) − R(L)                 response + segment preference
+        δ      = K(L) − sg(K(W))             token preference (TDPO2; TDPO1 keeps the gradient)
+        h_vis  = R(W) − R(C)                 visual preference
+
+        joint:    −log σ(β (h_text + μ h_vis − α δ))
+        separate: −log σ(β (h_text − α δ)) + μ · (−log σ(β h_vis))
+
+    plus ``ρ · (−log σ(β R(W)))`` (anchor) and ``η · mean NLL(W)`` (SFT). Label smoothing and IPO
+    replace the sigmoid that holds the text margin.
+    """
+    beta, lam = config.beta, config.segment_weight
+    use_visual = config.visual_weight > 0
+    use_token = config.token_weight > 0
+    if use_visual and chosen_corrupt is None:
+        raise ValueError("visual_weight > 0 needs chosen_corrupt scores (the chosen response under ṽ)")
+
+    reward_chosen = weighted_logratio(chosen, lam, config.length_normalize)  # R(W), (B,)
+    reward_rejected = weighted_logratio(rejected, lam, config.length_normalize)  # R(L), (B,)
+    h_text = reward_chosen - reward_rejected  # (B,)
+
+    text_margin = h_text
+    metrics: dict[str, Tensor] = {}
+    if use_token:
+        kl_chosen = sequence_kl(chosen)  # K(W), (B,)
+        kl_rejected = sequence_kl(rejected)  # K(L), (B,)
+        kl_chosen_term = kl_chosen.detach() if config.tdpo == "tdpo2" else kl_chosen
+        delta = kl_rejected - kl_chosen_term  # δ, (B,)
+        text_margin = text_margin - config.token_weight * delta
+        metrics["kl/chosen"] = kl_chosen
+        metrics["kl/rejected"] = kl_rejected
+
+    h_vis = None
+    if chosen_corrupt is not None:
+        reward_corrupt = weighted_logratio(chosen_corrupt, lam, config.length_normalize)  # R(C), (B,)
+        h_vis = reward_chosen - reward_corrupt  # (B,)
+        metrics["rewards/chosen_corrupt"] = beta * reward_corrupt
+        metrics["visual/margins"] = beta * h_vis
+        metrics["visual/accuracies"] = (h_vis > 0).float()
+        metrics["logps/chosen_corrupt"] = summed_logps(chosen_corrupt)
+
+    text_loss = _text_loss(config)
+    if config.combine == "joint":
+        margin = text_margin + config.visual_weight * h_vis if use_visual else text_margin
+        losses = text_loss(beta * margin)
+        metrics["loss/text"] = losses
+    else:
+        losses = text_loss(beta * text_margin)
+        metrics["loss/text"] = losses
+        if use_visual:
+            visual_loss = sigmoid_loss(beta * h_vis)
+            metrics["loss/visual"] = visual_loss
+            losses = losses + config.visual_weight * visual_loss
+
+    if config.anchor_weight > 0:
+        anchor_loss = sigmoid_loss(beta * reward_chosen)
+        metrics["loss/anchor"] = anchor_loss
+        losses = losses + config.anchor_weight * anchor_loss
+    if config.sft_weight > 0:
+        n_tokens = chosen.mask.to(chosen.logps.dtype).sum(-1).clamp_min(1.0)
+        sft_loss = -summed_logps(chosen) / n_tokens
+        metrics["loss/sft"] = sft_loss
+        losses = losses + config.sft_weight * sft_loss
+
+    metrics.update(
+        {
+            "rewards/chosen": beta * reward_chosen,
+            "rewards/rejected": beta * reward_rejected,
+            "rewards/margins": beta * h_text,
+            "rewards/accuracies": (h_text > 0).float(),
+            "logps/chosen": summed_logps(chosen),
+            "logps/rejected": summed_logps(rejected),
+        }
+    )
+    return losses, {name: value.detach() for name, value in metrics.items()}
