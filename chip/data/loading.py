@@ -1,0 +1,223 @@
+"""Load a preference dataset into `PreferenceExample`s, with a report of every unusable row.
+
+    examples, report = load_preference_rows("data/train.jsonl", image_root="data/images")
+
+One pass reads and validates the records (`chip.data.rows`), resolves image paths against the
+image root, finds duplicate ids, then checks each distinct image once, in threads (Pillow
+releases the GIL while decoding). Nothing about a bad row is silent: with `on_bad_row="error"`
+the dataset is refused with a `DataError` naming the first problems; with `"skip"` the bad rows
+are dropped and the returned `DataReport` lists and counts them.
+
+Checks that need the model's processor (a prompt longer than `max_length`) cannot run here; the
+trainer calls `check_lengths` and then `apply_on_bad_row` so that they end up in the same report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from chip.data.images import (
+    DEFAULT_MAX_PIXELS,
+    TINY_IMAGE_SIDE,
+    ImageCheck,
+    ImageProblem,
+    ImageRef,
+    check_image,
+    resolve_image_path,
+)
+from chip.data.readers import RawRecord, read_records
+from chip.data.report import BadRow, DataReport, OnBadRow
+from chip.data.rows import ParsedRow, PreferenceExample, parse_row
+from chip.errors import DataError
+
+ImageResult = tuple[int, int] | ImageProblem
+
+
+@dataclass
+class _Candidate:
+    """A row waiting for its images to be checked; `parsed` is None if its fields already failed."""
+
+    raw: RawRecord
+    parsed: ParsedRow | None
+    id: str
+    images: list[tuple[str, ImageRef]]
+
+
+def load_preference_rows(
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    on_bad_row: OnBadRow = "error",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_outside_root: bool = False,
+    image_check: ImageCheck = "decode",
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> tuple[list[PreferenceExample], DataReport]:
+    """Read and validate a `.jsonl`, `.parquet` or `datasets` folder of preference rows.
+
+    Image paths are relative to `image_root`, else to the folder holding `path`, and may not leave
+    that root unless `allow_outside_root`. `image_check="header"` skips full decoding (faster, but
+    a truncated file is only found when training reads it). Raises `DataError` for an unreadable
+    dataset, and for any bad row when `on_bad_row="error"`.
+    """
+    if on_bad_row not in ("error", "skip"):
+        raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
+    if image_check not in ("decode", "header"):
+        raise ValueError(f"image_check must be 'decode' or 'header', got {image_check!r}")
+    path = Path(path)
+    if image_root is not None and not Path(image_root).is_dir():
+        raise DataError(f"image_root {image_root} is not a directory")
+    root = Path(image_root) if image_root is not None else path.resolve().parent
+    report = DataReport(source=str(path))
+
+    total, records = read_records(path)
+    candidates = _parse_records(records, total, root, allow_outside_root, report, progress)
+    results = _check_images(candidates, max_pixels, image_check, num_workers, progress)
+
+    examples = []
+    for candidate in candidates:
+        raw, parsed = candidate.raw, candidate.parsed
+        usable = parsed is not None
+        for field, ref in candidate.images:
+            result = results[ref.key]
+            if isinstance(result, ImageProblem):
+                report.bad_rows.append(BadRow(report.source, raw.row, field, result.kind, result.reason, raw.line))
+                usable = False
+            elif min(result) < TINY_IMAGE_SIDE:
+                reason = f"image {ref.describe()} is only {result[0]}×{result[1]} pixels and carries little visual evidence"
+                report.warnings.append(BadRow(report.source, raw.row, field, "image_tiny", reason, raw.line))
+        if usable and parsed is not None:
+            examples.append(_to_example(candidate, parsed, report.source))
+    return apply_on_bad_row(examples, report, on_bad_row), report
+
+
+def check_lengths(
+    examples: Iterable[PreferenceExample],
+    count_prompt_tokens: Callable[[PreferenceExample], int],
+    max_length: int,
+) -> list[BadRow]:
+    """Report the rows whose prompt alone (image tokens included) leaves no room for a response.
+
+    `count_prompt_tokens` comes from the trainer, which alone knows the processor and how many
+    tokens an image expands to. Truncation only ever cuts response tokens, so such a row can
+    never be trained on and must be reported rather than silently cut.
+    """
+    bad_rows = []
+    for example in examples:
+        n_tokens = count_prompt_tokens(example)
+        if n_tokens >= max_length:
+            reason = (
+                f"the prompt takes {n_tokens} tokens (images included), leaving no room for a "
+                f"response within max_length={max_length}"
+            )
+            bad_rows.append(BadRow(example.source, example.row, "prompt", "prompt_too_long", reason, example.line))
+    return bad_rows
+
+
+def apply_on_bad_row(
+    examples: list[PreferenceExample], report: DataReport, on_bad_row: OnBadRow
+) -> list[PreferenceExample]:
+    """Refuse the dataset (`"error"`) or drop the rows the report names (`"skip"`)."""
+    if report.ok:
+        return examples
+    if on_bad_row == "error":
+        raise DataError(report.summary())
+    bad = report.bad_row_indices
+    return [example for example in examples if example.row not in bad]
+
+
+def _parse_records(
+    records: Iterable[RawRecord],
+    total: int,
+    root: Path,
+    allow_outside_root: bool,
+    report: DataReport,
+    progress: bool,
+) -> list[_Candidate]:
+    """Validate fields, resolve image paths and find duplicate ids; report every problem."""
+    candidates = []
+    first_use: dict[str, str] = {}  # id -> location of the row that used it first
+    for raw in tqdm(records, total=total, desc="reading rows", unit="row", disable=None if progress else True):
+        report.total_rows += 1
+
+        def bad(field: str, kind: str, reason: str, raw: RawRecord = raw) -> None:
+            report.bad_rows.append(BadRow(report.source, raw.row, field, kind, reason, raw.line))
+
+        if raw.problem is not None or raw.record is None:
+            bad(*(raw.problem or ("row", "unreadable", "could not be read")))
+            continue
+        parsed, sources, problems = parse_row(raw.record)
+        for problem in problems:
+            bad(*problem)
+
+        row_id = parsed.id if parsed is not None and parsed.id is not None else str(raw.row)
+        if parsed is not None and row_id in first_use:
+            implicit = "" if parsed.id is not None else " (the row has no id, so its index is its id)"
+            bad("id", "duplicate_id", f"id {row_id!r}{implicit} is already used by {first_use[row_id]}")
+            parsed = None
+        elif parsed is not None:
+            first_use[row_id] = f"line {raw.line}" if raw.line is not None else f"row {raw.row}"
+
+        images = []
+        for field, source in sources:
+            if isinstance(source, bytes):
+                images.append((field, ImageRef(data=source)))
+                continue
+            try:
+                images.append((field, ImageRef(path=resolve_image_path(source, root, allow_outside_root))))
+            except ImageProblem as problem:
+                bad(field, problem.kind, problem.reason)
+                parsed = None
+        candidates.append(_Candidate(raw, parsed, row_id, images))
+    return candidates
+
+
+def _check_images(
+    candidates: list[_Candidate],
+    max_pixels: int,
+    image_check: ImageCheck,
+    num_workers: int | None,
+    progress: bool,
+) -> dict[str, ImageResult]:
+    """Check each distinct image once, in threads; map its key to its size or its problem."""
+    unique = {ref.key: ref for candidate in candidates for _, ref in candidate.images}
+
+    def check(ref: ImageRef) -> ImageResult:
+        try:
+            return check_image(ref, max_pixels, image_check)
+        except ImageProblem as problem:
+            return problem
+
+    workers = num_workers or min(8, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(
+            tqdm(
+                pool.map(check, unique.values()),
+                total=len(unique),
+                desc="checking images",
+                unit="image",
+                disable=None if progress else True,
+            )
+        )
+    return dict(zip(unique, results))
+
+
+def _to_example(candidate: _Candidate, parsed: ParsedRow, source: str) -> PreferenceExample:
+    return PreferenceExample(
+        id=candidate.id,
+        row=candidate.raw.row,
+        source=source,
+        images=[ref for _, ref in candidate.images],
+        prompt=parsed.prompt,
+        chosen=parsed.chosen,
+        rejected=parsed.rejected,
+        chosen_segments=parsed.chosen_segments,
+        rejected_segments=parsed.rejected_segments,
+        line=candidate.raw.line,
+    )
