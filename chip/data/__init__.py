@@ -1,8 +1,8 @@
 """Preference data: loading, validation and the report of bad rows (docs/data.md).
 
-    from chip.data import load_preference_rows
-    examples, report = load_preference_rows("train.jsonl", on_bad_row="skip")
-    print(report)
+from chip.data import load_preference_rows
+examples, report = load_preference_rows("train.jsonl", on_bad_row="skip")
+print(report)
 """
 
 from chip.data.images import DEFAULT_MAX_PIXELS, TINY_IMAGE_SIDE, ImageProblem, ImageRef, to_rgb

@@ -24,7 +24,9 @@ def check_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="chip data check", description=check_main.__doc__)
     parser.add_argument("file", help="a .jsonl or .parquet file, or a folder written by save_to_disk")
     parser.add_argument(
-        "--image_root", default=None, help="folder image paths are relative to (default: the data file's folder)"
+        "--image_root",
+        default=None,
+        help="folder image paths are relative to (default: the data file's folder)",
     )
     parser.add_argument(
         "--max_pixels",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # 8192×8192: larger than any vision tower's native resolution, small enough to decode safely.
 DEFAULT_MAX_PIXELS = 8192 * 8192
@@ -93,10 +93,14 @@ class ImageRef:
             source = io.BytesIO(self.data)
         try:
             return Image.open(source)
+        except Image.DecompressionBombError as err:  # over twice Pillow's own limit, caught at open
+            raise ImageProblem("image_too_large", f"image {self.describe()} is too large: {err}") from None
         except UnidentifiedImageError:
             raise ImageProblem("image_not_an_image", _not_an_image_reason(self)) from None
         except _DECODE_ERRORS as err:
-            raise ImageProblem("image_corrupt", f"cannot read image header of {self.describe()}: {err}") from None
+            raise ImageProblem(
+                "image_corrupt", f"cannot read image header of {self.describe()}: {err}"
+            ) from None
 
     def load(self) -> Image.Image:
         """Decode the image and return it in RGB (see the module docstring for the conversions)."""
@@ -132,7 +136,9 @@ def resolve_image_path(raw: str, root: Path, allow_outside_root: bool = False) -
     return resolved
 
 
-def check_image(ref: ImageRef, max_pixels: int = DEFAULT_MAX_PIXELS, mode: ImageCheck = "decode") -> tuple[int, int]:
+def check_image(
+    ref: ImageRef, max_pixels: int = DEFAULT_MAX_PIXELS, mode: ImageCheck = "decode"
+) -> tuple[int, int]:
     """Return the image's (width, height), or raise `ImageProblem` saying why it is unusable.
 
     `mode="decode"` decodes and converts the full image, which is the only way to find a truncated
@@ -160,7 +166,8 @@ def check_image(ref: ImageRef, max_pixels: int = DEFAULT_MAX_PIXELS, mode: Image
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow image to 8-bit RGB without losing what a viewer would see."""
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT_MODES or image.mode in {"I", "F"}:
         image = _to_8bit_gray(image)
     if image.has_transparency_data:

@@ -87,7 +87,9 @@ def load_preference_rows(
         for field, ref in candidate.images:
             result = results[ref.key]
             if isinstance(result, ImageProblem):
-                report.bad_rows.append(BadRow(report.source, raw.row, field, result.kind, result.reason, raw.line))
+                report.bad_rows.append(
+                    BadRow(report.source, raw.row, field, result.kind, result.reason, raw.line)
+                )
                 usable = False
             elif min(result) < TINY_IMAGE_SIDE:
                 reason = f"image {ref.describe()} is only {result[0]}×{result[1]} pixels and carries little visual evidence"
@@ -116,7 +118,9 @@ def check_lengths(
                 f"the prompt takes {n_tokens} tokens (images included), leaving no room for a "
                 f"response within max_length={max_length}"
             )
-            bad_rows.append(BadRow(example.source, example.row, "prompt", "prompt_too_long", reason, example.line))
+            bad_rows.append(
+                BadRow(example.source, example.row, "prompt", "prompt_too_long", reason, example.line)
+            )
     return bad_rows
 
 
@@ -143,7 +147,9 @@ def _parse_records(
     """Validate fields, resolve image paths and find duplicate ids; report every problem."""
     candidates = []
     first_use: dict[str, str] = {}  # id -> location of the row that used it first
-    for raw in tqdm(records, total=total, desc="reading rows", unit="row", disable=None if progress else True):
+    for raw in tqdm(
+        records, total=total, desc="reading rows", unit="row", disable=None if progress else True
+    ):
         report.total_rows += 1
 
         def bad(field: str, kind: str, reason: str, raw: RawRecord = raw) -> None:

@@ -34,7 +34,8 @@ def check_text(text: str) -> str:
     except UnicodeEncodeError as err:
         bad = text[err.start]
         raise FieldProblem(
-            "invalid_text", f"contains a lone surrogate {bad!r} at character {err.start}, which is not valid Unicode"
+            "invalid_text",
+            f"contains a lone surrogate {bad!r} at character {err.start}, which is not valid Unicode",
         ) from None
     return text
 
@@ -59,7 +60,8 @@ def _normalise_content(content: Any, i: int) -> list[dict[str, str]]:
         return [{"type": "text", "text": check_text(content)}]
     if not isinstance(content, list):
         raise FieldProblem(
-            "bad_message", f"message {i} content is {type(content).__name__}, expected a string or a list of parts"
+            "bad_message",
+            f"message {i} content is {type(content).__name__}, expected a string or a list of parts",
         )
     parts = []
     for j, part in enumerate(content):
@@ -99,7 +101,9 @@ def response_text(messages: list[Message]) -> str:
     return message_text(messages[0])
 
 
-def split_implicit_prompt(chosen: list[Any], rejected: list[Any]) -> tuple[list[Message], list[Any], list[Any]]:
+def split_implicit_prompt(
+    chosen: list[Any], rejected: list[Any]
+) -> tuple[list[Message], list[Any], list[Any]]:
     """TRL's implicit-prompt form: two whole conversations that share every turn but the last.
 
     Returns (prompt messages, [last chosen message], [last rejected message]); raises

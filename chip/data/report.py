@@ -93,8 +93,7 @@ class DataReport:
 
     def __str__(self) -> str:
         lines = [
-            f"{self.source}: {self.total_rows} rows, {self.num_usable_rows} usable, "
-            f"{self.num_bad_rows} bad"
+            f"{self.source}: {self.total_rows} rows, {self.num_usable_rows} usable, {self.num_bad_rows} bad"
         ]
         if self.bad_rows:
             lines.append("bad rows:")

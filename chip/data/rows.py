@@ -97,9 +97,13 @@ def _parse_prompt(value: Any) -> str | list[Message]:
     if isinstance(value, list):
         messages = normalise_messages(value)
         if messages[-1]["role"] != "user":
-            raise FieldProblem("bad_message", f"the last prompt message must be 'user', got {messages[-1]['role']!r}")
+            raise FieldProblem(
+                "bad_message", f"the last prompt message must be 'user', got {messages[-1]['role']!r}"
+            )
         return messages
-    raise FieldProblem("wrong_type", f"expected a string or a list of chat messages, got {type(value).__name__}")
+    raise FieldProblem(
+        "wrong_type", f"expected a string or a list of chat messages, got {type(value).__name__}"
+    )
 
 
 def _parse_response(value: Any) -> str:
@@ -108,7 +112,9 @@ def _parse_response(value: Any) -> str:
     elif isinstance(value, list):
         text = response_text(normalise_messages(value))
     else:
-        raise FieldProblem("wrong_type", f"expected a string or a list of chat messages, got {type(value).__name__}")
+        raise FieldProblem(
+            "wrong_type", f"expected a string or a list of chat messages, got {type(value).__name__}"
+        )
     if not text.strip():
         raise FieldProblem("empty_text", "is empty")
     return text
@@ -171,7 +177,9 @@ CROSS_CHECKS: tuple[tuple[str, str, tuple[str, ...], Callable[[dict[str, Any]], 
 RLHFV_NAMES = {"prompt": "text.question", "chosen": "text.chosen", "rejected": "text.rejected"}
 
 
-def parse_row(record: dict[str, Any]) -> tuple[ParsedRow | None, list[tuple[str, ImageSource]], list[Problem]]:
+def parse_row(
+    record: dict[str, Any],
+) -> tuple[ParsedRow | None, list[tuple[str, ImageSource]], list[Problem]]:
     """Validate one stored record: (the parsed row or None if any problem, image sources, problems).
 
     The well-formed image sources are returned even for a bad row, so that the loader can check
@@ -227,7 +235,9 @@ def _image_sources(record: dict[str, Any], problems: list[Problem]) -> list[tupl
         problems.append(("images", "wrong_type", f"expected a list of images, got {type(many).__name__}"))
         return []
     elif not many:
-        problems.append(("images", "missing_field", "is an empty list: CHiP needs at least one image per row"))
+        problems.append(
+            ("images", "missing_field", "is an empty list: CHiP needs at least one image per row")
+        )
         return []
     else:
         entries = [(f"images[{k}]", value) for k, value in enumerate(many)]
@@ -240,7 +250,11 @@ def _image_sources(record: dict[str, Any], problems: list[Problem]) -> list[tupl
             sources.append((field, value))
         else:
             problems.append(
-                (field, "wrong_type", f"expected a path, inline bytes or {{bytes, path}}, got {type(value).__name__}")
+                (
+                    field,
+                    "wrong_type",
+                    f"expected a path, inline bytes or {{bytes, path}}, got {type(value).__name__}",
+                )
             )
     return sources
 
@@ -281,5 +295,8 @@ def _expand_implicit_prompt(record: dict[str, Any], problems: list[Problem]) -> 
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
     except FieldProblem as problem:
         problems.append(("prompt", problem.kind, problem.reason))
-        return record
+        if len(chosen) < 2 or len(rejected) < 2:
+            return record
+        # Still check the two responses, without repeating the prompt problem as theirs.
+        return {**record, "chosen": chosen[-1:], "rejected": rejected[-1:]}
     return {**record, "prompt": prompt, "chosen": chosen, "rejected": rejected}
