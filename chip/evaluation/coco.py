@@ -1,0 +1,217 @@
+"""The COCO object vocabulary for CHAIR / Object HalBench, and COCO 2014 ground truth.
+
+The synonym lists follow the word lists of the CHAIR reference (Rohrbach et al. 2018, used
+unchanged by Object HalBench and most hallucination papers) so that numbers stay comparable;
+duplicates are removed and canonical names are the COCO category names. Ground truth for an
+image is its instance categories plus the objects mentioned in its five reference captions
+(captions name things the segmentation masks miss, e.g. a "table" under a plate).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from pathlib import Path
+
+from chip.errors import DataError
+from chip.evaluation.vocabulary import ObjectVocabulary, extract_mentions
+
+# canonical COCO class -> further surface forms (lower-case, singular)
+_COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "person": (
+        "girl", "boy", "man", "woman", "kid", "child", "chef", "baker", "people", "adult", "rider",
+        "children", "baby", "worker", "passenger", "sister", "biker", "policeman", "cop", "officer",
+        "lady", "cowboy", "bride", "groom", "male", "female", "guy", "traveler", "mother", "father",
+        "gentleman", "pitcher", "player", "skier", "snowboarder", "skater", "skateboarder",
+        "foreigner", "caller", "offender", "coworker", "trespasser", "patient", "politician",
+        "soldier", "grandchild", "serviceman", "walker", "drinker", "doctor", "bicyclist", "thief",
+        "buyer", "teenager", "student", "camper", "driver", "solider", "hunter", "shopper", "villager",
+    ),
+    "bicycle": ("bike", "unicycle", "minibike", "trike"),
+    "car": (
+        "automobile", "van", "minivan", "sedan", "suv", "hatchback", "cab", "jeep", "coupe",
+        "taxicab", "limo", "taxi",
+    ),
+    "motorcycle": ("scooter", "motor bike", "motor cycle", "motorbike", "moped"),
+    "airplane": (
+        "jetliner", "plane", "air plane", "monoplane", "aircraft", "jet", "airbus", "biplane", "seaplane",
+    ),
+    "bus": ("minibus", "trolley"),
+    "train": ("locomotive", "tramway", "caboose"),
+    "truck": ("pickup", "lorry", "hauler", "firetruck"),
+    "boat": (
+        "ship", "liner", "sailboat", "motorboat", "dinghy", "powerboat", "speedboat", "canoe", "skiff",
+        "yacht", "kayak", "catamaran", "pontoon", "houseboat", "vessel", "rowboat", "trawler",
+        "ferryboat", "watercraft", "tugboat", "schooner", "barge", "ferry", "sailboard", "paddleboat",
+        "lifeboat", "freighter", "steamboat", "riverboat", "battleship", "steamship",
+    ),
+    "traffic light": ("street light", "traffic signal", "stop light", "streetlight", "stoplight"),
+    "fire hydrant": ("hydrant",),
+    "stop sign": (),
+    "parking meter": (),
+    "bench": ("pew",),
+    "bird": (
+        "ostrich", "owl", "seagull", "goose", "duck", "parakeet", "falcon", "robin", "pelican",
+        "waterfowl", "heron", "hummingbird", "mallard", "finch", "pigeon", "sparrow", "seabird",
+        "osprey", "blackbird", "fowl", "shorebird", "woodpecker", "egret", "chickadee", "quail",
+        "bluebird", "kingfisher", "buzzard", "willet", "gull", "swan", "bluejay", "flamingo",
+        "cormorant", "parrot", "loon", "gosling", "waterbird", "pheasant", "rooster", "sandpiper",
+        "crow", "raven", "turkey", "oriole", "cowbird", "warbler", "magpie", "peacock", "cockatiel",
+        "lorikeet", "puffin", "vulture", "condor", "macaw", "peafowl", "cockatoo", "songbird",
+    ),
+    "cat": ("kitten", "feline", "tabby"),
+    "dog": (
+        "puppy", "beagle", "pup", "chihuahua", "schnauzer", "dachshund", "rottweiler", "canine",
+        "pitbull", "collie", "pug", "terrier", "poodle", "labrador", "doggie", "doberman", "mutt",
+        "doggy", "spaniel", "bulldog", "sheepdog", "weimaraner", "corgi", "cocker", "greyhound",
+        "retriever", "brindle", "hound", "whippet", "husky",
+    ),
+    "horse": (
+        "colt", "pony", "racehorse", "stallion", "equine", "mare", "foal", "palomino", "mustang",
+        "clydesdale", "bronc", "bronco",
+    ),
+    "sheep": ("lamb", "ram", "goat", "ewe"),
+    "cow": ("cattle", "oxen", "ox", "calf", "holstein", "heifer", "buffalo", "bull", "zebu", "bison"),
+    "elephant": (),
+    "bear": ("panda",),
+    "zebra": (),
+    "giraffe": (),
+    "backpack": ("knapsack",),
+    "umbrella": (),
+    "handbag": ("wallet", "purse", "briefcase"),
+    "tie": ("bow", "bow tie"),
+    "suitcase": ("suit case", "luggage"),
+    "frisbee": (),
+    "skis": ("ski",),
+    "snowboard": (),
+    "sports ball": ("ball",),
+    "kite": (),
+    "baseball bat": (),
+    "baseball glove": (),
+    "skateboard": (),
+    "surfboard": ("longboard", "skimboard", "shortboard", "wakeboard"),
+    "tennis racket": ("racket",),
+    "bottle": (),
+    "wine glass": (),
+    "cup": (),
+    "fork": (),
+    "knife": ("pocketknife", "knive"),
+    "spoon": (),
+    "bowl": ("container",),
+    "banana": (),
+    "apple": (),
+    "sandwich": ("burger", "sub", "cheeseburger", "hamburger"),
+    "orange": (),
+    "broccoli": (),
+    "carrot": (),
+    "hot dog": (),
+    "pizza": (),
+    "donut": ("doughnut", "bagel"),
+    "cake": ("cheesecake", "cupcake", "shortcake", "coffeecake", "pancake"),
+    "chair": ("seat", "stool"),
+    "couch": ("sofa", "recliner", "futon", "loveseat", "settee", "chesterfield"),
+    "potted plant": ("houseplant",),
+    "bed": (),
+    "dining table": ("table", "desk"),
+    "toilet": ("urinal", "commode", "lavatory", "potty"),
+    "tv": ("monitor", "televison", "television"),
+    "laptop": ("computer", "notebook", "netbook", "lenovo", "macbook", "laptop computer"),
+    "mouse": (),
+    "remote": (),
+    "keyboard": (),
+    "cell phone": ("mobile phone", "phone", "cellphone", "telephone", "phon", "smartphone", "iphone"),
+    "microwave": (),
+    "oven": ("stovetop", "stove"),
+    "toaster": (),
+    "sink": (),
+    "refrigerator": ("fridge", "freezer"),
+    "book": (),
+    "clock": (),
+    "vase": (),
+    "scissors": (),
+    "teddy bear": ("teddybear",),
+    "hair drier": ("hairdryer",),
+    "toothbrush": (),
+}
+
+COCO_VOCABULARY = ObjectVocabulary(
+    name="coco",
+    synonyms={
+        surface: canonical
+        for canonical, others in _COCO_SYNONYMS.items()
+        for surface in (canonical, *others)
+    },
+    animals=frozenset({"bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"}),
+    phrases={
+        # Without these, "passenger" (a person synonym) would fire on vehicles.
+        "passenger jet": "jet",
+        "passenger train": "train",
+        "toilet seat": "toilet",
+        # A baby animal is an animal; "animal" and "cub" are not classes, so these only stop
+        # "baby"/"adult" from counting as a person.
+        "baby animal": "animal",
+        "adult animal": "animal",
+        "baby cub": "cub",
+    },
+    suppressed_by={"seat": "toilet"},
+)
+
+
+def _annotation_files(folder: Path, kind: str) -> list[Path]:
+    files = sorted(folder.glob(f"{kind}_*2014.json"))
+    if not files:
+        raise DataError(f"{folder}: no {kind}_*2014.json (COCO 2014 annotations) found")
+    return files
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+    if not isinstance(data, dict) or "annotations" not in data:
+        raise DataError(f"{path}: field 'annotations': missing (not a COCO annotation file)")
+    return data
+
+
+def load_coco_truth(
+    folder: str | Path,
+    image_ids: Collection[int] | None = None,
+    vocab: ObjectVocabulary = COCO_VOCABULARY,
+) -> dict[int, set[str]]:
+    """Ground-truth classes per image: instance categories ∪ objects extracted from reference captions.
+
+    Reads every `instances_*2014.json` and `captions_*2014.json` in `folder` (train and val may
+    both be there; the CHAIR reference merges them). Only `image_ids` are kept when given, which
+    keeps memory small on the 80k-image train split.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: COCO annotation folder not found")
+    wanted = None if image_ids is None else {int(i) for i in image_ids}
+    truth: dict[int, set[str]] = {} if wanted is None else {i: set() for i in wanted}
+
+    for path in _annotation_files(folder, "instances"):
+        data = _load_json(path)
+        names = {c["id"]: c["name"] for c in data.get("categories", [])}
+        for index, ann in enumerate(data["annotations"]):
+            image_id = ann.get("image_id")
+            if wanted is not None and image_id not in wanted:
+                continue
+            name = names.get(ann.get("category_id"))
+            canonical = vocab.canonical(name) if name else None
+            if canonical is None:
+                raise DataError(
+                    f"{path}: annotations[{index}]: field 'category_id': "
+                    f"{ann.get('category_id')!r} is not a {vocab.name} class"
+                )
+            truth.setdefault(image_id, set()).add(canonical)
+
+    for path in _annotation_files(folder, "captions"):
+        for ann in _load_json(path)["annotations"]:
+            image_id = ann.get("image_id")
+            if wanted is not None and image_id not in wanted:
+                continue
+            truth.setdefault(image_id, set()).update(extract_mentions(ann.get("caption", ""), vocab))
+    return truth
