@@ -147,6 +147,7 @@ def _parse_records(
     """Validate fields, resolve image paths and find duplicate ids; report every problem."""
     candidates = []
     first_use: dict[str, str] = {}  # id -> location of the row that used it first
+    resolved: dict[str, ImageRef | ImageProblem] = {}  # path as written -> its checked location
     for raw in tqdm(
         records, total=total, desc="reading rows", unit="row", disable=None if progress else True
     ):
@@ -175,11 +176,17 @@ def _parse_records(
             if isinstance(source, bytes):
                 images.append((field, ImageRef(data=source)))
                 continue
-            try:
-                images.append((field, ImageRef(path=resolve_image_path(source, root, allow_outside_root))))
-            except ImageProblem as problem:
-                bad(field, problem.kind, problem.reason)
+            if source not in resolved:  # datasets reuse images: resolve each path once
+                try:
+                    resolved[source] = ImageRef(path=resolve_image_path(source, root, allow_outside_root))
+                except ImageProblem as problem:
+                    resolved[source] = problem
+            ref_or_problem = resolved[source]
+            if isinstance(ref_or_problem, ImageProblem):
+                bad(field, ref_or_problem.kind, ref_or_problem.reason)
                 parsed = None
+            else:
+                images.append((field, ref_or_problem))
         candidates.append(_Candidate(raw, parsed, row_id, images))
     return candidates
 

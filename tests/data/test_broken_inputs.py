@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from chip.cli import main as chip_main
 from chip.data import BadRow, DataReport, apply_on_bad_row, check_lengths, load_preference_rows
@@ -367,3 +368,17 @@ def test_report_text_lists_counts_and_warnings(
 def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
+
+
+def test_image_beyond_pillows_own_limit_is_too_large_even_if_max_pixels_allows(
+    tmp_path: Path, write_jsonl: Callable, good_row: dict
+) -> None:
+    """Above twice Image.MAX_IMAGE_PIXELS Pillow refuses at open; that is still 'too large'."""
+    (tmp_path / "img").mkdir()
+    Image.new("1", (15000, 15000)).save(tmp_path / "img" / "bomb.png")
+    data = write_jsonl(tmp_path / "bomb.jsonl", [{**good_row, "images": ["img/bomb.png"]}])
+
+    _, report = load_preference_rows(data, max_pixels=10**9, on_bad_row="skip")
+
+    assert [(bad.field, bad.kind) for bad in report.bad_rows] == [("images[0]", "image_too_large")]
+    assert "bomb.png is too large" in report.bad_rows[0].reason
