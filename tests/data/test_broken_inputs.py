@@ -108,6 +108,16 @@ CASES = [
         "image_outside_root",
         "outside",
     ),
+    Case("empty_image_path", with_changes(images=[""]), "images[0]", "image_bad_path", "empty"),
+    Case(
+        "nul_in_image_path",
+        with_changes(images=["img/rgb.jpg\x00.png"]),
+        "images[0]",
+        "image_bad_path",
+        "NUL",
+    ),
+    Case("image_path_is_a_folder", with_changes(images=["img"]), "images[0]", "image_missing", "not a file"),
+    Case("empty_id", with_changes(id=" "), "id", "empty_text", "empty"),
     Case(
         "invalid_json_line",
         lambda root, good: b'{"id": "x", "prompt": ',

@@ -202,3 +202,23 @@ def test_multiple_images_per_row(corpus_root: Path, write_jsonl: Callable, good_
     refs = examples[0].images
     assert len(refs) == 3 and refs[0].key == refs[2].key != refs[1].key
     assert [image.size for image in examples[0].load_images()] == [(24, 24)] * 3
+
+
+def test_broken_inline_bytes_are_reported(corpus_root: Path) -> None:
+    truncated = (corpus_root / "img" / "truncated.png").read_bytes()
+    base = _inline(ROWS[:1], corpus_root)[0]
+    rows = [
+        {**base, "id": "empty", "images": [{"bytes": b"", "path": None}]},
+        {**base, "id": "cut", "images": [{"bytes": truncated, "path": None}]},
+        {**base, "id": "text", "images": [{"bytes": b"<html>not found</html>", "path": None}]},
+    ]
+    path = write_parquet(corpus_root, rows, "bad_inline")
+
+    _, report = load_preference_rows(path, on_bad_row="skip")
+
+    assert [(bad.location, bad.field, bad.kind) for bad in report.bad_rows] == [
+        ("row 0", "images[0]", "image_empty"),
+        ("row 1", "images[0]", "image_corrupt"),
+        ("row 2", "images[0]", "image_not_an_image"),
+    ]
+    assert "inline bytes" in report.bad_rows[2].reason and "text file" in report.bad_rows[2].reason
