@@ -1,0 +1,237 @@
+"""Turning (images, prompt, response) into model inputs, the same way for every model family.
+
+A preference example is scored three times (chosen, rejected, chosen under the corrupted image),
+always with the same prompt. So the prompt is encoded once, with its image tokens already expanded
+by the processor (:meth:`VLMAdapter.encode_prompt`), responses are tokenized on their own the way
+TRL does (:meth:`VLMAdapter.encode_response`), and :meth:`VLMAdapter.collate` joins them into a
+right-padded batch with a ``response_mask`` that :func:`chip.modeling.response_logps` reads.
+
+    adapter = VLMAdapter.from_pretrained(path)
+    prompt = adapter.encode_prompt([image], "Describe the image.")
+    batch = adapter.collate([(prompt, adapter.encode_response("A cat.")), ...], max_length=2048)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import AutoConfig, PretrainedConfig, ProcessorMixin
+
+from chip.errors import DataError
+from chip.modeling.processors import hub_kwargs, load_processor
+from chip.modeling.quirks import TOKEN_LEVEL_KEYS, quirks_for
+
+
+@dataclass
+class PromptInputs:
+    """One example's prompt, encoded once and reused for every response scored against it.
+
+    ``image_inputs`` holds the processor's other outputs exactly as it returns them for this one
+    example (``pixel_values``, ``image_sizes``, ``image_grid_thw``, ``pixel_attention_mask``, ...).
+    ``token_inputs`` holds the outputs that have one value per prompt token (Qwen-VL's
+    ``mm_token_type_ids``), which collation must pad along the sequence like ``input_ids``.
+    """
+
+    input_ids: torch.Tensor  # (P,) long, image tokens already expanded
+    image_inputs: dict[str, torch.Tensor]
+    token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # each (P,)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.numel())
+
+
+def _concat_padded(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-example image tensors along dim 0, zero-padding every other dim to the max.
+
+    For every family chip supports, dim 0 of a per-example image output counts that example's
+    images or patches (LLaVA ``(n, 3, H, W)``, Qwen-VL's flat ``(patches, C·t·p·p)`` and
+    ``image_grid_thw (n, 3)``) or is the example itself (Idefics3 ``(1, n, 3, H, W)``), so the
+    processor's own batching is this concatenation. The trailing dims only differ in the number of
+    tiles (LLaVA-NeXT patches, Idefics3 sub-images), and those models treat all-zero tiles as
+    padding, exactly as their processors pad them.
+    """
+    shape = [max(t.shape[d] for t in tensors) for d in range(tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        pad: list[int] = []
+        for d in reversed(range(1, t.dim())):
+            pad += [0, shape[d] - t.shape[d]]
+        padded.append(F.pad(t, pad) if any(pad) else t)
+    return torch.cat(padded, dim=0)
+
+
+class VLMAdapter:
+    """Prompt formatting, encoding and batching for one vision-language model family."""
+
+    def __init__(self, processor: ProcessorMixin, model_config: PretrainedConfig):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.config = model_config
+        self.quirks = quirks_for(model_config)
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos token; responses must end with one, as TRL's do")
+        self.eos_token_id: int = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id: int = pad if pad is not None else self.eos_token_id
+        # Chat templates of Llama-style models often leave the BOS to the tokenizer, while TRL
+        # encodes the templated prompt with add_special_tokens=False; add it back where the
+        # tokenizer would have, so the model sees what it was trained on.
+        bos = self.tokenizer.bos_token_id
+        self._bos_text = (
+            self.tokenizer.bos_token
+            if bos is not None and self.tokenizer("a")["input_ids"][:1] == [bos]
+            else None
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> VLMAdapter:
+        """Load the processor and config saved at ``path`` (no weights); ``kwargs`` go to the processor."""
+        return cls(load_processor(path, **kwargs), AutoConfig.from_pretrained(path, **hub_kwargs(kwargs)))
+
+    @property
+    def pixel_key(self) -> str:
+        """Name of the normalised pixel tensor, where corruption noise is applied.
+
+        Corrupt ``PromptInputs.image_inputs[pixel_key]`` of one example, before :meth:`collate`:
+        a collated batch may hold all-zero padding tiles that the model recognises as padding only
+        while they stay zero.
+        """
+        return self.quirks.pixel_key
+
+    @property
+    def image_token_id(self) -> int:
+        """Id of the token the processor repeats once per image feature."""
+        token_id = getattr(self.processor, "image_token_id", None)
+        return (
+            token_id
+            if token_id is not None
+            else self.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        )
+
+    def format_prompt(self, prompt: str | list[dict], num_images: int) -> str:
+        """The chat-templated prompt text with one image placeholder per image, ready for generation.
+
+        A string becomes one user turn: the images first, then the text (LLaVA's training layout).
+        A list is TRL-style chat messages; when they hold no image blocks, ``num_images`` are put at
+        the start of the first user turn, as TRL's ``prepare_multimodal_messages`` does.
+        """
+        if isinstance(prompt, str):
+            images = [{"type": "image"} for _ in range(num_images)]
+            messages = [{"role": "user", "content": [*images, {"type": "text", "text": prompt}]}]
+        else:
+            messages = _with_image_blocks(prompt, num_images)
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self._bos_text is not None and not text.startswith(self._bos_text):
+            text = self._bos_text + text
+        return text
+
+    def encode_prompt(self, images: Sequence[Image.Image], prompt: str | list[dict]) -> PromptInputs:
+        """Template and process one example's prompt with its images (image tokens expanded)."""
+        text = self.format_prompt(prompt, len(images))
+        encoded = self.processor(
+            images=list(images) or None, text=[text], add_special_tokens=False, return_tensors="pt"
+        )
+        input_ids = encoded.pop("input_ids")[0]  # (P,)
+        encoded.pop("attention_mask", None)
+        token_inputs = {key: encoded.pop(key)[0] for key in TOKEN_LEVEL_KEYS if key in encoded}  # each (P,)
+        image_inputs = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
+        return PromptInputs(input_ids=input_ids.long(), image_inputs=image_inputs, token_inputs=token_inputs)
+
+    def _encode_text(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = [tuple(span) for span in encoded["offset_mapping"]]
+        return [*encoded["input_ids"], self.eos_token_id], [*offsets, (len(text), len(text))]
+
+    def encode_response(self, text: str) -> list[int]:
+        """Response token ids: the text alone (no special tokens) plus EOS, as TRL tokenizes completions."""
+        return self._encode_text(text)[0]
+
+    def response_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of each token of :meth:`encode_response`; EOS gets ``(len, len)``."""
+        return self._encode_text(text)[1]
+
+    def collate(
+        self, rows: Sequence[tuple[PromptInputs, Sequence[int]]], max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Join (prompt, response ids) rows into one right-padded batch of model inputs.
+
+        Returns ``input_ids`` and ``attention_mask`` ``(B, T)``, the per-token processor outputs
+        padded with 0 (response tokens count as text), the image inputs batched as the processor
+        batches them, and ``response_mask`` ``(B, T)`` bool marking response tokens. A row longer
+        than ``max_length`` loses response tokens from its end; prompt and image tokens are never
+        cut, since the model cannot run with fewer image tokens than image features. A prompt that
+        leaves no room for a single response token raises :class:`~chip.errors.DataError`.
+        """
+        if not rows:
+            raise ValueError("collate needs at least one row")
+        kept: list[tuple[PromptInputs, list[int]]] = []
+        for index, (prompt, response) in enumerate(rows):
+            response = list(response)
+            if max_length is not None:
+                if len(prompt) >= max_length:
+                    raise DataError(
+                        f"row {index}: the prompt alone is {len(prompt)} tokens (image tokens included), "
+                        f"which leaves no room for the response within max_length={max_length}; "
+                        "raise max_length, shorten the prompt or use fewer/smaller images"
+                    )
+                response = response[: max_length - len(prompt)]
+            kept.append((prompt, response))
+
+        batch_size = len(kept)
+        seq_len = max(len(prompt) + len(response) for prompt, response in kept)
+        input_ids = torch.full((batch_size, seq_len), self.pad_token_id, dtype=torch.long)  # (B, T)
+        attention_mask = torch.zeros(batch_size, seq_len, dtype=torch.long)  # (B, T)
+        response_mask = torch.zeros(batch_size, seq_len, dtype=torch.bool)  # (B, T)
+        token_keys = sorted({key for prompt, _ in kept for key in prompt.token_inputs})
+        token_inputs = {
+            key: torch.zeros(batch_size, seq_len, dtype=kept[0][0].token_inputs[key].dtype)
+            for key in token_keys
+        }  # each (B, T)
+        for row, (prompt, response) in enumerate(kept):
+            n_prompt, n_total = len(prompt), len(prompt) + len(response)
+            input_ids[row, :n_prompt] = prompt.input_ids
+            input_ids[row, n_prompt:n_total] = torch.tensor(response, dtype=torch.long)
+            attention_mask[row, :n_total] = 1
+            response_mask[row, n_prompt:n_total] = True
+            for key in token_keys:
+                token_inputs[key][row, :n_prompt] = prompt.token_inputs[key]
+
+        batch: dict[str, torch.Tensor] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            **token_inputs,
+        }
+        image_keys = {frozenset(prompt.image_inputs) for prompt, _ in kept}
+        if len(image_keys) > 1:
+            raise DataError("a batch mixes rows with and without images (or with different image inputs)")
+        for key in sorted(next(iter(image_keys))):
+            batch[key] = _concat_padded([prompt.image_inputs[key] for prompt, _ in kept])
+        batch["response_mask"] = response_mask
+        return batch
+
+
+def _with_image_blocks(messages: list[dict], num_images: int) -> list[dict]:
+    """Copy TRL-style messages with structured content, holding exactly ``num_images`` image blocks."""
+    structured = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        structured.append({**message, "content": list(content or [])})
+    present = sum(block.get("type") == "image" for message in structured for block in message["content"])
+    if present == 0 and num_images > 0:
+        first_user = next((m for m in structured if m["role"] == "user"), None)
+        if first_user is None:
+            raise DataError("prompt messages have no user turn to attach the images to")
+        first_user["content"] = [*({"type": "image"} for _ in range(num_images)), *first_user["content"]]
+    elif present != num_images:
+        raise DataError(
+            f"prompt messages hold {present} image blocks but the example has {num_images} images"
+        )
+    return structured
