@@ -62,8 +62,9 @@ class ImageRef:
     """One image of one row, decoded only when `load()` is called.
 
     Exactly one of `path` (absolute, already checked against the image root) and `data` (inline
-    encoded bytes, as parquet and RLHF-V store them) is set. `key` identifies the image content
-    source, so rows sharing an image are checked once and a collator can preprocess it once.
+    encoded bytes, as parquet and RLHF-V store them) is set. `key` names the source (the resolved
+    path, or a hash of the bytes), so rows sharing an image are checked once and a collator can
+    preprocess it once.
     """
 
     path: Path | None = None

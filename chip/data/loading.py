@@ -83,18 +83,15 @@ def load_preference_rows(
     examples = []
     for candidate in candidates:
         raw, parsed = candidate.raw, candidate.parsed
-        usable = parsed is not None
         for field, ref in candidate.images:
             result = results[ref.key]
             if isinstance(result, ImageProblem):
-                report.bad_rows.append(
-                    BadRow(report.source, raw.row, field, result.kind, result.reason, raw.line)
-                )
-                usable = False
+                report.add(raw.row, field, result.kind, result.reason, raw.line)
+                parsed = None
             elif min(result) < TINY_IMAGE_SIDE:
                 reason = f"image {ref.describe()} is only {result[0]}×{result[1]} pixels and carries little visual evidence"
                 report.warnings.append(BadRow(report.source, raw.row, field, "image_tiny", reason, raw.line))
-        if usable and parsed is not None:
+        if parsed is not None:
             examples.append(_to_example(candidate, parsed, report.source))
     return apply_on_bad_row(examples, report, on_bad_row), report
 
@@ -152,21 +149,18 @@ def _parse_records(
         records, total=total, desc="reading rows", unit="row", disable=None if progress else True
     ):
         report.total_rows += 1
-
-        def bad(field: str, kind: str, reason: str, raw: RawRecord = raw) -> None:
-            report.bad_rows.append(BadRow(report.source, raw.row, field, kind, reason, raw.line))
-
-        if raw.problem is not None or raw.record is None:
-            bad(*(raw.problem or ("row", "unreadable", "could not be read")))
+        if raw.problem is not None:
+            report.add(raw.row, *raw.problem, line=raw.line)
             continue
         parsed, sources, problems = parse_row(raw.record)
         for problem in problems:
-            bad(*problem)
+            report.add(raw.row, *problem, line=raw.line)
 
         row_id = parsed.id if parsed is not None and parsed.id is not None else str(raw.row)
         if parsed is not None and row_id in first_use:
             implicit = "" if parsed.id is not None else " (the row has no id, so its index is its id)"
-            bad("id", "duplicate_id", f"id {row_id!r}{implicit} is already used by {first_use[row_id]}")
+            reason = f"id {row_id!r}{implicit} is already used by {first_use[row_id]}"
+            report.add(raw.row, "id", "duplicate_id", reason, raw.line)
             parsed = None
         elif parsed is not None:
             first_use[row_id] = f"line {raw.line}" if raw.line is not None else f"row {raw.row}"
@@ -183,7 +177,7 @@ def _parse_records(
                     resolved[source] = problem
             ref_or_problem = resolved[source]
             if isinstance(ref_or_problem, ImageProblem):
-                bad(field, ref_or_problem.kind, ref_or_problem.reason)
+                report.add(raw.row, field, ref_or_problem.kind, ref_or_problem.reason, raw.line)
                 parsed = None
             else:
                 images.append((field, ref_or_problem))

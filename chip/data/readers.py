@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ class RawRecord:
 
     row: int
     line: int | None
-    record: dict[str, Any] | None
+    record: dict[str, Any] = field(default_factory=dict)
     problem: tuple[str, str, str] | None = None
 
 
@@ -75,15 +75,15 @@ def _parse_json_line(raw_line: bytes, row: int, line: int) -> RawRecord:
     except UnicodeDecodeError as err:
         byte = raw_line[err.start]
         reason = f"not valid UTF-8: byte 0x{byte:02x} at byte offset {err.start} of the line"
-        return RawRecord(row, line, None, ("row", "invalid_utf8", reason))
+        return RawRecord(row, line, problem=("row", "invalid_utf8", reason))
     try:
         record = json.loads(text)
     except json.JSONDecodeError as err:
         reason = f"invalid JSON: {err.msg} at column {err.colno}"
-        return RawRecord(row, line, None, ("row", "invalid_json", reason))
+        return RawRecord(row, line, problem=("row", "invalid_json", reason))
     if not isinstance(record, dict):
         reason = f"expected a JSON object per line, got {type(record).__name__}"
-        return RawRecord(row, line, None, ("row", "not_an_object", reason))
+        return RawRecord(row, line, problem=("row", "not_an_object", reason))
     return RawRecord(row, line, record)
 
 

@@ -57,6 +57,10 @@ class DataReport:
     bad_rows: list[BadRow] = field(default_factory=list)
     warnings: list[BadRow] = field(default_factory=list)
 
+    def add(self, row: int, field: str, kind: str, reason: str, line: int | None = None) -> None:
+        """Record one problem of one row of this report's source."""
+        self.bad_rows.append(BadRow(self.source, row, field, kind, reason, line))
+
     @property
     def bad_row_indices(self) -> set[int]:
         """The 0-based indices of the rows that cannot be used."""
