@@ -102,7 +102,9 @@ def _generate(args: argparse.Namespace) -> Path:
         device=args.device,
         dtype=args.dtype,
     )
-    generate_answers(args.model, questions, answers_path, args.image_root, settings, adapter=args.adapter)
+    generate_answers(
+        args.model, questions, answers_path, args.image_root, settings, adapter=args.adapter, id_field=bench.id_field
+    )
     return answers_path
 
 
