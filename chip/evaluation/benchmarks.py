@@ -17,8 +17,8 @@ from chip.evaluation import amber, chair, hallusion, mmhal, pope
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
 
-# Answer text may come under any of these names (ours, LLaVA's, AMBER's, MMHal's, HallusionBench's).
-ANSWER_FIELDS = ("answer", "text", "response", "model_answer", "model_prediction")
+# Answer text may come under any of these names (ours, LLaVA's, AMBER's, MMHal's, HallusionBench's, CHAIR's).
+ANSWER_FIELDS = ("answer", "text", "response", "model_answer", "model_prediction", "caption")
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def load_coco_truth(
     if not folder.is_dir():
         raise DataError(f"{folder}: COCO annotation folder not found")
     wanted = None if image_ids is None else {int(i) for i in image_ids}
-    truth: dict[int, set[str]] = {} if wanted is None else {i: set() for i in wanted}
+    truth: dict[int, set[str]] = {}
 
     for path in _annotation_files(folder, "instances"):
         data = _load_json(path)
@@ -214,4 +214,9 @@ def load_coco_truth(
             if wanted is not None and image_id not in wanted:
                 continue
             truth.setdefault(image_id, set()).update(extract_mentions(ann.get("caption", ""), vocab))
+    # Every COCO image has captions, so an id seen nowhere is a wrong id or a wrong split, and
+    # scoring it against an empty truth would call every mention a hallucination.
+    unknown = sorted(wanted - truth.keys()) if wanted is not None else []
+    if unknown:
+        raise DataError(f"{folder}: {len(unknown)} image id(s) not in the COCO annotations, e.g. {unknown[:5]}")
     return truth

@@ -67,7 +67,7 @@ def _label(name: str) -> str:
 def _shown(name: str) -> bool:
     # Counts (n, tp, n_mentions, ...) stay in the JSON; the table shows the metrics.
     leaf = _leaf(name)
-    return leaf in _FRACTIONS or leaf in _NUMBERS or leaf.startswith("amber")
+    return leaf in _FRACTIONS or leaf in _NUMBERS or name.startswith("per_type.")
 
 
 def _format(name: str, value: float) -> str:

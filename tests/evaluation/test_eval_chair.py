@@ -114,6 +114,12 @@ def test_coco_truth_is_instances_union_caption_objects(coco_dir) -> None:
     assert truth == {1: {"person", "dog", "frisbee"}, 2: {"toilet", "sink"}}
 
 
+def test_coco_truth_rejects_unknown_image_ids(coco_dir) -> None:
+    """An id in no annotation file would score every mention as a hallucination."""
+    with pytest.raises(DataError, match=r"1 image id\(s\) not in the COCO annotations, e.g. \[42\]"):
+        load_coco_truth(coco_dir, image_ids=[1, 42])
+
+
 def test_coco_truth_errors_name_the_problem(tmp_path) -> None:
     with pytest.raises(DataError, match="not found"):
         load_coco_truth(tmp_path / "missing")

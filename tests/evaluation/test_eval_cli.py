@@ -10,7 +10,7 @@ from chip import cli as chip_cli
 from chip.errors import ConfigError, DataError
 from chip.evaluation.cli import main
 from chip.evaluation.io import write_json_atomic
-from chip.evaluation.report import compare_table, load_runs
+from chip.evaluation.report import compare_table, load_runs, metrics_table
 
 
 def write_jsonl(path, rows) -> str:
@@ -156,3 +156,10 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path) -> None:
         write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_metrics_table_shows_metrics_not_counts() -> None:
+    """MMHal: score and per-type means are plain numbers, the rate a percentage; n is a count."""
+    table = metrics_table({"score": 3.0, "hallucination_rate": 0.5, "per_type": {"counting": 1.5}, "n": 2})
+    assert "| score ↑ | 3.00 |" in table and "| hallucination_rate (%) ↓ | 50.0 |" in table
+    assert "| per_type.counting | 1.50 |" in table and "| n |" not in table
