@@ -163,3 +163,24 @@ def test_metrics_table_shows_metrics_not_counts() -> None:
     table = metrics_table({"score": 3.0, "hallucination_rate": 0.5, "per_type": {"counting": 1.5}, "n": 2})
     assert "| score ↑ | 3.00 |" in table and "| hallucination_rate (%) ↓ | 50.0 |" in table
     assert "| per_type.counting | 1.50 |" in table and "| n |" not in table
+
+
+def test_amber_through_the_cli(tmp_path) -> None:
+    """Generative id 1 "A dog and a cat." with truth {dog}, hallu {cat}: 2 nouns, cat hallucinated
+    -> CHAIR 1/2, Cover 1, Hal 1, Cog 1. Discriminative id 2 (truth no) answered "No." -> F1 1.
+    AMBER score = ((1 - 1/2) + 1) / 2 = 0.75."""
+    data = tmp_path / "amber"
+    data.mkdir()
+    (data / "annotations.json").write_text(json.dumps([
+        {"id": 1, "type": "generative", "truth": ["dog"], "hallu": ["cat"]},
+        {"id": 2, "type": "discriminative-hallucination", "truth": "no"},
+    ]))
+    (data / "relation.json").write_text(json.dumps({"dog": [], "cat": []}))
+    (data / "safe_words.txt").write_text("")
+    answers = tmp_path / "a.json"
+    answers.write_text(json.dumps([{"id": 1, "response": "A dog and a cat."}, {"id": 2, "response": "No."}]))
+    out = tmp_path / "m.json"
+    assert main(["--bench", "amber", "--answers", str(answers), "--annotations", str(data), "--output", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert (m["chair"], m["cover"], m["hal"], m["cog"], m["f1"]) == pytest.approx((0.5, 1.0, 1.0, 1.0, 1.0))
+    assert m["amber_score"] == pytest.approx(0.75)
