@@ -22,7 +22,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("chip.train_cli:main", "CHiP / DPO preference training"),
     ("demo",): ("chip.demo.cli:main", "end-to-end run on the built-in synthetic world"),
     ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
-    ("data", "precompute"): ("chip.reference_cache:precompute_main", "write a reference log-prob cache"),
+    ("data", "precompute"): ("chip.train_cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
 }
 

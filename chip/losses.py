@@ -113,6 +113,30 @@ def token_kl(policy_logits: Tensor, ref_logits: Tensor) -> Tensor:
     return F.kl_div(policy_logp, ref_logp, log_target=True, reduction="none").sum(-1)  # (...)
 
 
+def topk_token_kl(policy_logits: Tensor, ref_topk_logps: Tensor, ref_topk_ids: Tensor) -> Tensor:
+    """KL(π_ref ‖ π_θ) from a compact reference: its top-k log-probs plus one bucket for the tail.
+
+    The vocabulary is split into the k reference-top tokens and the rest; the KL between the two
+    bucketed distributions is ``Σ_topk p (log p − log q) + p_tail (log p_tail − log q_tail)``. By the
+    data-processing inequality it is a lower bound of the full KL, exact when k = V (empty tail).
+    Shapes: logits ``[..., V]``, top-k ``[..., k]`` -> ``[...]``.
+    """
+    policy_logp = F.log_softmax(policy_logits.float(), dim=-1)  # (..., V)
+    ref_top = ref_topk_logps.float()  # (..., k)
+    policy_top = policy_logp.gather(-1, ref_topk_ids.long())  # (..., k)
+    head = (ref_top.exp() * (ref_top - policy_top)).sum(-1)  # (...)
+    ref_tail = _log1mexp(torch.logsumexp(ref_top, -1))  # log p_tail, (...)
+    policy_tail = _log1mexp(torch.logsumexp(policy_top, -1)).clamp_min(-80.0)  # log q_tail, (...)
+    tail = torch.where(ref_tail > -80.0, ref_tail.exp() * (ref_tail - policy_tail), 0.0)
+    return head + tail
+
+
+def _log1mexp(x: Tensor) -> Tensor:
+    """log(1 − e^x) for x ≤ 0, stable at both ends (Mächler, 2012); −inf at x = 0."""
+    x = x.clamp_max(0.0)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
 def weighted_logratio(scores: TokenScores, segment_weight: float, length_normalize: bool) -> Tensor:
     """R(y|v) = Σ_t m_t w_t (lp_t − ref_t) with w_t = 1 + λ s_t; optionally divided by Σ_t m_t w_t.
 

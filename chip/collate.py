@@ -1,0 +1,142 @@
+"""Batch preference examples into the three scored rows of CHiP.
+
+Per example (METHOD.md): W = (y_w | v), L = (y_l | v), C = (y_w | ṽ). The prompt and its images are
+preprocessed once and shared by W and L; C reuses the same token ids with noised pixels
+(diffusion) or re-encodes the corrupted image (image-space kinds, which keep the image size, so the
+number of image tokens is unchanged). Every corruption is seeded from (seed, example id), so any
+pass over the same example — reference cache, reference model, policy — sees the same ṽ.
+
+Output keys:
+
+- ``ids``: list[str], the example ids of the batch (B of them).
+- ``real``: model inputs for the 2B rows ``[W_1..W_B, L_1..L_B]`` (one forward), with
+  ``response_mask``; see `chip.modeling.VLMAdapter.collate`.
+- ``real_segment``: bool ``[2B, R]``, changed-segment flags per response token (same layout as the
+  log-probs `chip.modeling.response_logps` returns for ``real``).
+- ``corrupt`` / ``corrupt_segment``: the same for the B rows C (only when the visual term is on).
+- ``reference``: padded cached reference tensors (`chip.reference_cache.ReferenceCache.batch`),
+  only with a precomputed reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from PIL import Image
+
+from chip.corruption import corrupt_image, diffusion_noise, example_generator
+from chip.data import PreferenceExample
+from chip.modeling import PromptInputs, VLMAdapter
+from chip.reference_cache import ReferenceCache
+from chip.segments import changed_segments, spans_to_token_flags
+
+
+@dataclass
+class ChipCollator:
+    """Turns a list of `PreferenceExample` into the W, L and C model inputs of one step."""
+
+    adapter: VLMAdapter
+    corruption: str = "diffusion"  # kind of ṽ (chip.corruption.CORRUPTION_KINDS)
+    noise_step: int = 500  # diffusion step k of ṽ
+    seed: int = 0  # run seed; with the example id it fixes every random corruption
+    max_length: int | None = None  # longest prompt + response; only response tokens are cut
+    score_corrupt: bool = True  # build the C rows (False when the visual weight is 0)
+    segment_min_match: int = 3  # anchors of the chosen/rejected alignment
+    mark_insertions: bool = False  # also flag pure insertions/deletions
+    random_pool: Sequence[PreferenceExample] | None = None  # other examples, for corruption="random"
+    reference_cache: ReferenceCache | None = None  # adds the ``reference`` entries when set
+
+    def __call__(self, examples: list[PreferenceExample]) -> dict:
+        prompts, corrupt_prompts, chosen_rows, rejected_rows = [], [], [], []
+        chosen_flags, rejected_flags = [], []
+        for example in examples:
+            images = example.load_images()
+            prompt = self.adapter.encode_prompt(images, example.prompt)
+            chosen_ids = self.adapter.encode_response(example.chosen)
+            rejected_ids = self.adapter.encode_response(example.rejected)
+            flags_w, flags_l = self._segments(example, chosen_ids, rejected_ids)
+            prompts.append(prompt)
+            chosen_rows.append(chosen_ids)
+            rejected_rows.append(rejected_ids)
+            chosen_flags.append(flags_w)
+            rejected_flags.append(flags_l)
+            if self.score_corrupt:
+                corrupt_prompts.append(self._corrupt_prompt(example, images, prompt))
+
+        real = self.adapter.collate(
+            list(zip(prompts + prompts, chosen_rows + rejected_rows)), max_length=self.max_length
+        )
+        batch = {
+            "ids": [example.id for example in examples],
+            "real": real,
+            "real_segment": _pad_flags(chosen_flags + rejected_flags, real["response_mask"]),
+        }
+        if self.score_corrupt:
+            corrupt = self.adapter.collate(list(zip(corrupt_prompts, chosen_rows)), max_length=self.max_length)
+            batch["corrupt"] = corrupt
+            batch["corrupt_segment"] = _pad_flags(chosen_flags, corrupt["response_mask"])
+        if self.reference_cache is not None:
+            corrupt_kept = batch["corrupt"]["response_mask"].sum(-1).tolist() if self.score_corrupt else None
+            batch["reference"] = self.reference_cache.batch(
+                batch["ids"], real["response_mask"].sum(-1).tolist(), corrupt_kept
+            )
+        return batch
+
+    def _segments(
+        self, example: PreferenceExample, chosen_ids: list[int], rejected_ids: list[int]
+    ) -> tuple[list[bool], list[bool]]:
+        """User-given character spans when present, else the token alignment of METHOD.md."""
+        if example.chosen_segments is None and example.rejected_segments is None:
+            return changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
+        return (
+            self._span_flags(example.chosen, example.chosen_segments, len(chosen_ids)),
+            self._span_flags(example.rejected, example.rejected_segments, len(rejected_ids)),
+        )
+
+    def _span_flags(self, text: str, spans, n_tokens: int) -> list[bool]:
+        if not spans:
+            return [False] * n_tokens
+        return spans_to_token_flags(self.adapter.response_offsets(text), spans)
+
+    def _corrupt_prompt(
+        self, example: PreferenceExample, images: list[Image.Image], prompt: PromptInputs
+    ) -> PromptInputs:
+        generator = example_generator(self.seed, example.id)
+        if self.corruption == "diffusion":
+            key = self.adapter.pixel_key
+            noised = dict(prompt.image_inputs)
+            noised[key] = diffusion_noise(prompt.image_inputs[key], self.noise_step, generator)
+            return replace(prompt, image_inputs=noised)
+        corrupted = [
+            corrupt_image(image, self.corruption, generator, random_pool=self._draw_other(example))
+            for image in images
+        ]
+        return self.adapter.encode_prompt(corrupted, example.prompt)
+
+    def _draw_other(self, example: PreferenceExample):
+        """For corruption="random": another example's first image, drawn with the example's generator."""
+        if self.corruption != "random":
+            return None
+        pool = self.random_pool
+        if not pool or len(pool) < 2:
+            raise ValueError("corruption='random' needs a dataset of at least two examples")
+
+        def draw(generator: torch.Generator) -> Image.Image:
+            while True:
+                other = pool[int(torch.randint(len(pool), (), generator=generator))]
+                if other.id != example.id and other.images:
+                    return other.images[0].load()
+
+        return draw
+
+
+def _pad_flags(rows: list[list[bool]], response_mask: torch.Tensor) -> torch.Tensor:
+    """Flags per kept response token, padded to the longest kept response: bool ``[N, R]``."""
+    kept = response_mask.sum(-1).tolist()  # tokens left after truncation, per row
+    width = max(kept, default=0)
+    out = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, (flags, n) in enumerate(zip(rows, kept)):
+        out[i, :n] = torch.tensor(flags[:n], dtype=torch.bool)
+    return out
