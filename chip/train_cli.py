@@ -42,7 +42,12 @@ def parse_config(argv: list[str]) -> ChipConfig:
     if any(a in ("-h", "--help") for a in rest):
         parser.print_help()
         raise SystemExit(0)
-    (config,) = parser.parse_args_into_dataclasses(args=file_args + rest)
+    try:
+        config, unknown = parser.parse_args_into_dataclasses(args=file_args + rest, return_remaining_strings=True)
+    except ValueError as err:  # TrainingArguments' own consistency checks
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    if unknown:
+        raise ConfigError(f"unknown arguments {' '.join(unknown)} (see `chip train --help`)")
     return config
 
 
@@ -73,7 +78,7 @@ def _yaml_to_args(path: Path) -> list[str]:
 
 def load_examples(config: ChipConfig, adapter):
     """Validated examples; bad rows (overlong prompts included) refuse the run or are skipped and counted."""
-    from chip.data import apply_on_bad_row, check_lengths, load_preference_rows
+    from chip.data import BadRow, apply_on_bad_row, check_lengths, load_preference_rows
 
     if not config.dataset:
         raise ConfigError("dataset is required (a .jsonl, .parquet or `datasets` folder)")
@@ -81,7 +86,16 @@ def load_examples(config: ChipConfig, adapter):
         config.dataset, image_root=config.image_root, on_bad_row="skip",
         allow_outside_root=config.allow_outside_root, progress=True,
     )  # fmt: skip
-    report.bad_rows.extend(check_lengths(examples, lambda ex: _prompt_tokens(adapter, ex), config.max_length))
+    # What only the processor can judge, in one encoding pass: special-token text and prompt length.
+    prompt_tokens: dict[int, int] = {}
+    for example in examples:
+        try:
+            prompt_tokens[example.row] = len(adapter.encode_prompt(example.load_images(), example.prompt).input_ids)
+        except DataError as err:
+            reason = str(err).removeprefix("field 'prompt': ")
+            report.bad_rows.append(BadRow(example.source, example.row, "prompt", "special_token_text", reason, example.line))
+    encodable = [example for example in examples if example.row in prompt_tokens]
+    report.bad_rows.extend(check_lengths(encodable, lambda ex: prompt_tokens[ex.row], config.max_length))
     examples = apply_on_bad_row(examples, report, config.on_bad_row)
     if not report.ok:
         # Counts say how much was left out and why; the first rows say where to look. Overlong
@@ -95,10 +109,6 @@ def load_examples(config: ChipConfig, adapter):
     if not examples:
         raise DataError(f"{config.dataset}: no usable rows left to train on")
     return examples
-
-
-def _prompt_tokens(adapter, example) -> int:
-    return len(adapter.encode_prompt(example.load_images(), example.prompt).input_ids)
 
 
 def build_collator(config: ChipConfig, adapter, examples, reference_cache=None):
@@ -132,8 +142,12 @@ def cache_fingerprint(config: ChipConfig, model, processor, examples) -> tuple[s
     return fingerprint(settings), settings
 
 
-def run_training(config: ChipConfig) -> dict:
-    """Load data and model, train, save; returns the final metrics. The library entry point of `chip train`."""
+def run_training(config: ChipConfig, callbacks: list | None = None, replace_progress: bool = False) -> dict:
+    """Load data and model, train, save; returns the final metrics. The library entry point of `chip train`.
+
+    ``callbacks`` are added to the Trainer's; with ``replace_progress`` the first of them takes the
+    place of the stock progress bar (e.g. one that does not print every logged dict).
+    """
     from chip.loading import load_policy, load_processor
     from chip.modeling import VLMAdapter
     from chip.reference_cache import ReferenceCache
@@ -154,6 +168,12 @@ def run_training(config: ChipConfig) -> dict:
         model=model, args=config, train_dataset=examples, data_collator=collator,
         processing_class=processor, ref_model=ref_model, skip_nonfinite=config.on_nonfinite == "skip",
     )  # fmt: skip
+    if replace_progress and callbacks:
+        from transformers import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
     result = trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config))
     trainer.save_model(config.output_dir)
     trainer.save_state()

@@ -216,6 +216,24 @@ class ChipTrainer(Trainer):
         self._stored_metrics[train_eval].clear()
         super().log(logs, start_time)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load a full-model checkpoint the way `from_pretrained` does, key renaming included.
+
+        transformers 5.24's `Trainer` loads ``model.safetensors`` with its raw key names and
+        ``strict=False``, but `save_pretrained` writes some families (LLaVA, LLaVA-NeXT) under their
+        legacy names, so no weight would load and training would silently restart from the base
+        weights with the trained optimizer state. PEFT adapters, FSDP and DeepSpeed keep the stock path.
+        """
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        folder = Path(resume_from_checkpoint)
+        has_full_weights = (folder / "model.safetensors").exists() or (folder / "model.safetensors.index.json").exists()
+        if not has_full_weights or self.is_fsdp_enabled or self.is_deepspeed_enabled or not hasattr(target, "from_pretrained"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(target.parameters()).dtype
+        loaded = type(target).from_pretrained(folder, dtype=dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():

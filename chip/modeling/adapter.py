@@ -132,7 +132,12 @@ class VLMAdapter:
         return text
 
     def encode_prompt(self, images: Sequence[Image.Image], prompt: str | list[dict]) -> PromptInputs:
-        """Template and process one example's prompt with its images (image tokens expanded)."""
+        """Template and process one example's prompt with its images (image tokens expanded).
+
+        Prompt text holding a special token's literal text (``<image>`` in scraped data) is refused
+        with `DataError`: the processor would read it as a real image placeholder or control token.
+        """
+        self._refuse_special_text(prompt)
         text = self.format_prompt(prompt, len(images))
         encoded = self.processor(
             images=list(images) or None, text=[text], add_special_tokens=False, return_tensors="pt"
@@ -143,8 +148,23 @@ class VLMAdapter:
         image_inputs = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
         return PromptInputs(input_ids=input_ids.long(), image_inputs=image_inputs, token_inputs=token_inputs)
 
+    def _refuse_special_text(self, prompt: str | list[dict]) -> None:
+        texts = [prompt] if isinstance(prompt, str) else [
+            part if isinstance(part, str) else part.get("text") or ""
+            for message in prompt
+            for part in ([message["content"]] if isinstance(message["content"], str) else message["content"])
+        ]  # fmt: skip
+        specials = [t for t in self.tokenizer.all_special_tokens if t] + list(getattr(self.tokenizer, "extra_special_tokens", []) or [])
+        image_token = getattr(self.processor, "image_token", None)
+        specials += [image_token] if isinstance(image_token, str) else []
+        for text in texts:
+            found = sorted({token for token in specials if isinstance(token, str) and token in text})
+            if found:
+                raise DataError(f"field 'prompt': holds the literal text of the model's special token(s) {found}")
+
     def _encode_text(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        # split_special_tokens: a response's "<image>" or "</s>" is text to learn, not a control token
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
         offsets = [tuple(span) for span in encoded["offset_mapping"]]
         return [*encoded["input_ids"], self.eos_token_id], [*offsets, (len(text), len(text))]
 

@@ -73,19 +73,12 @@ def complete_checkpoint(folder: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------- training
-FULL_RESUME_BUG = (
-    "transformers 5.x Trainer._load_from_checkpoint loads model.safetensors with its raw keys, but "
-    "save_pretrained writes LLaVA-family weights under their legacy names: nothing matches (strict=False), "
-    "so a resumed full fine-tune silently restarts from the base weights with the trained optimizer state"
-)
-
-
 @pytest.mark.parametrize(
     "use_peft",
     [
         pytest.param(True, id="lora"),
         pytest.param(
-            False, id="full", marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=FULL_RESUME_BUG)]
+            False, id="full", marks=pytest.mark.slow
         ),
     ],
 )

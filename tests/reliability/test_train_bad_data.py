@@ -178,14 +178,6 @@ def test_overlong_prompt_is_found_by_train_not_by_check(
     assert f"leaving no room for a response within max_length={MAX_LENGTH}" in message
 
 
-SPECIAL_TOKEN_BUG = (
-    "the literal text of a special token in a row is encoded as that token: '<image>' in a prompt makes "
-    "the processor count one image too many, in a response an image token without features; both end "
-    "in a ValueError traceback (the data layer does not report it, the adapter does not escape it)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=SPECIAL_TOKEN_BUG)
 @pytest.mark.parametrize("field", ["prompt", "chosen"])
 def test_special_token_text_in_a_row_never_crashes_training(
     field: str, tmp_path: Path, tiny_model: Callable[..., Path], run_chip: Callable[..., Run]
