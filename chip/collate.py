@@ -9,8 +9,9 @@ pass over the same example — reference cache, reference model, policy — sees
 Output keys:
 
 - ``ids``: list[str], the example ids of the batch (B of them).
-- ``real``: model inputs for the 2B rows ``[W_1..W_B, L_1..L_B]`` (one forward), with
-  ``response_mask``; see `chip.modeling.VLMAdapter.collate`.
+- ``real``: model inputs for W and L in the shared-prefix layout of
+  `chip.modeling.VLMAdapter.collate_pairs` (one row ``[prompt, y_w, y_l]`` per example, the image
+  encoded once); `chip.modeling.response_logps` scores it as the 2B rows ``[W_1..W_B, L_1..L_B]``.
 - ``real_segment``: bool ``[2B, R]``, changed-segment flags per response token (same layout as the
   log-probs `chip.modeling.response_logps` returns for ``real``).
 - ``corrupt`` / ``corrupt_segment``: the same for the B rows C (only when the visual term is on).
@@ -28,7 +29,7 @@ from PIL import Image
 
 from chip.corruption import corrupt_image, diffusion_noise, example_generator
 from chip.data import PreferenceExample
-from chip.modeling import PromptInputs, VLMAdapter
+from chip.modeling import PromptInputs, VLMAdapter, scored_lengths
 from chip.reference_cache import ReferenceCache
 from chip.segments import changed_segments, spans_to_token_flags
 
@@ -65,23 +66,21 @@ class ChipCollator:
             if self.score_corrupt:
                 corrupt_prompts.append(self._corrupt_prompt(example, images, prompt))
 
-        real = self.adapter.collate(
-            list(zip(prompts + prompts, chosen_rows + rejected_rows)), max_length=self.max_length
+        real = self.adapter.collate_pairs(
+            list(zip(prompts, chosen_rows, rejected_rows)), max_length=self.max_length
         )
         batch = {
             "ids": [example.id for example in examples],
             "real": real,
-            "real_segment": _pad_flags(chosen_flags + rejected_flags, real["response_mask"]),
+            "real_segment": _pad_flags(chosen_flags + rejected_flags, scored_lengths(real)),
         }
         if self.score_corrupt:
             corrupt = self.adapter.collate(list(zip(corrupt_prompts, chosen_rows)), max_length=self.max_length)
             batch["corrupt"] = corrupt
-            batch["corrupt_segment"] = _pad_flags(chosen_flags, corrupt["response_mask"])
+            batch["corrupt_segment"] = _pad_flags(chosen_flags, scored_lengths(corrupt))
         if self.reference_cache is not None:
-            corrupt_kept = batch["corrupt"]["response_mask"].sum(-1).tolist() if self.score_corrupt else None
-            batch["reference"] = self.reference_cache.batch(
-                batch["ids"], real["response_mask"].sum(-1).tolist(), corrupt_kept
-            )
+            corrupt_kept = scored_lengths(batch["corrupt"]) if self.score_corrupt else None
+            batch["reference"] = self.reference_cache.batch(batch["ids"], scored_lengths(real), corrupt_kept)
         return batch
 
     def _segments(
@@ -132,9 +131,8 @@ class ChipCollator:
         return draw
 
 
-def _pad_flags(rows: list[list[bool]], response_mask: torch.Tensor) -> torch.Tensor:
-    """Flags per kept response token, padded to the longest kept response: bool ``[N, R]``."""
-    kept = response_mask.sum(-1).tolist()  # tokens left after truncation, per row
+def _pad_flags(rows: list[list[bool]], kept: list[int]) -> torch.Tensor:
+    """Flags per kept response token (``kept``: tokens left after truncation, per row), padded: bool ``[N, R]``."""
     width = max(kept, default=0)
     out = torch.zeros(len(rows), width, dtype=torch.bool)
     for i, (flags, n) in enumerate(zip(rows, kept)):

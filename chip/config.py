@@ -107,6 +107,17 @@ class ChipConfig(TrainingArguments):
         default="error", metadata={"help": "On a NaN/inf loss: stop (after saving state) or skip the batch."}
     )
 
+    # ---- speed (docs/performance.md); every switch changes cost only, never the numbers ----------
+    share_prefix: bool = field(
+        default=True,
+        metadata={"help": "Score chosen and rejected in one sequence per pair that holds the image and prompt once "
+                  "(block attention mask); models that cannot (flash attention, sliding windows) fall back to two rows."},
+    )  # fmt: skip
+    encode_images_once: bool = field(
+        default=True,
+        metadata={"help": "When chosen and rejected are scored as two rows, run the vision tower once per example."},
+    )
+
     # ---- TrainingArguments defaults that differ ---------------------------------------------------
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs every field of the preference rows."}

@@ -69,20 +69,27 @@ class ChipTrainer(Trainer):
             self.ref_model.requires_grad_(False)
 
     # ------------------------------------------------------------------ forward passes
+    def _logps(self, model: nn.Module, batch: dict, need_logits: bool = False) -> ResponseScores:
+        """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``)."""
+        return response_logps(
+            model, batch, return_logits=need_logits,
+            share_prefix=self.args.share_prefix, encode_images_once=self.args.encode_images_once,
+        )  # fmt: skip
+
     def _reference_scores(self, model: nn.Module, batch: dict, need_logits: bool) -> ResponseScores:
         """Reference log-probs (and logits, for the KL) of one collated row set, without gradients."""
         if self.ref_model is not None:
             with torch.no_grad():
-                return response_logps(self.ref_model, batch, return_logits=need_logits)
+                return self._logps(self.ref_model, batch, need_logits)
         with torch.no_grad(), adapter_disabled(self.accelerator.unwrap_model(model)):
-            return response_logps(model, batch, return_logits=need_logits)
+            return self._logps(model, batch, need_logits)
 
     def score_batch(self, model: nn.Module, inputs: dict) -> tuple[TokenScores, TokenScores, TokenScores | None]:
         """Policy and reference scores of W, L and C, as the `TokenScores` `chip_loss` takes."""
         config, mode = self.loss_config, self.args.reference
         num = len(inputs["ids"])
         need_kl = config.needs_kl
-        policy = response_logps(model, inputs["real"], return_logits=need_kl)
+        policy = self._logps(model, inputs["real"], need_kl)  # (2B, R) rows [W..., L...]
 
         kl = None
         if mode == "model":
@@ -104,7 +111,7 @@ class ChipTrainer(Trainer):
         if not config.needs_corrupt or "corrupt" not in inputs:
             return chosen, rejected, None
 
-        policy_c = response_logps(model, inputs["corrupt"])
+        policy_c = self._logps(model, inputs["corrupt"])  # (B, R) rows C
         if mode == "model":
             ref_c = self._reference_scores(model, inputs["corrupt"], need_logits=False).logps
         elif mode == "precomputed":

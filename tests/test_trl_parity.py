@@ -19,6 +19,7 @@ from transformers import AutoModelForImageTextToText
 from chip.collate import ChipCollator
 from chip.data import load_preference_rows
 from chip.modeling import VLMAdapter
+from chip.modeling.pairs import unpack_pairs
 from chip.train_cli import parse_config
 from chip.trainer import ChipTrainer
 from tests.train_helpers import train_args, write_pairs
@@ -69,10 +70,11 @@ def test_dpo_logps_match_trl(tiny_model, tmp_path, family):
                                  train_dataset=Dataset.from_list(trl_rows), processing_class=adapter.processor)  # fmt: skip
     trl_batch = trl_trainer.data_collator([dict(r) for r in trl_rows])
 
-    # identical tokens: each TRL row, padding removed, is chip's row
+    # identical tokens: each TRL row, padding removed, is chip's row (its pair batch, unpacked)
+    chip_rows = unpack_pairs(batch["real"])
     for i in range(4):
         trl_ids = trl_batch["input_ids"][i][trl_batch["attention_mask"][i].bool()]
-        chip_ids = batch["real"]["input_ids"][i][batch["real"]["attention_mask"][i].bool()]
+        chip_ids = chip_rows["input_ids"][i][chip_rows["attention_mask"][i].bool()]
         assert trl_ids.tolist() == chip_ids.tolist()
 
     model.eval()

@@ -24,6 +24,7 @@ from PIL import Image
 from transformers import AutoConfig, PretrainedConfig, ProcessorMixin
 
 from chip.errors import DataError
+from chip.modeling.pairs import PAIR_LENGTHS
 from chip.modeling.processors import hub_kwargs, load_processor
 from chip.modeling.quirks import TOKEN_LEVEL_KEYS, quirks_for
 
@@ -188,52 +189,76 @@ class VLMAdapter:
         cut, since the model cannot run with fewer image tokens than image features. A prompt that
         leaves no room for a single response token raises :class:`~chip.errors.DataError`.
         """
+        batch, lengths = self._lay_out(self._truncate([(p, [r]) for p, r in rows], max_length))
+        positions = torch.arange(batch["input_ids"].shape[1])[None, :]  # (1, T)
+        prompt_end, row_end = lengths[:, :1], lengths.sum(-1, keepdim=True)  # (B, 1) each
+        batch["attention_mask"] = (positions < row_end).long()  # (B, T)
+        batch["response_mask"] = (positions >= prompt_end) & (positions < row_end)  # (B, T)
+        return batch
+
+    def collate_pairs(
+        self,
+        rows: Sequence[tuple[PromptInputs, Sequence[int], Sequence[int]]],
+        max_length: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Batch (prompt, chosen ids, rejected ids) examples with each prompt held once.
+
+        Row b is ``[prompt, chosen, rejected, padding]``, so the image and prompt tokens that both
+        responses are scored against appear (and are encoded) once per example; the images are
+        batched as in :meth:`collate`. ``pair_lengths`` ``(B, 3)`` holds the prompt, kept chosen
+        and kept rejected lengths. There is no ``attention_mask`` on purpose: the rejected tokens
+        must not attend to the chosen ones, which a 2D mask cannot say, so the batch only goes to a
+        model through :func:`chip.modeling.response_logps` (see :mod:`chip.modeling.pairs`).
+        ``max_length`` applies to each (prompt, response) as in :meth:`collate`.
+        """
+        batch, lengths = self._lay_out(self._truncate([(p, [c, r]) for p, c, r in rows], max_length))
+        batch[PAIR_LENGTHS] = lengths  # (B, 3)
+        return batch
+
+    @staticmethod
+    def _truncate(
+        rows: Sequence[tuple[PromptInputs, list[Sequence[int]]]], max_length: int | None
+    ) -> list[tuple[PromptInputs, list[list[int]]]]:
         if not rows:
             raise ValueError("collate needs at least one row")
-        kept: list[tuple[PromptInputs, list[int]]] = []
-        for index, (prompt, response) in enumerate(rows):
-            response = list(response)
-            if max_length is not None:
-                if len(prompt) >= max_length:
-                    raise DataError(
-                        f"row {index}: the prompt alone is {len(prompt)} tokens (image tokens included), "
-                        f"which leaves no room for the response within max_length={max_length}; "
-                        "raise max_length, shorten the prompt or use fewer/smaller images"
-                    )
-                response = response[: max_length - len(prompt)]
-            kept.append((prompt, response))
+        kept = []
+        for index, (prompt, responses) in enumerate(rows):
+            if max_length is not None and len(prompt) >= max_length:
+                raise DataError(
+                    f"row {index}: the prompt alone is {len(prompt)} tokens (image tokens included), "
+                    f"which leaves no room for the response within max_length={max_length}; "
+                    "raise max_length, shorten the prompt or use fewer/smaller images"
+                )
+            room = None if max_length is None else max_length - len(prompt)
+            kept.append((prompt, [list(response)[:room] for response in responses]))
+        return kept
 
+    def _lay_out(
+        self, kept: list[tuple[PromptInputs, list[list[int]]]]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Rows ``[prompt, *responses, padding]``: (ids, per-token and image inputs; lengths ``(B, 1 + n)``)."""
         batch_size = len(kept)
-        seq_len = max(len(prompt) + len(response) for prompt, response in kept)
+        lengths = torch.tensor([[len(p), *map(len, responses)] for p, responses in kept])  # (B, 1 + n)
+        seq_len = int(lengths.sum(-1).max())
         input_ids = torch.full((batch_size, seq_len), self.pad_token_id, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros(batch_size, seq_len, dtype=torch.long)  # (B, T)
-        response_mask = torch.zeros(batch_size, seq_len, dtype=torch.bool)  # (B, T)
         token_keys = sorted({key for prompt, _ in kept for key in prompt.token_inputs})
         token_inputs = {
             key: torch.zeros(batch_size, seq_len, dtype=kept[0][0].token_inputs[key].dtype)
             for key in token_keys
         }  # each (B, T)
-        for row, (prompt, response) in enumerate(kept):
-            n_prompt, n_total = len(prompt), len(prompt) + len(response)
-            input_ids[row, :n_prompt] = prompt.input_ids
-            input_ids[row, n_prompt:n_total] = torch.tensor(response, dtype=torch.long)
-            attention_mask[row, :n_total] = 1
-            response_mask[row, n_prompt:n_total] = True
+        for row, (prompt, responses) in enumerate(kept):
+            ids = torch.cat([prompt.input_ids, *(torch.tensor(r, dtype=torch.long) for r in responses)])
+            input_ids[row, : len(ids)] = ids
             for key in token_keys:
-                token_inputs[key][row, :n_prompt] = prompt.token_inputs[key]
+                token_inputs[key][row, : len(prompt)] = prompt.token_inputs[key]
 
-        batch: dict[str, torch.Tensor] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            **token_inputs,
-        }
+        batch: dict[str, torch.Tensor] = {"input_ids": input_ids, **token_inputs}
         image_keys = {frozenset(prompt.image_inputs) for prompt, _ in kept}
         if len(image_keys) > 1:
             raise DataError("a batch mixes rows with and without images (or with different image inputs)")
         for key in sorted(next(iter(image_keys))):
             batch[key] = _concat_padded([prompt.image_inputs[key] for prompt, _ in kept])
-        batch["response_mask"] = response_mask
-        return batch
+        return batch, lengths
 
 
 def _with_image_blocks(messages: list[dict], num_images: int) -> list[dict]:

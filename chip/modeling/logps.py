@@ -24,13 +24,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, modeling_utils
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from chip.modeling.pairs import (
+    PAIR_LENGTHS,
+    image_inputs,
+    is_pair_batch,
+    pair_attention_mask,
+    pair_row_masks,
+    pair_text_positions,
+    pair_token_index,
+    unpack_pairs,
+)
 from chip.modeling.quirks import quirks_for
 
 Route = Literal["auto", "trunk", "keep", "full"]
@@ -67,55 +78,176 @@ def response_positions(response_mask: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def response_logps(
-    model: nn.Module, batch: dict[str, torch.Tensor], return_logits: bool = False, route: Route = "auto"
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    return_logits: bool = False,
+    route: Route = "auto",
+    share_prefix: bool = True,
+    encode_images_once: bool = True,
 ) -> ResponseScores:
-    """Log-probabilities of the tokens marked by ``batch["response_mask"]`` under ``model``.
+    """Log-probabilities of the response tokens of ``batch`` under ``model``.
 
-    ``batch`` is the output of :meth:`VLMAdapter.collate`; every key but ``response_mask`` goes to
-    the model. Log-softmax runs in float32 whatever the model's dtype. Works under ``no_grad`` or
-    with gradients, with gradient checkpointing, and on PEFT-wrapped models.
+    ``batch`` comes from :meth:`VLMAdapter.collate` (one scored row per row; every key but
+    ``response_mask`` goes to the model) or :meth:`VLMAdapter.collate_pairs` (2B scored rows,
+    ``[chosen_1..chosen_B, rejected_1..rejected_B]``). A pair batch runs as one sequence per pair
+    with a block mask when ``share_prefix`` is set and :func:`can_share_prefix` allows it;
+    otherwise it is unpacked into two rows per pair, and with ``encode_images_once`` (and a model
+    that accepts ``mm_encoder_outputs``) each example's image features are computed once and fed
+    to both rows. Every layout gives the same numbers. Log-softmax runs in float32 whatever the
+    model's dtype. Works under ``no_grad`` or with gradients, with gradient checkpointing, and on
+    PEFT-wrapped models.
     """
+    route = _choose_route(model) if route == "auto" else route
+    if not is_pair_batch(batch):
+        plan = _row_plan(batch)
+    elif share_prefix and can_share_prefix(model):
+        plan = _packed_plan(model, batch)
+    else:
+        plan = _unpacked_plan(model, batch, share_images=encode_images_once and route == "trunk")
+
+    logits = _LOGITS_BY_ROUTE[route](model, plan).float()  # (S, R, V)
+    # Zero rows at padding: a KL between two padded rows is then exactly 0, never garbage.
+    logits = logits.masked_fill(~plan.mask[..., None], 0.0)  # (S, R, V)
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, plan.targets[..., None]).squeeze(-1)  # (S, R)
+    logps = logps.masked_fill(~plan.mask, 0.0)  # (S, R)
+    return ResponseScores(logps=logps, mask=plan.mask, logits=logits if return_logits else None)
+
+
+@dataclass
+class _Plan:
+    """One forward pass: model inputs, the positions to read, and how model rows map to scored rows.
+
+    A model row holds ``per_row`` scored rows side by side along K (a packed pair holds two:
+    ``[chosen R | rejected R]``); :meth:`unfold` turns ``(N, K, D)`` into ``(N·per_row, R, D)`` in
+    the order ``[first of every row, then second of every row]``.
+    """
+
+    inputs: dict[str, Any]  # keyword arguments of the model (and of its trunk)
+    predicting: torch.Tensor  # (N, K) position whose hidden state predicts each target
+    targets: torch.Tensor  # (S, R) token ids of the scored rows
+    mask: torch.Tensor  # (S, R) bool, True on real response tokens
+    per_row: int = 1
+
+    def unfold(self, values: torch.Tensor) -> torch.Tensor:
+        if self.per_row == 1:
+            return values  # (S, R, D)
+        rows, width, dim = values.shape  # (N, K, D)
+        split = values.view(rows, self.per_row, width // self.per_row, dim)  # (N, 2, R, D)
+        return split.transpose(0, 1).reshape(rows * self.per_row, width // self.per_row, dim)  # (S, R, D)
+
+
+def _row_plan(batch: dict[str, torch.Tensor]) -> _Plan:
     response_mask = batch["response_mask"]  # (B, T)
     inputs = {key: value for key, value in batch.items() if key != "response_mask"}
     positions, mask = response_positions(response_mask)  # (B, R), (B, R)
     predicting = (positions - 1).clamp(min=0)  # (B, R) position t-1 predicts token t
-    targets = batch["input_ids"].gather(1, positions)  # (B, R)
-
-    route = _choose_route(model) if route == "auto" else route
-    logits = _LOGITS_BY_ROUTE[route](model, inputs, predicting).float()  # (B, R, V)
-    # Zero rows at padding: a KL between two padded rows is then exactly 0, never garbage.
-    logits = logits.masked_fill(~mask[..., None], 0.0)  # (B, R, V)
-    logps = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)  # (B, R)
-    logps = logps.masked_fill(~mask, 0.0)  # (B, R)
-    return ResponseScores(logps=logps, mask=mask, logits=logits if return_logits else None)
+    return _Plan(inputs, predicting, batch["input_ids"].gather(1, positions), mask)
 
 
-def _logits_trunk(
-    model: nn.Module, inputs: dict[str, torch.Tensor], predicting: torch.Tensor
-) -> torch.Tensor:
+def _packed_plan(model: nn.Module, batch: dict[str, torch.Tensor]) -> _Plan:
+    core = core_model(model)
+    lengths = batch[PAIR_LENGTHS]  # (B, 3)
+    input_ids = batch["input_ids"]  # (B, T)
+    num, seq_len = input_ids.shape
+    positions, predicting, mask = pair_token_index(lengths)  # (B, 2, R) each
+    width = positions.shape[-1]
+    targets = input_ids.gather(1, positions.view(num, 2 * width)).view(num, 2, width)  # (B, 2, R)
+    text = core.config.get_text_config()
+    mask_dtype = torch.bool if text._attn_implementation == "sdpa" else core.dtype
+    inputs = {key: value for key, value in batch.items() if key != PAIR_LENGTHS}
+    inputs["attention_mask"] = pair_attention_mask(lengths, seq_len, mask_dtype)  # (B, 1, T, T)
+    inputs["position_ids"] = _pair_positions(core, batch)  # (B, T) or (3, B, T)
+    return _Plan(
+        inputs,
+        predicting.view(num, 2 * width),  # (B, 2R)
+        targets.transpose(0, 1).reshape(2 * num, width),  # (2B, R)
+        mask.transpose(0, 1).reshape(2 * num, width),  # (2B, R)
+        per_row=2,
+    )
+
+
+def _pair_positions(core: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each packed token's position in its own ``[prompt, response]`` row.
+
+    M-RoPE families (Qwen-VL) place image tokens on a 3D grid; their ``get_rope_index`` is run
+    once per response with an attention mask selecting ``[prompt, that response]``, so each
+    response gets exactly the positions it has in its own row. Others use plain 1D positions.
+    """
+    lengths, input_ids = batch[PAIR_LENGTHS], batch["input_ids"]
+    if not quirks_for(core.config).mrope:
+        return pair_text_positions(lengths, input_ids.shape[1])  # (B, T)
+    rope_index = getattr(core, quirks_for(core.config).trunk).get_rope_index
+    grids = {key: batch[key] for key in ("image_grid_thw", "video_grid_thw") if key in batch}
+    chosen_row, rejected_row = pair_row_masks(lengths, input_ids.shape[1])  # (B, T) each
+    by_row = [
+        rope_index(
+            input_ids=input_ids,
+            mm_token_type_ids=batch["mm_token_type_ids"],
+            attention_mask=row.long(),
+            **grids,
+        )[0]
+        for row in (chosen_row, rejected_row)
+    ]  # (3, B, T) each
+    return torch.where((rejected_row & ~chosen_row)[None], by_row[1], by_row[0])  # (3, B, T)
+
+
+def _unpacked_plan(model: nn.Module, batch: dict[str, torch.Tensor], share_images: bool) -> _Plan:
+    rows = unpack_pairs(batch)  # 2B rows, no image inputs yet
+    images = image_inputs(batch)
+    shared = _shared_image_inputs(core_model(model), images) if share_images and images else None
+    if shared is None:
+        shared = {key: torch.cat([value, value]) for key, value in images.items()}
+    return _row_plan({**rows, **shared})
+
+
+def _shared_image_inputs(core: PreTrainedModel, images: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """Image inputs for the 2B unpacked rows with each example's vision features computed once.
+
+    The features go in through ``mm_encoder_outputs`` (transformers 5's input for precomputed
+    encoder outputs), listed once per row in row order; the other image inputs (grids, sizes)
+    are repeated so the model's positions and checks see 2B rows. ``None`` when the family's
+    model takes no precomputed features.
+    """
+    owner = getattr(core, quirks_for(core.config).trunk, None)
+    get_features = getattr(owner, "get_image_features", None)
+    if get_features is None or "mm_encoder_outputs" not in inspect.signature(owner.forward).parameters:
+        return None
+    accepted = inspect.signature(get_features).parameters
+    features = get_features(**{k: v for k, v in images.items() if k in accepted}, return_dict=True)
+    pooled = tuple(features.pooler_output)  # one tensor per image (or per example), in row order
+    pixel_key = quirks_for(core.config).pixel_key
+    out: dict[str, Any] = {
+        key: torch.cat([value, value]) for key, value in images.items() if key != pixel_key
+    }
+    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled + pooled)}
+    return out
+
+
+def _logits_trunk(model: nn.Module, plan: _Plan) -> torch.Tensor:
     core = core_model(model)
     quirks = quirks_for(core.config)
-    hidden = getattr(core, quirks.trunk)(**inputs, use_cache=False).last_hidden_state  # (B, T, H)
-    picked = hidden.gather(1, predicting[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, R, H)
-    logits = core.get_output_embeddings()(picked)  # (B, R, V)
+    hidden = getattr(core, quirks.trunk)(**plan.inputs, use_cache=False).last_hidden_state  # (N, T, H)
+    picked = hidden.gather(1, plan.predicting[..., None].expand(-1, -1, hidden.shape[-1]))  # (N, K, H)
+    logits = core.get_output_embeddings()(plan.unfold(picked))  # (S, R, V)
     if quirks.logits_transform is not None:
-        logits = quirks.logits_transform(logits, core.config)  # (B, R, V)
+        logits = quirks.logits_transform(logits, core.config)  # (S, R, V)
     return logits
 
 
-def _logits_keep(model: nn.Module, inputs: dict[str, torch.Tensor], predicting: torch.Tensor) -> torch.Tensor:
-    logits = model(**inputs, logits_to_keep=predicting, use_cache=False).logits  # (B, R, V)
-    if logits.shape[:2] != predicting.shape:
+def _logits_keep(model: nn.Module, plan: _Plan) -> torch.Tensor:
+    logits = model(**plan.inputs, logits_to_keep=plan.predicting, use_cache=False).logits  # (N, K, V)
+    if logits.shape[:2] != plan.predicting.shape:
         raise RuntimeError(
             f"{type(core_model(model)).__name__}.forward ignored per-row logits_to_keep "
             f"(got logits {tuple(logits.shape)}); use route='full'"
         )
-    return logits
+    return plan.unfold(logits)  # (S, R, V)
 
 
-def _logits_full(model: nn.Module, inputs: dict[str, torch.Tensor], predicting: torch.Tensor) -> torch.Tensor:
-    logits = model(**inputs, use_cache=False).logits  # (B, T, V)
-    return logits.gather(1, predicting[..., None].expand(-1, -1, logits.shape[-1]))  # (B, R, V)
+def _logits_full(model: nn.Module, plan: _Plan) -> torch.Tensor:
+    logits = model(**plan.inputs, use_cache=False).logits  # (N, T, V)
+    picked = logits.gather(1, plan.predicting[..., None].expand(-1, -1, logits.shape[-1]))  # (N, K, V)
+    return plan.unfold(picked)  # (S, R, V)
 
 
 _LOGITS_BY_ROUTE = {"trunk": _logits_trunk, "keep": _logits_keep, "full": _logits_full}
@@ -133,6 +265,29 @@ def _is_fsdp2(model: nn.Module) -> bool:
     except ImportError:
         return False
     return isinstance(model, FSDPModule)
+
+
+def can_share_prefix(model: nn.Module) -> bool:
+    """Whether ``model`` can score a pair batch as one sequence per pair (block mask, explicit positions).
+
+    Needs a family marked ``prefix_sharing`` in the quirk table (decoder-only text models that
+    take a ready 4D mask and position ids), eager or SDPA attention (flash kernels take no
+    arbitrary mask), no sliding-window layers (a ready mask would bypass the window), and no
+    prompt-learning PEFT (its virtual tokens would shift every position).
+    """
+    outer = _outer_peft_or_model(model)
+    if isinstance(outer, PeftModel) and outer.active_peft_config.is_prompt_learning:
+        return False
+    core = core_model(model)
+    text = core.config.get_text_config()
+    sliding = getattr(text, "use_sliding_window", False) or "sliding_attention" in (
+        getattr(text, "layer_types", None) or ()
+    )
+    return (
+        quirks_for(core.config).prefix_sharing
+        and text._attn_implementation in ("eager", "sdpa")
+        and not sliding
+    )
 
 
 def _choose_route(model: nn.Module) -> Route:

@@ -64,23 +64,34 @@ class ModelQuirks:
     ``logits_transform``: what the family's ``forward`` applies after the LM head, or ``None``.
     ``image_only_processor``: name of a processor class (in :mod:`chip.modeling.processors`) that
     drops the torchvision-only video part of the stock processor.
+    ``prefix_sharing``: the trunk passes a ready 4D attention mask and ``position_ids`` to a plain
+    causal decoder unchanged, so a chosen/rejected pair can share one prompt in one sequence
+    (:mod:`chip.modeling.pairs`). Off by default: a family whose mask encodes more (Gemma-3's
+    bidirectional image attention) would silently lose it.
+    ``mrope``: positions come from the trunk's ``get_rope_index`` (Qwen-VL's 3D M-RoPE).
     """
 
     trunk: str = "model"
     pixel_key: str = "pixel_values"
     logits_transform: LogitsTransform | None = None
     image_only_processor: str | None = None
+    prefix_sharing: bool = False
+    mrope: bool = False
 
 
 # Each row mirrors the family's `forward` in transformers 5.x. Gemma-3's multimodal model does not
 # soft-cap (Gemma 3 replaced capping by QK-norm); its text-only model keeps the option, as Gemma-2
 # and PaliGemma-2 (a Gemma-2 decoder) do.
 QUIRKS: dict[str, ModelQuirks] = {
-    "llava": ModelQuirks(),
-    "llava_next": ModelQuirks(),
-    "idefics3": ModelQuirks(),
-    "qwen2_vl": ModelQuirks(image_only_processor="Qwen2VLImageOnlyProcessor"),
-    "qwen2_5_vl": ModelQuirks(image_only_processor="Qwen2_5_VLImageOnlyProcessor"),
+    "llava": ModelQuirks(prefix_sharing=True),
+    "llava_next": ModelQuirks(prefix_sharing=True),
+    "idefics3": ModelQuirks(prefix_sharing=True),
+    "qwen2_vl": ModelQuirks(
+        image_only_processor="Qwen2VLImageOnlyProcessor", prefix_sharing=True, mrope=True
+    ),
+    "qwen2_5_vl": ModelQuirks(
+        image_only_processor="Qwen2_5_VLImageOnlyProcessor", prefix_sharing=True, mrope=True
+    ),
     "gemma3": ModelQuirks(),
     "gemma3_text": ModelQuirks(logits_transform=_softcap("config")),
     "gemma2": ModelQuirks(logits_transform=_softcap("config")),

@@ -69,6 +69,7 @@ class TinySize:
     num_kv_heads: int = 2  # grouped-query KV heads
     vocab_size: int | None = None  # model vocabulary; None = the tokenizer's (~300); larger pads the LM head
     vision_hidden_size: int = 32  # vision tower width
+    vision_intermediate_size: int | None = None  # vision tower MLP width; None = 2 x vision_hidden_size
     vision_layers: int = 2  # vision tower layers
     vision_heads: int = 2  # vision tower heads
     patch_size: int = 8  # vision patch side in pixels
@@ -92,10 +93,14 @@ def _llama(size: TinySize, tokenizer: PreTrainedTokenizerFast, vocab_size: int) 
     )
 
 
+def _vision_mlp(size: TinySize) -> int:
+    return size.vision_intermediate_size or 2 * size.vision_hidden_size
+
+
 def _clip(size: TinySize) -> CLIPVisionConfig:
     return CLIPVisionConfig(
         hidden_size=size.vision_hidden_size,
-        intermediate_size=2 * size.vision_hidden_size,
+        intermediate_size=_vision_mlp(size),
         num_hidden_layers=size.vision_layers,
         num_attention_heads=size.vision_heads,
         image_size=size.image_size,
@@ -213,7 +218,7 @@ def _build_qwen2_vl(
         depth=size.vision_layers,
         embed_dim=size.vision_hidden_size,
         hidden_size=size.hidden_size,
-        mlp_ratio=2,
+        mlp_ratio=_vision_mlp(size) // size.vision_hidden_size,  # an int in Qwen2-VL's config
         num_heads=size.vision_heads,
         patch_size=size.patch_size,
         spatial_merge_size=2,
@@ -229,7 +234,7 @@ def _build_qwen2_5_vl(
     vision = dict(
         depth=size.vision_layers,
         hidden_size=size.vision_hidden_size,
-        intermediate_size=2 * size.vision_hidden_size,
+        intermediate_size=_vision_mlp(size),
         num_heads=size.vision_heads,
         out_hidden_size=size.hidden_size,
         patch_size=size.patch_size,
@@ -260,7 +265,7 @@ def _build_idefics3(
     )
     vision = Idefics3VisionConfig(
         hidden_size=size.vision_hidden_size,
-        intermediate_size=2 * size.vision_hidden_size,
+        intermediate_size=_vision_mlp(size),
         num_hidden_layers=size.vision_layers,
         num_attention_heads=size.vision_heads,
         image_size=side,
@@ -316,12 +321,12 @@ def _resolve_size(family: _Family, overrides: dict[str, Any]) -> TinySize:
     return size
 
 
-def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0, **size_overrides: Any) -> Path:
-    """Build a randomly initialised model of ``family`` with its tokenizer and processor in ``output_dir``.
+def tiny_config(family: str, **size_overrides: Any) -> tuple[ProcessorMixin, PretrainedConfig]:
+    """The processor and model config :func:`build_tiny_model` would save, without any weights.
 
-    ``size_overrides`` are :class:`TinySize` fields. ``num_image_tokens`` is per image for LLaVA-1.5
-    and Qwen-VL (square images) and per tile for LLaVA-NeXT and Idefics3, whose processors tile
-    larger images. Weights depend only on ``family``, the sizes and ``seed``.
+    For benchmarks that instantiate the model themselves, e.g. a 7B shape directly on a GPU in
+    bf16 (``AutoModelForImageTextToText.from_config(config, dtype=...)``), where writing random
+    weights to disk first would only cost time.
     """
     if family not in _FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
@@ -331,8 +336,18 @@ def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0, **size_
     vocab_size = size.vocab_size if size.vocab_size is not None else len(tokenizer)
     if vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens")
-    processor, config = spec.build(size, tokenizer, vocab_size)
+    return spec.build(size, tokenizer, vocab_size)
 
+
+def build_tiny_model(family: str, output_dir: str | Path, seed: int = 0, **size_overrides: Any) -> Path:
+    """Build a randomly initialised model of ``family`` with its tokenizer and processor in ``output_dir``.
+
+    ``size_overrides`` are :class:`TinySize` fields. ``num_image_tokens`` is per image for LLaVA-1.5
+    and Qwen-VL (square images) and per tile for LLaVA-NeXT and Idefics3, whose processors tile
+    larger images. Weights depend only on ``family``, the sizes and ``seed``.
+    """
+    processor, config = tiny_config(family, **size_overrides)
+    tokenizer = processor.tokenizer
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     generation = model.generation_config
