@@ -38,7 +38,9 @@ class NaiveBatch:
         return NaiveBatch(**{name: to_device(value, device) for name, value in vars(self).items()})
 
 
-def naive_batch(adapter: VLMAdapter, collator: ChipCollator, examples: Sequence[PreferenceExample]) -> NaiveBatch:
+def naive_batch(
+    adapter: VLMAdapter, collator: ChipCollator, examples: Sequence[PreferenceExample]
+) -> NaiveBatch:
     """Rows W, L, C of ``examples``; C and the segment flags come from chip's collator (same ṽ)."""
     chip_batch = collator(list(examples))
     num = len(examples)
@@ -46,7 +48,10 @@ def naive_batch(adapter: VLMAdapter, collator: ChipCollator, examples: Sequence[
     chosen = [adapter.encode_response(example.chosen) for example in examples]
     rejected = [adapter.encode_response(example.rejected) for example in examples]
     segments = chip_batch["real_segment"]  # (2B, R), R the longest of both responses
-    chosen_rows, rejected_rows = adapter.collate(list(zip(prompts, chosen))), adapter.collate(list(zip(prompts, rejected)))
+    chosen_rows, rejected_rows = (
+        adapter.collate(list(zip(prompts, chosen))),
+        adapter.collate(list(zip(prompts, rejected))),
+    )
     return NaiveBatch(
         chosen=chosen_rows,
         rejected=rejected_rows,

@@ -108,7 +108,10 @@ def response_logps(
     logits = _LOGITS_BY_ROUTE[route](model, plan).float()  # (S, R, V)
     # Zero rows at padding: a KL between two padded rows is then exactly 0, never garbage.
     logits = logits.masked_fill(~plan.mask[..., None], 0.0)  # (S, R, V)
-    logps = torch.log_softmax(logits, dim=-1).gather(-1, plan.targets[..., None]).squeeze(-1)  # (S, R)
+    # log p(y_t) = z_y - logsumexp(z): the same number as log_softmax(z)[y], without writing (and
+    # keeping for backward) a second (S, R, V) tensor next to the logits.
+    target_logits = logits.gather(-1, plan.targets[..., None]).squeeze(-1)  # (S, R)
+    logps = target_logits - torch.logsumexp(logits, dim=-1)  # (S, R)
     logps = logps.masked_fill(~plan.mask, 0.0)  # (S, R)
     return ResponseScores(logps=logps, mask=plan.mask, logits=logits if return_logits else None)
 

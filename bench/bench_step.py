@@ -1,0 +1,257 @@
+"""Time one optimizer step of CHiP (chip, naive) against TRL's plain DPO, side by side.
+
+    python bench/bench_step.py                                  # CPU default, ~4 min on 2 cores
+    python bench/bench_step.py --variants trl,chip-live,chip-live-unshared,chip-live-twice
+    python bench/bench_step.py --preset llava-7b --device cuda  # the real 7B shape, bf16, one GPU
+
+Every variant (see `bench/variants.py`) steps the same model copy on the same batches with the
+same optimizer; steps are interleaved (a b c d e a b c d e ...) so that load from other
+processes hits every variant alike, and the medians after warm-up are compared with TRL's.
+Peak memory and the top-k KL error come from extra, untimed steps (`bench/measure.py`). Prints a
+table and writes everything, raw times included, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` and `chip` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # TRL's trainers would otherwise ping the hub (telemetry)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch  # noqa: E402
+
+from bench.measure import step_peak_bytes, topk_kl_error  # noqa: E402
+from bench.variants import DEFAULT_VARIANTS, VARIANTS, Variant  # noqa: E402
+from bench.workload import PRESETS, build_workload  # noqa: E402
+
+MB = 2**20
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="model shape and workload (default: cpu)"
+    )
+    parser.add_argument(
+        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, from {sorted(VARIANTS)}"
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="preference pairs per step (default: the preset's)"
+    )
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default=None, help="weights dtype (default: the preset's)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant before timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--num-batches", type=int, default=2, help="distinct batches the steps cycle through")
+    parser.add_argument(
+        "--learning-rate", type=float, default=1e-4, help="AdamW learning rate of every variant"
+    )
+    parser.add_argument(
+        "--kl-top-k", type=int, default=64, help="top-k of the precomputed reference (chip's default)"
+    )
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="enable it in every variant")
+    parser.add_argument("--sequential", action="store_true",
+                        help="run variants one after another, freeing each (for models too big to hold them all)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 on a CPU, where other processes' load makes "
+                             "multi-threaded timings erratic; torch's default on a GPU)")  # fmt: skip
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory steps")
+    parser.add_argument("--no-kl-error", action="store_true", help="skip the top-k KL error measurement")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results/bench_step.json"), help="JSON output file"
+    )
+    args = parser.parse_args(argv)
+    args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    )
+    if args.threads or device.type == "cpu":
+        torch.set_num_threads(args.threads or 1)
+    preset = PRESETS[args.preset]
+    preset = replace(
+        preset, batch_size=args.batch_size or preset.batch_size, dtype=args.dtype or preset.dtype
+    )
+    sequential = args.sequential or args.preset == "llava-7b"
+    workload = build_workload(preset, device, num_examples=preset.batch_size * args.num_batches)
+    settings = {
+        "learning_rate": args.learning_rate, "kl_top_k": args.kl_top_k, "num_batches": args.num_batches,
+        "gradient_checkpointing": args.gradient_checkpointing, "output_dir": tempfile.mkdtemp(prefix="chip-bench-"),
+    }  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
+    kl_error = None
+
+    def build(name: str) -> Variant:
+        started = time.perf_counter()
+        variant = VARIANTS[name](workload, settings)
+        results[name] = {
+            "label": variant.label,
+            "setup_seconds": time.perf_counter() - started,
+            "step_seconds": [],
+            "losses": [],
+        }
+        return variant
+
+    def timed_step(variant: Variant, index: int) -> None:
+        _sync(device)
+        started = time.perf_counter()
+        loss = variant.step(index)
+        _sync(device)
+        results[variant.key]["step_seconds"].append(time.perf_counter() - started)
+        results[variant.key]["losses"].append(loss)
+
+    def finish(variant: Variant) -> None:
+        nonlocal kl_error
+        if not args.no_memory:
+            index = args.warmup + args.repeats
+            transient = step_peak_bytes(lambda: variant.step(index), device)
+            resident = variant.resident_bytes()
+            results[variant.key].update(
+                resident_bytes=resident, step_peak_bytes=transient, peak_bytes=resident + transient
+            )
+        if variant.key == "chip-live" and not args.no_kl_error:
+            reference = variant.trainer.ref_model
+            kl_error = topk_kl_error(variant.trainer.model, reference, variant.batches, args.kl_top_k)
+
+    if sequential:
+        for name in args.variants:
+            variant = build(name)
+            for index in range(args.warmup):
+                variant.step(index)
+            for index in range(args.repeats):
+                timed_step(variant, args.warmup + index)
+            finish(variant)
+            del variant
+            _free(device)
+    else:
+        variants = [build(name) for name in args.variants]
+        for variant in variants:
+            for index in range(args.warmup):
+                variant.step(index)
+        for index in range(args.repeats):
+            for variant in variants:
+                timed_step(variant, args.warmup + index)
+        for variant in variants:
+            finish(variant)
+
+    report = summarise(args, preset, device, results, kl_error, sequential)
+    print_table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"\nwritten: {args.out}")
+    return report
+
+
+BASELINES = {"trl": "trl", "trl-completion": "trl_completion"}  # variant -> suffix of its ratio fields
+
+
+def summarise(args, preset, device, results, kl_error, sequential) -> dict[str, Any]:
+    for result in results.values():
+        times = result["step_seconds"]
+        result["median_seconds"] = statistics.median(times)
+        result["min_seconds"], result["max_seconds"] = min(times), max(times)
+    for key, suffix in BASELINES.items():
+        baseline = results.get(key)
+        for result in results.values() if baseline else ():
+            result[f"time_ratio_to_{suffix}"] = result["median_seconds"] / baseline["median_seconds"]
+            if "peak_bytes" in result and "peak_bytes" in baseline:
+                result[f"memory_ratio_to_{suffix}"] = result["peak_bytes"] / baseline["peak_bytes"]
+    return {
+        "command": "python bench/bench_step.py " + " ".join(sys.argv[1:]),
+        "preset": args.preset, "preset_notes": preset.notes, "model_sizes": preset.sizes, "dtype": preset.dtype,
+        "batch_size": preset.batch_size, "prompt_tokens": preset.prompt_tokens, "response_tokens": preset.response_tokens,
+        "warmup": args.warmup, "repeats": args.repeats, "order": "sequential" if sequential else "interleaved",
+        "learning_rate": args.learning_rate, "gradient_checkpointing": args.gradient_checkpointing,
+        "machine": _machine(device), "variants": results, "topk_kl_error": kl_error,
+    }  # fmt: skip
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"\n{report['preset_notes']}; batch {report['batch_size']} pairs, prompt {report['prompt_tokens']} + "
+          f"image tokens, responses {report['response_tokens']}; {report['machine']['device']}; "
+          f"{report['order']}, median of {report['repeats']} steps after {report['warmup']} warm-up")  # fmt: skip
+    header = ("variant", "step s", "range", "x (a)", "x (a')", "peak MB", "x (a)", "x (a')")
+    print("{:<52} {:>7} {:>12} {:>6} {:>6} {:>8} {:>6} {:>6}".format(*header))
+    for result in report["variants"].values():
+        peak = result.get("peak_bytes")
+        print(
+            f"{result['label']:<52} {result['median_seconds']:>7.2f} "
+            f"{result['min_seconds']:>5.2f}-{result['max_seconds']:<6.2f} "
+            f"{_ratio(result.get('time_ratio_to_trl'))} {_ratio(result.get('time_ratio_to_trl_completion'))} "
+            f"{'' if peak is None else f'{peak / MB:8.0f}'} "
+            f"{_ratio(result.get('memory_ratio_to_trl'))} {_ratio(result.get('memory_ratio_to_trl_completion'))}"
+        )
+    error = report["topk_kl_error"]
+    if error:
+        for name, stats in (("this model", error["benchmark_model"]), ("sharpened", error["sharpened"])):
+            print(f"top-{error['top_k']} reference KL vs exact, {name}: per token mean "
+                  f"{stats['token_rel_error_mean']:.2%} max {stats['token_rel_error_max']:.2%}; per response mean "
+                  f"{stats['sequence_rel_error_mean']:.2%} max {stats['sequence_rel_error_max']:.2%} (reference "
+                  f"entropy {stats['reference_entropy_mean_nats']:.2f} nats, top-k mass "
+                  f"{stats['reference_topk_mass_mean']:.3f}, exact KL {stats['exact_kl_per_token_mean']:.2e}/token)")  # fmt: skip
+
+
+def _ratio(value: float | None) -> str:
+    return f"{value:6.2f}" if value is not None else " " * 6
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _machine(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    info = {"device": device.type, "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
+    import transformers
+    import trl
+
+    info.update(transformers=transformers.__version__, trl=trl.__version__)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["device"] = f"cuda ({info['gpu']})"
+    else:
+        info["device"] = f"cpu ({cpu}, {torch.get_num_threads()} threads)"
+    return info
+
+
+if __name__ == "__main__":
+    main()
