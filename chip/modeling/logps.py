@@ -108,12 +108,33 @@ def response_logps(
     logits = _LOGITS_BY_ROUTE[route](model, plan).float()  # (S, R, V)
     # Zero rows at padding: a KL between two padded rows is then exactly 0, never garbage.
     logits = logits.masked_fill(~plan.mask[..., None], 0.0)  # (S, R, V)
-    # log p(y_t) = z_y - logsumexp(z): the same number as log_softmax(z)[y], without writing (and
-    # keeping for backward) a second (S, R, V) tensor next to the logits.
-    target_logits = logits.gather(-1, plan.targets[..., None]).squeeze(-1)  # (S, R)
-    logps = target_logits - torch.logsumexp(logits, dim=-1)  # (S, R)
-    logps = logps.masked_fill(~plan.mask, 0.0)  # (S, R)
+    logps = _TargetLogProb.apply(logits, plan.targets).masked_fill(~plan.mask, 0.0)  # (S, R)
     return ResponseScores(logps=logps, mask=plan.mask, logits=logits if return_logits else None)
+
+
+class _TargetLogProb(torch.autograd.Function):
+    """``log_softmax(z)[..., y]`` as ``z_y - logsumexp(z)``, with a backward that allocates one tensor.
+
+    Autograd through ``log_softmax`` + ``gather`` keeps a second ``(S, R, V)`` tensor (the
+    log-probs) for backward and builds two more in it (the scattered gradient and the softmax
+    term). Here only the logits (alive anyway) and their logsumexp are kept, and the gradient
+    ``g · (onehot(y) − softmax(z))`` is built in place in a single ``(S, R, V)`` buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_total = torch.logsumexp(logits, dim=-1)  # (S, R)
+        ctx.save_for_backward(logits, targets, log_total)
+        return logits.gather(-1, targets[..., None]).squeeze(-1) - log_total  # (S, R)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, log_total = ctx.saved_tensors
+        grad_logits = torch.sub(logits, log_total[..., None]).exp_()  # (S, R, V) softmax(z)
+        grad_logits.mul_(-grad[..., None])  # (S, R, V) -g · softmax(z)
+        grad_logits.scatter_add_(-1, targets[..., None], grad[..., None])  # (S, R, V) + g · onehot(y)
+        return grad_logits, None
 
 
 @dataclass
