@@ -23,7 +23,7 @@ from PIL import Image
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -75,8 +75,12 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_processor(image_size: int, patch_size: int) -> LlavaProcessor:
-    """A ``LlavaProcessor``: CLIP image processor (no resize or crop), tokenizer, chat template."""
-    image_processor = CLIPImageProcessor(
+    """A ``LlavaProcessor``: CLIP image processor (no resize or crop), tokenizer, chat template.
+
+    The PIL backend is chosen explicitly: it needs no torchvision and gives the same pixels on
+    every machine (the torchvision backend is picked automatically where installed).
+    """
+    image_processor = CLIPImageProcessorPil(
         do_resize=False,
         do_center_crop=False,
         do_convert_rgb=True,

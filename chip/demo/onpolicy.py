@@ -1,0 +1,127 @@
+"""On-policy preference pairs: the base model's own captions, judged against the scene's truth.
+
+    path = write_on_policy_pairs(base_path, WorldConfig(), "out/onpolicy", count=500)
+
+Each scene is captioned ``samples`` times at temperature 1. A caption that names an object not in
+the scene is a rejected response; the chosen response is a sampled caption that names every
+object and nothing else (closest in words to the rejected one, so the pair differs mainly where
+the hallucination is), or the scene's faithful caption when no sample is right. Scenes where no
+sample hallucinates give no pair. This is the RLHF-V recipe with the world as the annotator:
+the pairs target exactly the errors this model makes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from difflib import SequenceMatcher
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from chip.demo.measure import caption_scenes
+from chip.demo.pairs import Span
+from chip.demo.world import CAPTION_PROMPT, WORLD_VOCABULARY, Scene, WorldConfig, make_scenes
+from chip.evaluation.chair import extract_mentions
+
+
+def word_diff_spans(chosen: str, rejected: str) -> tuple[list[Span], list[Span]]:
+    """Character spans of every differing word region (word-level ``difflib``, autojunk off).
+
+    A region changed on one side only is widened by the preceding word (the next one at the
+    start), so each region is marked in both responses.
+    """
+    a, b = chosen.split(" "), rejected.split(" ")
+    a_starts = [sum(len(w) + 1 for w in a[:i]) for i in range(len(a) + 1)]
+    b_starts = [sum(len(w) + 1 for w in b[:i]) for i in range(len(b) + 1)]
+    chosen_spans: list[Span] = []
+    rejected_spans: list[Span] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if i1 == i2 or j1 == j2:
+            if i1 > 0 and j1 > 0:
+                i1, j1 = i1 - 1, j1 - 1
+            else:
+                i2, j2 = i2 + 1, j2 + 1
+        chosen_spans.append([a_starts[i1], a_starts[i2] - 1])
+        rejected_spans.append([b_starts[j1], b_starts[j2] - 1])
+    return _merge(chosen_spans), _merge(rejected_spans)
+
+
+def _merge(spans: list[Span]) -> list[Span]:
+    merged: list[Span] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def judge_pair(scene: Scene, captions: list[str], rng: random.Random) -> tuple[str, str] | None:
+    """(chosen, rejected) from one scene's sampled captions, or None if none hallucinates."""
+    truth = scene.classes
+    wrong, right = [], []
+    for caption in captions:
+        mentions = set(extract_mentions(caption, WORLD_VOCABULARY))
+        if mentions - truth:
+            wrong.append(caption)
+        elif mentions == truth:
+            right.append(caption)
+    if not wrong:
+        return None
+    rejected = rng.choice(wrong)
+    candidates = right or [scene.caption]
+    chosen = max(
+        candidates, key=lambda c: SequenceMatcher(None, c.split(), rejected.split(), autojunk=False).ratio()
+    )
+    return chosen, rejected
+
+
+def write_on_policy_pairs(
+    model_path: str | Path,
+    world: WorldConfig,
+    out_dir: str | Path,
+    count: int,
+    samples: int = 4,
+    split: str = "onpolicy",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Caption ``count`` scenes of ``split`` with the model; write the judged pairs as JSONL + PNGs.
+
+    Returns ``out_dir/pairs.jsonl``; it holds at most ``count`` rows (one per scene where a
+    sample hallucinated), each with ``"kind": "on_policy"``.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = AutoModelForImageTextToText.from_pretrained(model_path).to(device)
+    processor = AutoProcessor.from_pretrained(model_path)
+    scenes = make_scenes(world, split, count)
+    captions = caption_scenes(model, processor, scenes, temperature=1.0, samples=samples, seed=seed)
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"onpolicy/{world.seed}/{seed}")
+    path = out_dir / "pairs.jsonl"
+    with path.open("w") as f:
+        for i, (scene, scene_captions) in enumerate(zip(scenes, captions)):
+            pair = judge_pair(scene, scene_captions, rng)
+            if pair is None:
+                continue
+            chosen, rejected = pair
+            chosen_segments, rejected_segments = word_diff_spans(chosen, rejected)
+            image_path = f"images/{split}-{i}.png"
+            scene.image.save(out_dir / image_path)
+            row = {
+                "id": f"{split}-{i}",
+                "images": [image_path],
+                "prompt": CAPTION_PROMPT,
+                "chosen": chosen,
+                "rejected": rejected,
+                "chosen_segments": chosen_segments,
+                "rejected_segments": rejected_segments,
+                "kind": "on_policy",
+            }
+            f.write(json.dumps(row) + "\n")
+    return path
