@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PCT = ("chair_i", "chair_s", "recall", "greedy_chair_i", "greedy_chair_s", "pope_accuracy", "pope_f1")
+PCT = ("chair_i", "chair_s", "recall", "sampled_chair_i", "sampled_chair_s", "sampled_recall", "pope_accuracy", "pope_f1")
 
 
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
@@ -30,8 +30,10 @@ def _cell(summary: dict[str, Any], key: str) -> str:
 
 
 def results_table(methods: dict[str, Any]) -> str:
-    columns = ("chair_i", "chair_s", "recall", "greedy_chair_i", "pope_f1", "pope_accuracy", "pope_yes_ratio")
-    header = "| method | CHAIR_i % | CHAIR_s % | recall % | greedy CHAIR_i % | POPE F1 % | POPE acc % | yes ratio |"
+    columns = ("chair_i", "chair_s", "recall", "sampled_chair_i", "sampled_chair_s", "sampled_recall",
+               "pope_f1", "pope_accuracy", "pope_yes_ratio")  # fmt: skip
+    header = ("| method | CHAIR_i % | CHAIR_s % | recall % | sampled CHAIR_i % | sampled CHAIR_s % | sampled recall % "
+              "| POPE F1 % | POPE acc % | yes ratio |")  # fmt: skip
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     for name, summary in methods.items():
         lines.append(f"| {name} | " + " | ".join(_cell(summary, c) for c in columns) + " |")
@@ -39,30 +41,29 @@ def results_table(methods: dict[str, Any]) -> str:
 
 
 def verdict(results: dict[str, Any]) -> str:
-    """Plain words on whether CHiP beat DPO here, by how much, and how sure we are."""
+    """Plain words on whether CHiP beat DPO here, by how much, and how sure we are (both decodings)."""
     methods, comparison = results["methods"], results.get("comparison") or {}
     if not comparison:
         return "CHiP and DPO were not both run, so there is no comparison."
     chip, dpo = methods["chip"], methods["dpo"]
     n_seeds = len(chip["seeds"])
-    diff = dpo["chair_i"] - chip["chair_i"]
-    spread = max(chip["chair_i_std"], dpo["chair_i_std"])
-    red_i, red_s = comparison["chair_i_reduction"], comparison["chair_s_reduction"]
-    fmt = lambda r: "n/a (DPO has no hallucination)" if r is None else f"{100 * r:+.1f}%"  # noqa: E731
-    beat = diff > 0
-    sure = (
-        f"The seed-to-seed standard deviation of CHAIR_i is up to {100 * spread:.1f} points over {n_seeds} seeds, "
-        + ("so the difference is larger than the spread." if abs(diff) > 2 * spread and n_seeds > 1
-           else "so the difference is within noise." if n_seeds > 1
-           else "with one seed there is no spread estimate: treat the difference as indicative only.")
-    )  # fmt: skip
-    recall_note = f"Recall: CHiP {100 * chip['recall']:.1f}% vs DPO {100 * dpo['recall']:.1f}%."
-    head = "CHiP hallucinated less than DPO" if beat else "CHiP did **not** hallucinate less than DPO"
-    return (
-        f"{head} here: CHAIR_i {100 * chip['chair_i']:.1f}% vs {100 * dpo['chair_i']:.1f}% "
-        f"(relative reduction {fmt(red_i)}; CHAIR_s {fmt(red_s)}), against the paper's 52.7% (Muffin) and "
-        f"55.5% (LLaVA-1.6-7B) on Object HalBench. {sure} {recall_note}"
-    )
+    sentences = []
+    for prefix, label in (("", "greedy decoding (EVAL.md's default)"), ("sampled_", "sampling at T=1")):
+        key = f"{prefix}chair_i"
+        diff, spread = dpo[key] - chip[key], max(chip[f"{key}_std"], dpo[f"{key}_std"])
+        reduction = None if dpo[key] == 0 else diff / dpo[key]
+        head = "CHiP hallucinated less than DPO" if diff > 0 else "CHiP did **not** hallucinate less than DPO"
+        sure = ("larger than twice the seed spread" if n_seeds > 1 and abs(diff) > 2 * spread
+                else f"within the seed spread ({100 * spread:.1f} points)" if n_seeds > 1
+                else "one seed: no spread estimate, indicative only")  # fmt: skip
+        rel = "n/a" if reduction is None else f"{100 * reduction:+.1f}%"
+        sentences.append(
+            f"Under {label}, {head}: CHAIR_i {100 * chip[key]:.1f}% vs {100 * dpo[key]:.1f}% "
+            f"(relative reduction {rel}; {sure}); recall {100 * chip[prefix + 'recall']:.1f}% vs "
+            f"{100 * dpo[prefix + 'recall']:.1f}%."
+        )
+    sentences.append(f"The paper reports 52.7% (Muffin) and 55.5% (LLaVA-1.6-7B) on Object HalBench, over {n_seeds} seed(s) here.")
+    return " ".join(sentences)
 
 
 def plot_bars(methods: dict[str, Any], path: Path) -> Path:
@@ -75,7 +76,7 @@ def plot_bars(methods: dict[str, Any], path: Path) -> Path:
         ax.bar([i + offset for i in range(len(names))], values, width, yerr=errors, capsize=3, label=label)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("% (lower is better)")
-    ax.set_title("Object hallucination on held-out scenes (sampled, T=1)")
+    ax.set_title("Object hallucination on held-out scenes (greedy)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
