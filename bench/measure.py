@@ -120,7 +120,7 @@ def _temperature_for_entropy(logits: torch.Tensor, entropy: float) -> float:
         return float(-(logp.exp() * logp).sum(-1).mean())
 
     low, high = 1e-4, 1e2  # entropy grows with τ
-    for _ in range(40):
+    for _ in range(24):  # brackets τ to within a factor 1.000001
         mid = (low * high) ** 0.5
         low, high = (mid, high) if mean_entropy(mid) < entropy else (low, mid)
     return (low * high) ** 0.5

@@ -15,8 +15,9 @@ scheduler, no data loading — identical for all. Variants:
 - ``chip-live`` / ``chip-precomputed`` / ``chip-dpo``: `chip.trainer.ChipTrainer` with the full
   CHiP loss and a live reference, the same with a precomputed reference cache (no reference
   model), and λ = α = μ = 0 (plain DPO) with a live reference.
-- ``chip-live-unshared`` / ``chip-live-twice``: ablations of chip-live without prefix sharing,
-  and without prefix sharing nor encoding each image once.
+- ``chip-live-full-logits`` / ``chip-live-unshared`` / ``chip-live-twice``: ablations of
+  chip-live with logits at every position, without prefix sharing, and without prefix sharing
+  nor encoding each image once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+import chip.modeling.logps
 from bench.naive import NaiveBatch, naive_batch, naive_loss
 from bench.workload import Workload
 from chip.collate import ChipCollator
@@ -132,14 +134,20 @@ class TrlDpo(_TrainerVariant):
 
 
 class ChipVariant(_TrainerVariant):
-    """`ChipTrainer` with a given loss, reference mode and layout switches."""
+    """`ChipTrainer` with a given loss, reference mode and layout switches.
+
+    ``full_logits`` forces `response_logps`' ``"full"`` route (a plain forward, logits at every
+    position, then a gather) — an ablation of computing logits only at the response positions.
+    """
 
     def __init__(
         self, workload: Workload, settings: dict[str, Any], key: str, label: str, weights: dict[str, float],
         reference: str = "model", share_prefix: bool = True, encode_images_once: bool = True,
+        full_logits: bool = False,
     ):  # fmt: skip
         super().__init__(workload, settings)
         self.key, self.label = key, label
+        self.full_logits = full_logits
         policy = workload.fresh_model(trainable=True)
         self.modules = [policy]
         extra: dict[str, Any] = {}
@@ -161,6 +169,12 @@ class ChipVariant(_TrainerVariant):
         examples = workload.examples
         batches = [collator([examples[i] for i in ids]) for ids in workload.batches(settings["num_batches"])]
         self._finish(trainer, batches)
+
+    def _loss(self, batch: Any) -> float:
+        if not self.full_logits:
+            return super()._loss(batch)
+        with mock.patch.object(chip.modeling.logps, "_choose_route", lambda model: "full"):
+            return super()._loss(batch)
 
 
 class NaiveChip(Variant):
@@ -252,6 +266,9 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
         "chip-precomputed", "(d) chip CHiP, precomputed reference", FULL_CHIP, reference="precomputed"
     ),
     "chip-dpo": _chip("chip-dpo", "(e) chip plain DPO, live reference", PLAIN_DPO),
+    "chip-live-full-logits": _chip(
+        "chip-live-full-logits", "(c) with logits at every position", FULL_CHIP, full_logits=True
+    ),
     "chip-live-unshared": _chip(
         "chip-live-unshared", "(c) without prefix sharing", FULL_CHIP, share_prefix=False
     ),

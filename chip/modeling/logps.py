@@ -20,8 +20,8 @@ Three routes, chosen per model (``route="auto"``):
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from torch import nn
 from transformers import PreTrainedModel, modeling_utils
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from chip.modeling.pair_attention import decoder_config, pair_attention
 from chip.modeling.pairs import (
     PAIR_LENGTHS,
     image_inputs,
@@ -151,6 +152,7 @@ class _Plan:
     targets: torch.Tensor  # (S, R) token ids of the scored rows
     mask: torch.Tensor  # (S, R) bool, True on real response tokens
     per_row: int = 1
+    context: Callable[[], AbstractContextManager] = nullcontext  # entered around the forward call
 
     def unfold(self, values: torch.Tensor) -> torch.Tensor:
         if self.per_row == 1:
@@ -176,8 +178,7 @@ def _packed_plan(model: nn.Module, batch: dict[str, torch.Tensor]) -> _Plan:
     positions, predicting, mask = pair_token_index(lengths)  # (B, 2, R) each
     width = positions.shape[-1]
     targets = input_ids.gather(1, positions.view(num, 2 * width)).view(num, 2, width)  # (B, 2, R)
-    text = core.config.get_text_config()
-    mask_dtype = torch.bool if text._attn_implementation == "sdpa" else core.dtype
+    mask_dtype = torch.bool if decoder_config(core)._attn_implementation == "sdpa" else core.dtype
     inputs = {key: value for key, value in batch.items() if key != PAIR_LENGTHS}
     inputs["attention_mask"] = pair_attention_mask(lengths, seq_len, mask_dtype)  # (B, 1, T, T)
     inputs["position_ids"] = _pair_positions(core, batch)  # (B, T) or (3, B, T)
@@ -187,6 +188,7 @@ def _packed_plan(model: nn.Module, batch: dict[str, torch.Tensor]) -> _Plan:
         targets.transpose(0, 1).reshape(2 * num, width),  # (2B, R)
         mask.transpose(0, 1).reshape(2 * num, width),  # (2B, R)
         per_row=2,
+        context=lambda: pair_attention(core, lengths),
     )
 
 
@@ -250,7 +252,8 @@ def _shared_image_inputs(core: PreTrainedModel, images: dict[str, torch.Tensor])
 def _logits_trunk(model: nn.Module, plan: _Plan) -> torch.Tensor:
     core = core_model(model)
     quirks = quirks_for(core.config)
-    hidden = getattr(core, quirks.trunk)(**plan.inputs, use_cache=False).last_hidden_state  # (N, T, H)
+    with plan.context():
+        hidden = getattr(core, quirks.trunk)(**plan.inputs, use_cache=False).last_hidden_state  # (N, T, H)
     picked = hidden.gather(1, plan.predicting[..., None].expand(-1, -1, hidden.shape[-1]))  # (N, K, H)
     logits = core.get_output_embeddings()(plan.unfold(picked))  # (S, R, V)
     if quirks.logits_transform is not None:
@@ -259,7 +262,8 @@ def _logits_trunk(model: nn.Module, plan: _Plan) -> torch.Tensor:
 
 
 def _logits_keep(model: nn.Module, plan: _Plan) -> torch.Tensor:
-    logits = model(**plan.inputs, logits_to_keep=plan.predicting, use_cache=False).logits  # (N, K, V)
+    with plan.context():
+        logits = model(**plan.inputs, logits_to_keep=plan.predicting, use_cache=False).logits  # (N, K, V)
     if logits.shape[:2] != plan.predicting.shape:
         raise RuntimeError(
             f"{type(core_model(model)).__name__}.forward ignored per-row logits_to_keep "
@@ -269,7 +273,8 @@ def _logits_keep(model: nn.Module, plan: _Plan) -> torch.Tensor:
 
 
 def _logits_full(model: nn.Module, plan: _Plan) -> torch.Tensor:
-    logits = model(**plan.inputs, use_cache=False).logits  # (N, T, V)
+    with plan.context():
+        logits = model(**plan.inputs, use_cache=False).logits  # (N, T, V)
     picked = logits.gather(1, plan.predicting[..., None].expand(-1, -1, logits.shape[-1]))  # (N, K, V)
     return plan.unfold(picked)  # (S, R, V)
 
@@ -303,7 +308,7 @@ def can_share_prefix(model: nn.Module) -> bool:
     if isinstance(outer, PeftModel) and outer.active_peft_config.is_prompt_learning:
         return False
     core = core_model(model)
-    text = core.config.get_text_config()
+    text = decoder_config(core)
     sliding = getattr(text, "use_sliding_window", False) or "sliding_attention" in (
         getattr(text, "layer_types", None) or ()
     )

@@ -1,0 +1,95 @@
+"""`pair_sdpa` gives what SDPA gives with the dense block mask, and the decoder really uses it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+from transformers import AttentionInterface, AutoModelForImageTextToText
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from chip.modeling import VLMAdapter, response_logps
+from chip.modeling.pair_attention import _LENGTHS, NAME, pair_sdpa
+from chip.modeling.pairs import PADDING, pair_attention_mask, pair_branches
+
+
+class _GroupedQueryAttention(nn.Module):
+    num_key_value_groups = 2  # 4 query heads share 2 key/value heads
+    training = False
+
+
+def test_two_calls_per_row_equal_one_call_with_the_dense_mask():
+    """Rows of different prompt/chosen/rejected lengths, padding included, grouped-query heads."""
+    lengths = torch.tensor([[5, 3, 4], [7, 2, 1], [2, 1, 1]])  # (B, 3); rows end at 12, 10, 4 of T = 12
+    seq_len = 12
+    torch.manual_seed(0)
+    query = torch.randn(3, 4, seq_len, 8, dtype=torch.float64)  # (B, heads, T, D)
+    key, value = torch.randn(2, 3, 2, seq_len, 8, dtype=torch.float64)  # (B, kv_heads, T, D) each
+    module = _GroupedQueryAttention()
+    dense, _ = sdpa_attention_forward(
+        module, query, key, value, pair_attention_mask(lengths, seq_len, torch.bool)
+    )
+    token = _LENGTHS.set(lengths.tolist())
+    try:
+        split, _ = pair_sdpa(module, query, key, value, None)
+    finally:
+        _LENGTHS.reset(token)
+    real = pair_branches(lengths, seq_len) != PADDING  # (B, T)
+    assert_close(split[real], dense[real], rtol=0, atol=1e-12)
+    assert split[~real].abs().max() == 0
+
+
+def test_outside_a_pair_forward_it_is_plain_sdpa():
+    torch.manual_seed(0)
+    query, key, value = torch.randn(3, 2, 1, 6, 4).unbind(0)  # each (B=2, heads=1, T=6, D=4)
+    expected, _ = sdpa_attention_forward(nn.Module(), query, key, value, None, is_causal=True)
+    got, _ = pair_sdpa(nn.Module(), query, key, value, None, is_causal=True)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_the_decoder_uses_it_under_sdpa_only(tiny_model_dir, make_image, monkeypatch, attention):
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, attn_implementation=attention).eval()
+    adapter = VLMAdapter.from_pretrained(tiny_model_dir)
+    prompts = [adapter.encode_prompt([make_image(i, 32, 32)], "Describe.") for i in range(2)]
+    chosen = [adapter.encode_response(text) for text in ("A red star.", "No")]
+    rejected = [adapter.encode_response(text) for text in ("Two blue moons.", "Yes it is")]
+    calls: list[int] = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return pair_sdpa(*args, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, NAME, counting)
+    with torch.no_grad():
+        pairs = response_logps(model, adapter.collate_pairs(list(zip(prompts, chosen, rejected))))
+        rows = response_logps(model, adapter.collate(list(zip(prompts + prompts, chosen + rejected))))
+    layers = model.config.get_text_config().num_hidden_layers
+    assert len(calls) == (layers if attention == "sdpa" else 0)
+    assert model.config.get_text_config()._attn_implementation == attention  # restored
+    assert_close(pairs.logps, rows.logps, atol=2e-6, rtol=0)
+
+
+def test_gradient_checkpointing_keeps_the_dense_mask_and_the_gradients(tiny_model, make_image):
+    """Checkpointed layers are recomputed in backward, after the pair forward has ended, so such a
+    forward keeps HF's SDPA with the dense mask throughout (the recomputation must save what the
+    forward saved); the gradients are those of the uncheckpointed pair forward."""
+    model_dir = tiny_model("llava")
+    adapter = VLMAdapter.from_pretrained(model_dir)
+    prompts = [adapter.encode_prompt([make_image(i, 32, 32)], "Describe.") for i in range(2)]
+    pairs = adapter.collate_pairs(
+        list(zip(prompts, [adapter.encode_response("A red star.")] * 2, [adapter.encode_response("No")] * 2))
+    )
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model = AutoModelForImageTextToText.from_pretrained(model_dir).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        response_logps(model, pairs).logps.sum().backward()
+        return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
