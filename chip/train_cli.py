@@ -79,6 +79,7 @@ def _yaml_to_args(path: Path) -> list[str]:
 def load_examples(config: ChipConfig, adapter):
     """Validated examples; bad rows (overlong prompts included) refuse the run or are skipped and counted."""
     from chip.data import BadRow, apply_on_bad_row, check_lengths, load_preference_rows
+    from chip.modeling.adapter import special_text_reason
 
     if not config.dataset:
         raise ConfigError("dataset is required (a .jsonl, .parquet or `datasets` folder)")
@@ -89,11 +90,12 @@ def load_examples(config: ChipConfig, adapter):
     # What only the processor can judge, in one encoding pass: special-token text and prompt length.
     prompt_tokens: dict[int, int] = {}
     for example in examples:
-        try:
-            prompt_tokens[example.row] = len(adapter.encode_prompt(example.load_images(), example.prompt).input_ids)
-        except DataError as err:
-            reason = str(err).removeprefix("field 'prompt': ")
+        found = adapter.special_tokens_in(example.prompt)
+        if found:
+            reason = special_text_reason(found)
             report.bad_rows.append(BadRow(example.source, example.row, "prompt", "special_token_text", reason, example.line))
+            continue
+        prompt_tokens[example.row] = len(adapter.encode_prompt(example.load_images(), example.prompt).input_ids)
     encodable = [example for example in examples if example.row in prompt_tokens]
     report.bad_rows.extend(check_lengths(encodable, lambda ex: prompt_tokens[ex.row], config.max_length))
     examples = apply_on_bad_row(examples, report, config.on_bad_row)

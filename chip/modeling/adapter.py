@@ -29,6 +29,11 @@ from chip.modeling.processors import hub_kwargs, load_processor
 from chip.modeling.quirks import TOKEN_LEVEL_KEYS, quirks_for
 
 
+def special_text_reason(tokens: list[str]) -> str:
+    """The bad-row reason for a prompt that holds special-token text."""
+    return f"holds the literal text of the model's special token(s) {tokens}"
+
+
 @dataclass
 class PromptInputs:
     """One example's prompt, encoded once and reused for every response scored against it.
@@ -138,7 +143,9 @@ class VLMAdapter:
         Prompt text holding a special token's literal text (``<image>`` in scraped data) is refused
         with `DataError`: the processor would read it as a real image placeholder or control token.
         """
-        self._refuse_special_text(prompt)
+        found = self.special_tokens_in(prompt)
+        if found:
+            raise DataError(f"field 'prompt': {special_text_reason(found)}")
         text = self.format_prompt(prompt, len(images))
         encoded = self.processor(
             images=list(images) or None, text=[text], add_special_tokens=False, return_tensors="pt"
@@ -149,7 +156,8 @@ class VLMAdapter:
         image_inputs = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
         return PromptInputs(input_ids=input_ids.long(), image_inputs=image_inputs, token_inputs=token_inputs)
 
-    def _refuse_special_text(self, prompt: str | list[dict]) -> None:
+    def special_tokens_in(self, prompt: str | list[dict]) -> list[str]:
+        """Special tokens whose literal text appears in the prompt's text (the processor would parse them)."""
         texts = [prompt] if isinstance(prompt, str) else [
             part if isinstance(part, str) else part.get("text") or ""
             for message in prompt
@@ -158,10 +166,7 @@ class VLMAdapter:
         specials = [t for t in self.tokenizer.all_special_tokens if t] + list(getattr(self.tokenizer, "extra_special_tokens", []) or [])
         image_token = getattr(self.processor, "image_token", None)
         specials += [image_token] if isinstance(image_token, str) else []
-        for text in texts:
-            found = sorted({token for token in specials if isinstance(token, str) and token in text})
-            if found:
-                raise DataError(f"field 'prompt': holds the literal text of the model's special token(s) {found}")
+        return sorted({token for token in specials if isinstance(token, str) and any(token in text for text in texts)})
 
     def _encode_text(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         # split_special_tokens: a response's "<image>" or "</s>" is text to learn, not a control token
