@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 resident_bytes=resident, step_peak_bytes=transient, peak_bytes=resident + transient
             )
         if variant.key == "chip-live" and not args.no_kl_error:
-            reference = variant.trainer.ref_model
+            reference = variant.trainer.reference.ref_model
             kl_error = topk_kl_error(variant.trainer.model, reference, variant.batches, args.kl_top_k)
 
     if sequential:

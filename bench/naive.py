@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import send_to_device
 from torch import Tensor, nn
 
-from chip.collate import ChipCollator
 from chip.data import PreferenceExample
 from chip.losses import ChipLossConfig, TokenScores, chip_loss
 from chip.modeling import VLMAdapter
 from chip.modeling.logps import response_positions
-from chip.reference_cache import to_device
+from chip.training.collate import ChipCollator
 
 
 @dataclass
@@ -35,7 +35,7 @@ class NaiveBatch:
     corrupt_segment: Tensor  # (B, R) bool
 
     def to(self, device: torch.device) -> NaiveBatch:
-        return NaiveBatch(**{name: to_device(value, device) for name, value in vars(self).items()})
+        return NaiveBatch(**{name: send_to_device(value, device) for name, value in vars(self).items()})
 
 
 def naive_batch(

@@ -12,7 +12,7 @@ scheduler, no data loading — identical for all. Variants:
   TRL does on a GPU (on a CPU its head projects every position, prompt and image included).
 - ``naive``: CHiP as the authors' code computes it: one forward per row type (W, L, C), each with
   full-sequence logits ``(B, T, V)`` and their log-softmax, for the policy and a live reference.
-- ``chip-live`` / ``chip-precomputed`` / ``chip-dpo``: `chip.trainer.ChipTrainer` with the full
+- ``chip-live`` / ``chip-precomputed`` / ``chip-dpo``: `chip.training.trainer.ChipTrainer` with the full
   CHiP loss and a live reference, the same with a precomputed reference cache (no reference
   model), and λ = α = μ = 0 (plain DPO) with a live reference.
 - ``chip-live-full-logits`` / ``chip-live-unshared`` / ``chip-live-twice``: ablations of
@@ -29,16 +29,18 @@ from typing import Any
 from unittest import mock
 
 import torch
+from accelerate.utils import send_to_device
 from torch import nn
 from transformers import Trainer
 
 import chip.modeling.logps
 from bench.naive import NaiveBatch, naive_batch, naive_loss
 from bench.workload import Workload
-from chip.collate import ChipCollator
-from chip.config import ChipConfig
-from chip.reference_cache import ReferenceCache, precompute_reference, to_device
-from chip.trainer import ChipTrainer
+from chip.training.collate import ChipCollator
+from chip.training.config import ChipConfig
+from chip.training.reference import LiveReference, PrecomputedReference
+from chip.training.reference_cache import ReferenceCache, precompute_reference
+from chip.training.trainer import ChipTrainer
 
 FULL_CHIP = dict(segment_weight=3.0, token_weight=0.1, visual_weight=1.0)  # METHOD.md defaults
 PLAIN_DPO = dict(segment_weight=0.0, token_weight=0.0, visual_weight=0.0)
@@ -87,7 +89,7 @@ class _TrainerVariant(Variant):
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop, which we bypass
         trainer.create_optimizer()
         self.optimizer = trainer.optimizer
-        self.batches = [to_device(batch, self.workload.device) for batch in batches]
+        self.batches = [send_to_device(batch, self.workload.device) for batch in batches]
 
     def _loss(self, batch: Any) -> float:
         return float(self.trainer.training_step(self.trainer.model, batch))
@@ -152,20 +154,20 @@ class ChipVariant(_TrainerVariant):
         self.modules = [policy]
         extra: dict[str, Any] = {}
         collator = _collator(workload, weights)
-        ref_model = None
         if reference == "model":
-            ref_model = workload.fresh_model(trainable=False)
-            self.modules.append(ref_model)
+            strategy = LiveReference(workload.fresh_model(trainable=False))
+            self.modules.append(strategy.ref_model)
         else:
             cache_dir = write_reference_cache(workload, collator, settings["kl_top_k"], weights)
-            collator.reference_cache = ReferenceCache.open(cache_dir)
+            strategy = PrecomputedReference(ReferenceCache.open(cache_dir))
+            collator.reference_cache = strategy.cache
             extra = dict(reference_cache=str(cache_dir))
         args = ChipConfig(
             reference=reference, kl_top_k=settings["kl_top_k"], share_prefix=share_prefix,
             encode_images_once=encode_images_once, **weights, **extra, **_training_args(workload, settings),
         )  # fmt: skip
         trainer = ChipTrainer(model=policy, args=args, train_dataset=workload.examples, data_collator=collator,
-                              ref_model=ref_model)  # fmt: skip
+                              reference=strategy)  # fmt: skip
         examples = workload.examples
         batches = [collator([examples[i] for i in ids]) for ids in workload.batches(settings["num_batches"])]
         self._finish(trainer, batches)
@@ -215,8 +217,8 @@ def write_reference_cache(
     folder = Path(tempfile.mkdtemp(prefix="chip-bench-cache-"))
     reference = workload.fresh_model(trainable=False)
     precompute_reference(
-        reference, collator, workload.examples, folder, cache_fingerprint="bench", settings={},
-        kl_top_k=top_k, needs_kl=weights["token_weight"] > 0, batch_size=workload.preset.batch_size,
+        reference, collator, workload.examples, folder, settings={"bench": True, "kl_top_k": top_k},
+        needs_kl=weights["token_weight"] > 0, batch_size=workload.preset.batch_size,
     )  # fmt: skip
     del reference
     return folder

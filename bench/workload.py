@@ -24,9 +24,9 @@ from transformers import AutoModelForImageTextToText
 
 from chip.data import PreferenceExample
 from chip.data.images import ImageRef
-from chip.loading import freeze_vision_tower
 from chip.modeling import VLMAdapter
 from chip.testing import tiny_config
+from chip.training.models import freeze_vision_tower
 
 WORDS = [
     "red",

@@ -19,10 +19,10 @@ from chip.errors import ChipError
 
 # command words -> "module:function" taking argv and returning an exit code
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("train",): ("chip.train_cli:main", "CHiP / DPO preference training"),
+    ("train",): ("chip.training.cli:main", "CHiP / DPO preference training"),
     ("demo",): ("chip.demo.cli:main", "end-to-end run on the built-in synthetic world"),
     ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
-    ("data", "precompute"): ("chip.train_cli:precompute_main", "write a reference log-prob cache"),
+    ("data", "precompute"): ("chip.training.cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
 }
 

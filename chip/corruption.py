@@ -15,14 +15,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from PIL import Image, ImageFilter
 from torch import Tensor
 
 CorruptionKind = Literal["diffusion", "crop", "black", "rotate", "blur", "random"]
-CORRUPTION_KINDS: tuple[str, ...] = ("diffusion", "crop", "black", "rotate", "blur", "random")
+CORRUPTION_KINDS: tuple[str, ...] = get_args(CorruptionKind)
 NUM_DIFFUSION_STEPS = 1000
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Literal, get_args, get_origin, get_type_hints
+
 
 class ChipError(Exception):
     """An expected failure whose message is complete enough to act on (file, row, field, reason)."""
@@ -17,3 +20,16 @@ class ConfigError(ChipError):
     """A configuration value is invalid or inconsistent."""
 
     exit_code = 2
+
+
+def check_choices(config: object, names: Iterable[str]) -> None:
+    """Raise `ConfigError` when a ``Literal``-typed dataclass field among ``names`` holds another value.
+
+    The allowed values are read from the field's type, so they are written down once.
+    """
+    hints = get_type_hints(type(config))
+    for name in names:
+        allowed = get_args(hints[name]) if get_origin(hints[name]) is Literal else ()
+        value = getattr(config, name)
+        if allowed and value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")

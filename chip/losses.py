@@ -17,37 +17,47 @@ per-response-token log-probs already aligned and masked, shapes ``[B, T]``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from chip.errors import ConfigError
+from chip.errors import ConfigError, check_choices
 
 Combine = Literal["joint", "separate"]
 TDPOVariant = Literal["tdpo1", "tdpo2"]
 LossType = Literal["sigmoid", "ipo"]
 
 
+def _setting(default, help_text: str):
+    """A loss setting: its default and the one line `chip train --help` shows for it."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class ChipLossConfig:
-    """Hyperparameters of the CHiP loss (defaults: the authors' LLaVA recipe)."""
+    """Hyperparameters of the CHiP loss (defaults: the authors' LLaVA recipe).
 
-    beta: float = 0.1  # β, inverse temperature of every sigmoid
-    segment_weight: float = 3.0  # λ, tokens in changed segments weigh 1 + λ
-    token_weight: float = 0.1  # α, weight of the TDPO sequential-KL margin δ
-    tdpo: TDPOVariant = "tdpo2"  # tdpo2 stops the gradient through K(y_w); tdpo1 does not
-    visual_weight: float = 1.0  # μ, weight of the visual margin h_vis
-    combine: Combine = "joint"  # one sigmoid over all margins, or one sigmoid per preference
-    anchor_weight: float = 0.0  # ρ, mDPO's anchor −log σ(β R(W))
-    sft_weight: float = 0.0  # η, mean NLL of the chosen response under the real image
-    length_normalize: bool = False  # divide R by the summed token weights
-    label_smoothing: float = 0.0  # ε, conservative DPO on the sigmoid holding the text margin
-    loss_type: LossType = "sigmoid"  # "ipo" replaces that sigmoid by a squared loss
+    Each setting is declared here once, with its help text and (through its ``Literal`` type) its
+    allowed values; `chip train` parses these fields together with `TrainingArguments`.
+    """
+
+    beta: float = _setting(0.1, "β, inverse temperature of every sigmoid.")
+    segment_weight: float = _setting(3.0, "λ: tokens in changed segments weigh 1 + λ.")
+    token_weight: float = _setting(0.1, "α: weight of the token-level (TDPO) sequential-KL margin δ.")
+    tdpo: TDPOVariant = _setting("tdpo2", "tdpo2 stops the gradient through K(y_w); tdpo1 does not.")
+    visual_weight: float = _setting(1.0, "μ: weight of the visual preference margin h_vis.")
+    combine: Combine = _setting("joint", "One sigmoid over all margins (joint) or one per preference (separate).")
+    anchor_weight: float = _setting(0.0, "ρ: weight of mDPO's anchor −log σ(β R(W)).")
+    sft_weight: float = _setting(0.0, "η: weight of the mean NLL of the chosen response under the real image.")
+    length_normalize: bool = _setting(False, "Divide each log-ratio R by its summed token weights.")
+    label_smoothing: float = _setting(0.0, "ε of conservative DPO, on the sigmoid that holds the text margin.")
+    loss_type: LossType = _setting("sigmoid", "Loss on the text margin: sigmoid (DPO) or ipo (squared).")
 
     def __post_init__(self) -> None:
+        check_choices(self, ChipLossConfig.field_names())
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
         for name in ("segment_weight", "token_weight", "visual_weight", "anchor_weight", "sft_weight"):
@@ -55,10 +65,6 @@ class ChipLossConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        choices = {"tdpo": ("tdpo1", "tdpo2"), "combine": ("joint", "separate"), "loss_type": ("sigmoid", "ipo")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.loss_type == "ipo" and self.label_smoothing:
             raise ConfigError("label_smoothing applies to the sigmoid loss, not to loss_type='ipo'")
 
@@ -125,6 +131,8 @@ def topk_token_kl(policy_logits: Tensor, ref_topk_logps: Tensor, ref_topk_ids: T
     ref_top = ref_topk_logps.float()  # (..., k)
     policy_top = policy_logp.gather(-1, ref_topk_ids.long())  # (..., k)
     head = (ref_top.exp() * (ref_top - policy_top)).sum(-1)  # (...)
+    if ref_top.shape[-1] == policy_logp.shape[-1]:
+        return head  # k = V: the tail is empty (its float32 rounding residue is not mass)
     ref_tail = _log1mexp(torch.logsumexp(ref_top, -1))  # log p_tail, (...)
     policy_tail = _log1mexp(torch.logsumexp(policy_top, -1)).clamp_min(-80.0)  # log q_tail, (...)
     tail = torch.where(ref_tail > -80.0, ref_tail.exp() * (ref_tail - policy_tail), 0.0)
@@ -211,33 +219,17 @@ def chip_loss(
     """
     beta, lam = config.beta, config.segment_weight
     use_visual = config.visual_weight > 0
-    use_token = config.token_weight > 0
     if use_visual and chosen_corrupt is None:
         raise ValueError("visual_weight > 0 needs chosen_corrupt scores (the chosen response under ṽ)")
 
     reward_chosen = weighted_logratio(chosen, lam, config.length_normalize)  # R(W), (B,)
     reward_rejected = weighted_logratio(rejected, lam, config.length_normalize)  # R(L), (B,)
     h_text = reward_chosen - reward_rejected  # (B,)
-
-    text_margin = h_text
     metrics: dict[str, Tensor] = {}
-    if use_token:
-        kl_chosen = sequence_kl(chosen)  # K(W), (B,)
-        kl_rejected = sequence_kl(rejected)  # K(L), (B,)
-        kl_chosen_term = kl_chosen.detach() if config.tdpo == "tdpo2" else kl_chosen
-        delta = kl_rejected - kl_chosen_term  # δ, (B,)
-        text_margin = text_margin - config.token_weight * delta
-        metrics["kl/chosen"] = kl_chosen
-        metrics["kl/rejected"] = kl_rejected
-
+    text_margin = h_text - config.token_weight * _token_margin(chosen, rejected, config, metrics)  # (B,)
     h_vis = None
     if chosen_corrupt is not None:
-        reward_corrupt = weighted_logratio(chosen_corrupt, lam, config.length_normalize)  # R(C), (B,)
-        h_vis = reward_chosen - reward_corrupt  # (B,)
-        metrics["rewards/chosen_corrupt"] = beta * reward_corrupt
-        metrics["visual/margins"] = beta * h_vis
-        metrics["visual/accuracies"] = (h_vis > 0).float()
-        metrics["logps/chosen_corrupt"] = summed_logps(chosen_corrupt)
+        h_vis = _visual_margin(chosen_corrupt, reward_chosen, config, metrics)  # (B,)
 
     text_loss = _text_loss(config)
     if config.combine == "joint":
@@ -251,16 +243,7 @@ def chip_loss(
             visual_loss = sigmoid_loss(beta * h_vis)
             metrics["loss/visual"] = visual_loss
             losses = losses + config.visual_weight * visual_loss
-
-    if config.anchor_weight > 0:
-        anchor_loss = sigmoid_loss(beta * reward_chosen)
-        metrics["loss/anchor"] = anchor_loss
-        losses = losses + config.anchor_weight * anchor_loss
-    if config.sft_weight > 0:
-        n_tokens = chosen.mask.to(chosen.logps.dtype).sum(-1).clamp_min(1.0)
-        sft_loss = -summed_logps(chosen) / n_tokens
-        metrics["loss/sft"] = sft_loss
-        losses = losses + config.sft_weight * sft_loss
+    losses = losses + _regularisers(chosen, reward_chosen, config, metrics)
 
     metrics.update(
         {
@@ -273,3 +256,46 @@ def chip_loss(
         }
     )
     return losses, {name: value.detach() for name, value in metrics.items()}
+
+
+def _token_margin(
+    chosen: TokenScores, rejected: TokenScores, config: ChipLossConfig, metrics: dict[str, Tensor]
+) -> Tensor | float:
+    """δ = K(L) − sg(K(W)) (TDPO2; TDPO1 keeps the gradient of K(W)), or 0 when α = 0. ``[B]``."""
+    if config.token_weight <= 0:
+        return 0.0
+    kl_chosen = sequence_kl(chosen)  # K(W), (B,)
+    kl_rejected = sequence_kl(rejected)  # K(L), (B,)
+    metrics["kl/chosen"] = kl_chosen
+    metrics["kl/rejected"] = kl_rejected
+    return kl_rejected - (kl_chosen.detach() if config.tdpo == "tdpo2" else kl_chosen)
+
+
+def _visual_margin(
+    chosen_corrupt: TokenScores, reward_chosen: Tensor, config: ChipLossConfig, metrics: dict[str, Tensor]
+) -> Tensor:
+    """h_vis = R(W) − R(C), the chosen response's preference for the real image over ṽ. ``[B]``."""
+    reward_corrupt = weighted_logratio(chosen_corrupt, config.segment_weight, config.length_normalize)  # R(C)
+    h_vis = reward_chosen - reward_corrupt  # (B,)
+    metrics["rewards/chosen_corrupt"] = config.beta * reward_corrupt
+    metrics["visual/margins"] = config.beta * h_vis
+    metrics["visual/accuracies"] = (h_vis > 0).float()
+    metrics["logps/chosen_corrupt"] = summed_logps(chosen_corrupt)
+    return h_vis
+
+
+def _regularisers(
+    chosen: TokenScores, reward_chosen: Tensor, config: ChipLossConfig, metrics: dict[str, Tensor]
+) -> Tensor | float:
+    """ρ · (−log σ(β R(W))) (mDPO's anchor) + η · mean NLL(W) (SFT). ``[B]`` or 0."""
+    total: Tensor | float = 0.0
+    if config.anchor_weight > 0:
+        anchor_loss = sigmoid_loss(config.beta * reward_chosen)
+        metrics["loss/anchor"] = anchor_loss
+        total = total + config.anchor_weight * anchor_loss
+    if config.sft_weight > 0:
+        n_tokens = chosen.mask.to(chosen.logps.dtype).sum(-1).clamp_min(1.0)
+        sft_loss = -summed_logps(chosen) / n_tokens
+        metrics["loss/sft"] = sft_loss
+        total = total + config.sft_weight * sft_loss
+    return total

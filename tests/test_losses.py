@@ -257,3 +257,73 @@ def test_token_kl_extreme_logits_finite_and_matches_float64():
 def test_token_kl_zero_for_identical_and_bf16_input():
     logits = torch.randn(3, 7).to(torch.bfloat16)
     assert_close(token_kl(logits, logits), torch.zeros(3), atol=1e-6, rtol=0)
+
+
+# Hand example for the compact reference (V = 3):
+#   p_ref = [0.5, 0.3, 0.2], q_policy = [0.25, 0.25, 0.5]
+#   full KL = 0.5 ln 2 + 0.3 ln 1.2 + 0.2 ln 0.4 = 0.346574 + 0.054697 - 0.183258 = 0.218012
+#   k = 1: head 0.5 ln 2 = 0.346574; tail p = 0.5, q = 0.75: 0.5 ln(2/3) = -0.202733 -> 0.143841
+#   k = 2: head 0.401271; tail p = 0.2, q = 0.5 (one token, so exact): 0.2 ln 0.4 -> 0.218012
+#   k = 3: no tail -> the full KL, 0.218012
+P_REF, Q_POLICY = [0.5, 0.3, 0.2], [0.25, 0.25, 0.5]
+
+
+@pytest.mark.parametrize(("k", "expected"), [(1, 0.143841), (2, 0.218012), (3, 0.218012)])
+def test_topk_token_kl_hand_example(k, expected):
+    from chip.losses import topk_token_kl
+
+    policy_logits = torch.tensor([Q_POLICY]).log() + 7.0  # any shift: logits, not log-probs
+    ref_logps = torch.tensor([P_REF]).log()
+    top_logps, top_ids = ref_logps.topk(k, dim=-1)
+    assert_close(topk_token_kl(policy_logits, top_logps, top_ids), torch.tensor([expected]), atol=1e-6, rtol=0)
+
+
+def test_topk_token_kl_is_exact_at_full_vocabulary_and_a_lower_bound_below():
+    from chip.losses import topk_token_kl
+
+    generator = torch.Generator().manual_seed(0)
+    policy_logits = 3 * torch.randn(4, 5, 11, generator=generator)  # (B, T, V)
+    ref_logits = 3 * torch.randn(4, 5, 11, generator=generator)
+    full = token_kl(policy_logits, ref_logits)  # (B, T)
+    ref_logps = torch.log_softmax(ref_logits, -1)
+    for k in range(1, 12):
+        top_logps, top_ids = ref_logps.topk(k, dim=-1)
+        bucketed = topk_token_kl(policy_logits, top_logps, top_ids)
+        assert bool((bucketed >= -1e-6).all()) and bool((bucketed <= full + 1e-5).all()), k
+        if k == 11:
+            assert_close(bucketed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_topk_token_kl_tail_bucket_when_the_reference_tail_is_negligible():
+    """A reference with ~all its mass in the top-k: the tail term vanishes instead of giving NaN."""
+    from chip.losses import topk_token_kl
+
+    ref_logits = torch.tensor([[90.0, 0.0, 0.0, 0.0]])  # log p_tail = log 3 - 90 < -80: tail term dropped
+    policy_logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    top_logps, top_ids = torch.log_softmax(ref_logits, -1).topk(1, dim=-1)
+    value = topk_token_kl(policy_logits, top_logps, top_ids)
+    # head: 1 * (0 - log q_0), q_0 = 1 / (1 + e + e^2 + e^3); tail: p_tail (log p_tail - log q_tail) ~ 1e-25
+    expected = -math.log(1 / (1 + math.e + math.e**2 + math.e**3))
+    assert_close(value, torch.tensor([expected]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("x", "expected"),
+    [
+        (math.log(0.5), math.log(0.5)),  # log(1 - 1/2)
+        (-1e-10, math.log(1e-10)),  # near 0: expm1 branch keeps every digit
+        (-50.0, -math.exp(-50.0)),  # far below: log1p branch, log(1 - e^-50) = -e^-50 (to 1e-43)
+        (math.log(0.9), math.log(0.1)),
+    ],
+)
+def test_log1mexp_hand_values(x, expected):
+    from chip.losses import _log1mexp
+
+    value = _log1mexp(torch.tensor([x], dtype=torch.float64))
+    assert_close(value, torch.tensor([expected], dtype=torch.float64), rtol=1e-9, atol=1e-30)
+
+
+def test_log1mexp_at_zero_is_minus_infinity():
+    from chip.losses import _log1mexp
+
+    assert _log1mexp(torch.tensor([0.0])).item() == -math.inf

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from chip.train_cli import parse_config, run_training
+from chip.training.cli import parse_config, run_training
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
 

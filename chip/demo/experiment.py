@@ -2,7 +2,7 @@
 
 Every method is one row of `METHODS`: a set of `ChipConfig` overrides applied to the same base
 model, the same pairs, the same learning rate, steps, batch and seed (matched settings; METHOD.md
-defect 6). Training goes through `chip.train_cli.run_training`, the exact path of `chip train`.
+defect 6). Training goes through `chip.training.cli.run_training`, the exact path of `chip train`.
 Evaluation captions held-out scenes (greedy and sampled at T = 1) and answers the scenes' yes/no
 questions; CHAIR comes from `chip.evaluation.chair`, POPE-style metrics from `chip.evaluation.pope`.
 """
@@ -77,7 +77,7 @@ class _QuietProgress(ProgressCallback):
 
 def train_method(name: str, seed: int, base_path: Path, pairs: Path, out: Path, config: DemoConfig) -> Path:
     """Train one method from the base on the pairs; returns the output folder (skips a finished one)."""
-    from chip.train_cli import parse_config, run_training
+    from chip.training.cli import parse_config, run_training
 
     if (out / "trainer_state.json").exists():
         return out

@@ -80,6 +80,7 @@ class VLMAdapter:
         self.tokenizer = processor.tokenizer
         self.config = model_config
         self.quirks = quirks_for(model_config)
+        self._expansion_cache: dict[tuple[tuple[int, int], ...], int] = {}
         if self.tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token; responses must end with one, as TRL's do")
         self.eos_token_id: int = self.tokenizer.eos_token_id
@@ -155,6 +156,27 @@ class VLMAdapter:
         token_inputs = {key: encoded.pop(key)[0] for key in TOKEN_LEVEL_KEYS if key in encoded}  # each (P,)
         image_inputs = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
         return PromptInputs(input_ids=input_ids.long(), image_inputs=image_inputs, token_inputs=token_inputs)
+
+    def prompt_length(self, image_sizes: Sequence[tuple[int, int]], prompt: str | list[dict]) -> int:
+        """Tokens :meth:`encode_prompt` would give for images of these ``(width, height)``, without pixels.
+
+        The processor expands each image placeholder into a number of tokens that depends only on
+        the image sizes, so that number is measured once per distinct size tuple (on blank images)
+        and added to the length of the templated text; start-up length checks then need no image
+        decoding and no preprocessing per example.
+        """
+        text_ids = self.tokenizer(self.format_prompt(prompt, len(image_sizes)), add_special_tokens=False)["input_ids"]
+        return len(text_ids) + self._image_expansion(tuple(image_sizes))
+
+    def _image_expansion(self, image_sizes: tuple[tuple[int, int], ...]) -> int:
+        """Tokens the processor adds when it expands the placeholders of images of these sizes."""
+        if image_sizes not in self._expansion_cache:
+            blank = [Image.new("RGB", size) for size in image_sizes]
+            text = self.format_prompt("", len(blank))
+            expanded = self.processor(images=blank or None, text=[text], add_special_tokens=False)["input_ids"][0]
+            unexpanded = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._expansion_cache[image_sizes] = len(expanded) - len(unexpanded)
+        return self._expansion_cache[image_sizes]
 
     def special_tokens_in(self, prompt: str | list[dict]) -> list[str]:
         """Special tokens whose literal text appears in the prompt's text (the processor would parse them)."""

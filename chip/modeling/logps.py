@@ -32,6 +32,7 @@ from torch import nn
 from transformers import PreTrainedModel, modeling_utils
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from chip.modeling.batch import stack_pair_rows
 from chip.modeling.pair_attention import decoder_config, pair_attention
 from chip.modeling.pairs import (
     PAIR_LENGTHS,
@@ -158,8 +159,7 @@ class _Plan:
         if self.per_row == 1:
             return values  # (S, R, D)
         rows, width, dim = values.shape  # (N, K, D)
-        split = values.view(rows, self.per_row, width // self.per_row, dim)  # (N, 2, R, D)
-        return split.transpose(0, 1).reshape(rows * self.per_row, width // self.per_row, dim)  # (S, R, D)
+        return stack_pair_rows(values.view(rows, self.per_row, width // self.per_row, dim))  # (S, R, D)
 
 
 def _row_plan(batch: dict[str, torch.Tensor]) -> _Plan:
@@ -185,8 +185,8 @@ def _packed_plan(model: nn.Module, batch: dict[str, torch.Tensor]) -> _Plan:
     return _Plan(
         inputs,
         predicting.view(num, 2 * width),  # (B, 2R)
-        targets.transpose(0, 1).reshape(2 * num, width),  # (2B, R)
-        mask.transpose(0, 1).reshape(2 * num, width),  # (2B, R)
+        stack_pair_rows(targets),  # (2B, R)
+        stack_pair_rows(mask),  # (2B, R)
         per_row=2,
         context=lambda: pair_attention(core, lengths),
     )

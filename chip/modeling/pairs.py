@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from chip.modeling.batch import pair_rows
 from chip.modeling.quirks import TOKEN_LEVEL_KEYS
 
 PAIR_LENGTHS = "pair_lengths"  # (B, 3) long: prompt, kept chosen and kept rejected lengths per row
@@ -43,7 +44,7 @@ def scored_lengths(batch: dict) -> list[int]:
     """
     if is_pair_batch(batch):
         lengths = batch[PAIR_LENGTHS]
-        return lengths[:, CHOSEN].tolist() + lengths[:, REJECTED].tolist()
+        return pair_rows(lengths[:, CHOSEN].tolist(), lengths[:, REJECTED].tolist())
     return batch["response_mask"].sum(-1).tolist()
 
 
@@ -132,10 +133,8 @@ def unpack_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """
     lengths = batch[PAIR_LENGTHS]  # (B, 3)
     prompt = lengths[:, PROMPT].repeat(2)  # (2B,)
-    kept = torch.cat([lengths[:, CHOSEN], lengths[:, REJECTED]])  # (2B,)
-    skip = torch.cat(
-        [torch.zeros_like(lengths[:, CHOSEN]), lengths[:, CHOSEN]]
-    )  # (2B,) chosen tokens to jump
+    kept = torch.cat(pair_rows([lengths[:, CHOSEN]], [lengths[:, REJECTED]]))  # (2B,)
+    skip = torch.cat(pair_rows([torch.zeros_like(lengths[:, CHOSEN])], [lengths[:, CHOSEN]]))  # (2B,) chosen tokens to jump
     row_len = prompt + kept  # (2B,)
     seq_len = int(row_len.max())
     index = torch.arange(seq_len, device=lengths.device)[None, :]  # (1, T')

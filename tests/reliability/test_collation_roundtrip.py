@@ -2,7 +2,7 @@
 
 Rows come from the generator of tests/data/test_data_roundtrip.py (any Unicode text, string or chat
 prompts, one or two images of unusual modes, optional ids and segment spans). Each batch is written
-as JSON Lines, loaded with `chip.data.load_preference_rows` and collated by `chip.collate.ChipCollator`
+as JSON Lines, loaded with `chip.data.load_preference_rows` and collated by `chip.training.collate.ChipCollator`
 with a tiny LLaVA `VLMAdapter` (a byte-level tokenizer, so every text encodes). Whatever layout the
 collator uses for W and L (two rows, or one shared-prefix row per pair), the rows the trainer scores
 must hold: the prompt text verbatim and every image's tokens, then exactly the response's tokens and
@@ -24,9 +24,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from chip.collate import ChipCollator
 from chip.data import load_preference_rows
 from chip.modeling import VLMAdapter
+from chip.training.collate import ChipCollator
 from tests.data.conftest import make_images
 from tests.data.test_data_roundtrip import expected_id, valid_rows
 

@@ -23,9 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import chip.loading
-import chip.train_cli
-from chip.trainer import ChipTrainer
+import chip.training.cli
+import chip.training.models
+from chip.training.trainer import ChipTrainer
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
 from tests.train_helpers import train_args, write_pairs
 
@@ -34,7 +34,7 @@ STEPS = 4  # 8 pairs, batch 2: one epoch, so the poisoned example is in exactly 
 
 
 class Poison:
-    """Wraps `chip.train_cli.build_collator`: records each batch's ids, poisons POISONED's batch.
+    """Wraps `chip.training.cli.build_collator`: records each batch's ids, poisons POISONED's batch.
 
     Batches are collated one ahead of training (the dataloader prefetches), so the gradient hook
     reads ``training_poisoned``, set by the trainer's `compute_loss` for the batch it computes.
@@ -72,15 +72,15 @@ class Poison:
 @pytest.fixture
 def poison(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Poison]:
     injector = Poison(getattr(request, "param", "pixels"))
-    monkeypatch.setattr(chip.train_cli, "build_collator", injector.wrap(chip.train_cli.build_collator))
+    monkeypatch.setattr(chip.training.cli, "build_collator", injector.wrap(chip.training.cli.build_collator))
     if injector.where == "gradient":
-        load, compute_loss = chip.loading.load_policy, ChipTrainer.compute_loss
+        prepare, compute_loss = chip.training.models.prepare_policy, ChipTrainer.compute_loss
 
-        def load_with_hook(config: Any) -> tuple:
-            model, ref_model = load(config)
+        def prepare_with_hook(model: Any, config: Any) -> Any:
+            model = prepare(model, config)
             head = model.get_output_embeddings().weight
             head.register_hook(lambda grad: grad * float("nan") if injector.training_poisoned else grad)
-            return model, ref_model
+            return model
 
         def compute_loss_noting_batch(
             self: ChipTrainer, model: Any, inputs: dict, *args: Any, **kwargs: Any
@@ -88,7 +88,7 @@ def poison(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
             injector.training_poisoned = injector.active and POISONED in inputs["ids"]
             return compute_loss(self, model, inputs, *args, **kwargs)
 
-        monkeypatch.setattr(chip.loading, "load_policy", load_with_hook)
+        monkeypatch.setattr(chip.training.models, "prepare_policy", prepare_with_hook)
         monkeypatch.setattr(ChipTrainer, "compute_loss", compute_loss_noting_batch)
     yield injector
 

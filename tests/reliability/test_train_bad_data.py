@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import chip.train_cli
+import chip.training.cli
 from tests.data.conftest import GOOD_ROW, make_images
 from tests.data.test_broken_inputs import CASES, Case
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
@@ -131,7 +131,7 @@ def test_train_with_skip_trains_on_the_good_rows_and_reports_what_it_skipped(
 ) -> None:
     data, good_ids = mixed_dataset(corpus_root, "mixed_skipped.jsonl")
     seen: list[str] = []
-    build = chip.train_cli.build_collator
+    build = chip.training.cli.build_collator
 
     def recording_collator(*args: Any, **kwargs: Any) -> Callable[[list], dict]:
         collator = build(*args, **kwargs)
@@ -143,7 +143,7 @@ def test_train_with_skip_trains_on_the_good_rows_and_reports_what_it_skipped(
 
         return collate
 
-    monkeypatch.setattr(chip.train_cli, "build_collator", recording_collator)
+    monkeypatch.setattr(chip.training.cli, "build_collator", recording_collator)
     out = tmp_path / "out"
     run = run_chip(["train", *train_args(tiny_model("llava"), data, out, on_bad_row="skip", max_steps=3,
                                          per_device_train_batch_size=2)])  # fmt: skip
@@ -182,11 +182,19 @@ def test_overlong_prompt_is_found_by_train_not_by_check(
 def test_special_token_text_in_a_row_never_crashes_training(
     field: str, tmp_path: Path, tiny_model: Callable[..., Path], run_chip: Callable[..., Run]
 ) -> None:
-    """Scraped text can hold ``<image>``: training must use it as text or report the row, not crash."""
+    """Scraped text can hold ``<image>``: a response learns it as text, a prompt's row is reported.
+
+    In a prompt the processor would read the text as a real image placeholder, so the row is bad
+    (and the default ``on_bad_row: error`` refuses the run in one line); in a response it is text.
+    """
     data = write_pairs_with(tmp_path, field, " <image>")
     run = run_chip(["train", *train_args(tiny_model("llava"), data, tmp_path / "out", max_steps=1)])
     assert "Traceback" not in run.err
-    assert run.code == 0 or len(run.error_lines) == 1
+    if field == "chosen":
+        assert run.code == 0, run.err
+    else:
+        assert run.code != 0 and len(run.error_lines) == 1, run.err
+        assert "line 2, field 'prompt'" in run.error_lines[0] and "special token" in run.error_lines[0]
 
 
 def write_pairs_with(tmp_path: Path, field: str, suffix: str) -> Path:

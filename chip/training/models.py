@@ -1,21 +1,20 @@
-"""Build the policy (and, when needed, the reference) from a `ChipConfig`.
+"""Build the policy from a `ChipConfig`: load, freeze the vision tower, wrap LoRA.
 
 Any checkpoint `AutoModelForImageTextToText` + `AutoProcessor` load works. LoRA goes through
-`peft`; with LoRA the reference is the same network with its adapter disabled, so no second copy
-of the weights is held.
+`peft`; with LoRA the live reference is the same network with its adapter disabled
+(`chip.training.reference.LiveReference`), so no second copy of the weights is held.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 
 import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText
 
-from chip.config import ChipConfig
 from chip.errors import ConfigError
+from chip.training.config import ChipConfig
 
 # Parameter-name fragments of vision encoders across families (LLaVA/NeXT, Qwen-VL, Idefics3,
 # Gemma3, PaliGemma, ...). The projector is deliberately not listed: the recipe trains it.
@@ -60,30 +59,18 @@ def language_linear_modules(model: nn.Module) -> list[str]:
     return names
 
 
-def load_processor(config: ChipConfig):
-    """The checkpoint's processor (Qwen-VL's image-only variant where torchvision is missing)."""
-    from chip.modeling import load_processor as load
-
-    if not config.model_name_or_path:
+def load_model(config: ChipConfig, path: str | None = None) -> nn.Module:
+    """The checkpoint at ``path`` (default ``model_name_or_path``) in the run's dtype, as loaded."""
+    path = path or config.model_name_or_path
+    if not path:
         raise ConfigError("model_name_or_path is required")
-    return load(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
-
-
-def load_policy(config: ChipConfig) -> tuple[nn.Module, nn.Module | None]:
-    """The trainable policy and a frozen reference (None when the reference needs no model).
-
-    The reference is a separate frozen copy only for full fine-tuning with ``reference=model``;
-    with LoRA the trainer disables the adapter instead.
-    """
-    if not config.model_name_or_path:
-        raise ConfigError("model_name_or_path is required")
-    dtype = resolve_dtype(config)
-    model = AutoModelForImageTextToText.from_pretrained(
-        config.model_name_or_path, dtype=dtype, trust_remote_code=config.trust_remote_code
+    return AutoModelForImageTextToText.from_pretrained(
+        path, dtype=resolve_dtype(config), trust_remote_code=config.trust_remote_code
     )
-    ref_model = None
-    if config.reference == "model" and not config.use_peft:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def prepare_policy(model: nn.Module, config: ChipConfig) -> nn.Module:
+    """The trainable policy: vision tower frozen (when asked), LoRA wrapped (when asked)."""
     if config.freeze_vision_tower:
         freeze_vision_tower(model)
     if config.use_peft:
@@ -91,7 +78,7 @@ def load_policy(config: ChipConfig) -> tuple[nn.Module, nn.Module | None]:
     if config.gradient_checkpointing:
         # Frozen embeddings + checkpointing would otherwise cut the graph before the first LoRA layer.
         model.enable_input_require_grads()
-    return model, ref_model
+    return model
 
 
 def wrap_lora(model: nn.Module, config: ChipConfig) -> nn.Module:

@@ -11,16 +11,19 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from chip.corruption import CORRUPTION_KINDS
-from chip.errors import ConfigError
+from chip.corruption import CorruptionKind
+from chip.errors import ConfigError, check_choices
 from chip.losses import ChipLossConfig
-
-ReferenceMode = Literal["model", "precomputed", "none"]
+from chip.training.reference import REFERENCES, ReferenceMode
 
 
 @dataclass
-class ChipConfig(TrainingArguments):
-    """Training arguments for CHiP preference optimisation (and DPO and every ablation)."""
+class ChipConfig(TrainingArguments, ChipLossConfig):
+    """Training arguments for CHiP preference optimisation (and DPO and every ablation).
+
+    The loss settings are `ChipLossConfig`'s fields, inherited (declared and validated there once);
+    `loss_config` hands them to `chip.losses.chip_loss` as a plain `ChipLossConfig`.
+    """
 
     # ---- model -------------------------------------------------------------------------------
     model_name_or_path: str | None = field(
@@ -64,20 +67,7 @@ class ChipConfig(TrainingArguments):
         default=False, metadata={"help": "Allow image paths that escape image_root (../, absolute paths)."}
     )
 
-    # ---- CHiP loss (symbols of METHOD.md) -------------------------------------------------------
-    beta: float = field(default=0.1, metadata={"help": "β, inverse temperature of every sigmoid."})
-    segment_weight: float = field(default=3.0, metadata={"help": "λ: changed-segment tokens weigh 1 + λ."})
-    token_weight: float = field(default=0.1, metadata={"help": "α: weight of the token-level (TDPO) KL margin."})
-    tdpo: Literal["tdpo1", "tdpo2"] = field(default="tdpo2", metadata={"help": "TDPO2 stops the gradient of K(y_w)."})
-    visual_weight: float = field(default=1.0, metadata={"help": "μ: weight of the visual preference margin."})
-    combine: Literal["joint", "separate"] = field(
-        default="joint", metadata={"help": "One sigmoid over all margins (joint) or one per preference."}
-    )
-    anchor_weight: float = field(default=0.0, metadata={"help": "ρ: mDPO anchor term weight."})
-    sft_weight: float = field(default=0.0, metadata={"help": "η: weight of the NLL of the chosen response."})
-    length_normalize: bool = field(default=False, metadata={"help": "Divide log-ratios by summed token weights."})
-    label_smoothing: float = field(default=0.0, metadata={"help": "ε of conservative DPO."})
-    loss_type: Literal["sigmoid", "ipo"] = field(default="sigmoid", metadata={"help": "Loss on the text margin."})
+    # ---- CHiP loss: the fields of `chip.losses.ChipLossConfig` (symbols of METHOD.md), inherited ----
     segment_min_match: int = field(
         default=3, metadata={"help": "Shortest matching token run that anchors the chosen/rejected alignment."}
     )
@@ -86,8 +76,8 @@ class ChipConfig(TrainingArguments):
     )
 
     # ---- corrupted image -----------------------------------------------------------------------
-    corruption: str = field(
-        default="diffusion", metadata={"help": "Rejected image: diffusion | crop | black | rotate | blur | random."}
+    corruption: CorruptionKind = field(
+        default="diffusion", metadata={"help": "The corrupted image ṽ of the visual preference."}
     )
     noise_step: int = field(default=500, metadata={"help": "Diffusion step k of the noised image (0..999)."})
 
@@ -124,16 +114,12 @@ class ChipConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.corruption not in CORRUPTION_KINDS:
-            raise ConfigError(f"corruption must be one of {CORRUPTION_KINDS}, got {self.corruption!r}")
-        if self.reference == "precomputed" and not self.reference_cache:
-            raise ConfigError("reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)")
-        if self.reference == "none" and (self.token_weight > 0):
-            raise ConfigError("the token-level KL needs a reference: set --token_weight 0 with --reference none")
+        super().__post_init__()  # TrainingArguments' own checks
+        ChipLossConfig.__post_init__(self)
+        check_choices(self, ("corruption", "reference", "on_bad_row", "on_nonfinite"))
         if self.kl_top_k < 0:
             raise ConfigError(f"kl_top_k must be >= 0, got {self.kl_top_k}")
-        _ = self.loss_config  # validates the loss fields now, with the library's messages
+        REFERENCES[self.reference].check_config(self)
 
     @property
     def loss_config(self) -> ChipLossConfig:

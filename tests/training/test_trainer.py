@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from chip.testing.tiny import FAMILIES
-from chip.train_cli import parse_config, run_precompute
+from chip.training.cli import parse_config, run_precompute
 from tests.train_helpers import train, train_args, write_pairs
 
 LEARN_STEPS = 10
@@ -48,14 +48,18 @@ def test_full_chip_learns_eight_pairs(tiny_model, tmp_path, family, use_peft):
         assert name in last
 
     out = tmp_path / "out"
-    assert AutoProcessor.from_pretrained(out) is not None
+    saved = AutoProcessor.from_pretrained(out).tokenizer
+    assert saved.get_vocab() == AutoProcessor.from_pretrained(tiny_model(family)).tokenizer.get_vocab()
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model(family))
+    base_weights = {name: p.detach().clone() for name, p in base.state_dict().items()}
     if use_peft:
         from peft import PeftModel
 
-        base = AutoModelForImageTextToText.from_pretrained(tiny_model(family))
-        assert isinstance(PeftModel.from_pretrained(base, out), PeftModel)
+        trained = PeftModel.from_pretrained(base, out).merge_and_unload()
     else:
-        AutoModelForImageTextToText.from_pretrained(out)
+        trained = AutoModelForImageTextToText.from_pretrained(out)
+    changed = [name for name, p in trained.state_dict().items() if not torch.equal(p, base_weights[name])]
+    assert changed, "the saved model equals the base model: training saved nothing it learned"
 
 
 # Every family x {full, LoRA} x {precomputed, none}: LLaVA in the default run, the rest marked slow.
@@ -75,11 +79,12 @@ def test_other_reference_modes_learn(tiny_model, tmp_path, family, use_peft, ref
 
 def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_path):
     """With k = vocabulary the cached KL is exact: one batch scored both ways gives the same loss."""
-    from chip.collate import ChipCollator
     from chip.data import load_preference_rows
     from chip.modeling import VLMAdapter
-    from chip.reference_cache import ReferenceCache
-    from chip.trainer import ChipTrainer
+    from chip.training.collate import ChipCollator
+    from chip.training.reference import LiveReference, PrecomputedReference
+    from chip.training.reference_cache import ReferenceCache
+    from chip.training.trainer import ChipTrainer
 
     data = write_pairs(tmp_path / "data", n=4)
     model_dir = tiny_model("llava")
@@ -101,7 +106,7 @@ def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_pa
         collator = ChipCollator(adapter, seed=config.seed, max_length=config.max_length,
                                 reference_cache=cache if mode == "precomputed" else None)  # fmt: skip
         trainer = ChipTrainer(model=model, args=config, train_dataset=examples, data_collator=collator,
-                              ref_model=reference if mode == "model" else None)  # fmt: skip
+                              reference=LiveReference(reference) if mode == "model" else PrecomputedReference(cache))  # fmt: skip
         model.eval()
         with torch.no_grad():
             losses[mode] = trainer.compute_loss(model, collator(examples))
@@ -109,13 +114,13 @@ def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_pa
 
 
 def test_stale_cache_is_refused(tiny_model, tmp_path):
-    from chip.reference_cache import StaleCacheError
+    from chip.training.reference_cache import StaleCacheError
 
     data = write_pairs(tmp_path / "data", n=4)
     model_dir = tiny_model("llava")
     cache_dir = tmp_path / "cache"
     run_precompute(parse_config(train_args(model_dir, data, tmp_path / "pre", reference_cache=cache_dir)))
-    with pytest.raises(StaleCacheError, match="another model/data/setting"):
+    with pytest.raises(StaleCacheError, match=r"noise_step: 500 -> 400"):
         train(model_dir, data, tmp_path / "out", reference="precomputed", reference_cache=cache_dir, noise_step=400)
 
 

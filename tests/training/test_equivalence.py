@@ -17,13 +17,14 @@ from torch.testing import assert_close
 from transformers import AutoModelForImageTextToText
 
 from bench.naive import naive_batch, naive_loss
-from chip.collate import ChipCollator
-from chip.config import ChipConfig
 from chip.data import PreferenceExample
 from chip.data.images import ImageRef
-from chip.loading import is_vision_parameter
 from chip.modeling import VLMAdapter, can_share_prefix
-from chip.trainer import ChipTrainer
+from chip.training.collate import ChipCollator
+from chip.training.config import ChipConfig
+from chip.training.models import is_vision_parameter
+from chip.training.reference import LiveReference
+from chip.training.trainer import ChipTrainer
 
 LAYOUTS = {
     "shared prefix": dict(share_prefix=True, encode_images_once=True),
@@ -62,7 +63,7 @@ def perturbed(model_dir) -> torch.nn.Module:
 
 def chip_trainer(policy, reference, collator, tmp_path, **options) -> ChipTrainer:
     args = ChipConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **options)
-    return ChipTrainer(model=policy, args=args, ref_model=reference, data_collator=collator, train_dataset=[])
+    return ChipTrainer(model=policy, args=args, reference=LiveReference(reference), data_collator=collator, train_dataset=[])
 
 
 def loss_and_grads(policy: torch.nn.Module, compute) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

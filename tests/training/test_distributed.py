@@ -13,7 +13,7 @@ import pytest
 
 from tests.train_helpers import train, train_args, write_pairs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPARED = ("loss", "grad_norm", "rewards/margins", "visual/margins", "kl/rejected", "logps/chosen")
 
 

@@ -16,12 +16,13 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForImageTextToText
 
-from chip.collate import ChipCollator
 from chip.data import load_preference_rows
 from chip.modeling import VLMAdapter
 from chip.modeling.pairs import unpack_pairs
-from chip.train_cli import parse_config
-from chip.trainer import ChipTrainer
+from chip.training.cli import parse_config
+from chip.training.collate import ChipCollator
+from chip.training.reference import LiveReference
+from chip.training.trainer import ChipTrainer
 from tests.train_helpers import train_args, write_pairs
 
 trl = pytest.importorskip("trl")
@@ -55,7 +56,7 @@ def test_dpo_logps_match_trl(tiny_model, tmp_path, family):
                                      token_weight=0.0, visual_weight=0.0))  # fmt: skip
     collator = ChipCollator(adapter, score_corrupt=False, max_length=config.max_length)
     chip_trainer = ChipTrainer(model=model, args=config, train_dataset=examples, data_collator=collator,
-                               ref_model=reference)  # fmt: skip
+                               reference=LiveReference(reference))  # fmt: skip
     model.eval()
     batch = collator(examples)
     with torch.no_grad():

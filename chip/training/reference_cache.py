@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import send_to_device
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from chip.errors import ChipError, ConfigError
+from chip.modeling.batch import CORRUPT, REAL, pair_rows, split_pairs
 
 FORMAT = "chip-reference-cache"
 VERSION = 1
@@ -76,6 +78,26 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:32]
+
+
+def cache_settings(config, model: torch.nn.Module, processor, examples: Sequence) -> dict:
+    """Everything a cache for this run depends on; its `fingerprint` names the cache."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    loss = config.loss_config
+    return {
+        "model": config.model_name_or_path, "model_hash": model_fingerprint(model),
+        "tokenizer_hash": fingerprint(tokenizer.get_vocab()), "data_hash": dataset_fingerprint(examples),
+        "corruption": config.corruption, "noise_step": config.noise_step, "seed": config.seed,
+        "max_length": config.max_length, "kl_top_k": config.kl_top_k,
+        "needs_kl": loss.needs_kl, "needs_corrupt": loss.needs_corrupt,
+    }  # fmt: skip
+
+
+def _changed_settings(then: dict, now: dict) -> str:
+    """``name: old -> new`` for each setting that differs (hashes named by what they cover)."""
+    changed = [f"{name}: {then.get(name)!r} -> {now.get(name)!r}" for name in sorted(set(then) | set(now))
+               if then.get(name) != now.get(name)]  # fmt: skip
+    return "; ".join(changed) or "the fingerprint differs"
 
 
 def dataset_fingerprint(examples: Iterable) -> str:
@@ -147,7 +169,8 @@ class ReferenceCache:
     entries: dict[str, dict[str, Tensor]]
 
     @classmethod
-    def open(cls, path: str | Path, expected_fingerprint: str | None = None) -> ReferenceCache:
+    def open(cls, path: str | Path, expected: dict | None = None) -> ReferenceCache:
+        """Load a cache; with ``expected`` (`cache_settings` of this run) refuse one made for other settings."""
         path = Path(path)
         manifest_file = path / "manifest.json"
         if not manifest_file.exists():
@@ -159,11 +182,10 @@ class ReferenceCache:
             raise StaleCacheError(
                 f"{manifest_file}: format {manifest.get('format')!r} v{manifest.get('version')}, expected {FORMAT!r} v{VERSION}"
             )
-        if expected_fingerprint is not None and manifest["fingerprint"] != expected_fingerprint:
+        if expected is not None and manifest["fingerprint"] != fingerprint(expected):
             raise StaleCacheError(
-                f"{path}: made for another model/data/setting (fingerprint {manifest['fingerprint']}, "
-                f"this run {expected_fingerprint}; settings then: {json.dumps(manifest.get('settings', {}))}). "
-                "Recompute it with `chip data precompute`."
+                f"{path} was made with other settings ({_changed_settings(manifest.get('settings', {}), expected)}); "
+                "recompute it with `chip data precompute` or train with the settings it was made with"
             )
         entries: dict[str, dict[str, Tensor]] = {}
         for shard in manifest["shards"]:
@@ -172,10 +194,6 @@ class ReferenceCache:
                 prefix = f"{index}/"
                 entries[example_id] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         return cls(path, manifest, entries)
-
-    @property
-    def top_k(self) -> int:
-        return int(self.manifest["kl_top_k"])
 
     def batch(self, ids: Sequence[str], real_kept: Sequence[int], corrupt_kept: Sequence[int] | None) -> dict[str, Tensor]:
         """Padded reference tensors for a batch laid out like the collator's rows.
@@ -188,13 +206,14 @@ class ReferenceCache:
         if missing:
             raise StaleCacheError(f"{self.path}: no reference for example ids {missing[:5]} (dataset changed?)")
         records = [self.entries[i] for i in ids]
-        real_rows = [r["chosen_logps"] for r in records] + [r["rejected_logps"] for r in records]
-        out = {"real_logps": _pad([*real_rows], real_kept, ids)}
+
+        def rows(name: str) -> list[Tensor]:  # one entry per scored real row
+            return pair_rows([r[f"chosen_{name}"] for r in records], [r[f"rejected_{name}"] for r in records])
+
+        out = {"real_logps": _pad(rows("logps"), real_kept, ids)}
         if "chosen_topk_logps" in records[0]:
-            topk = [r["chosen_topk_logps"] for r in records] + [r["rejected_topk_logps"] for r in records]
-            topk_ids = [r["chosen_topk_ids"] for r in records] + [r["rejected_topk_ids"] for r in records]
-            out["real_topk_logps"] = _pad(topk, real_kept, ids)
-            out["real_topk_ids"] = _pad(topk_ids, real_kept, ids)
+            out["real_topk_logps"] = _pad(rows("topk_logps"), real_kept, ids)
+            out["real_topk_ids"] = _pad(rows("topk_ids"), real_kept, ids)
         if corrupt_kept is not None:
             if "corrupt_logps" not in records[0]:
                 raise StaleCacheError(f"{self.path}: written without the corrupted-image rows (visual_weight was 0)")
@@ -238,31 +257,22 @@ def _split_rows(values: Tensor, mask: Tensor) -> list[Tensor]:
 
 def example_records(scores_real, scores_corrupt, num: int, top_k: int) -> list[dict[str, Tensor]]:
     """Cache records of one collated batch from reference `ResponseScores` of its real/corrupt rows."""
-    logps = _split_rows(scores_real.logps.float(), scores_real.mask)
-    records = [{"chosen_logps": logps[i], "rejected_logps": logps[num + i]} for i in range(num)]
+    chosen, rejected = split_pairs(_split_rows(scores_real.logps.float(), scores_real.mask), num)
+    records = [{"chosen_logps": w, "rejected_logps": lo} for w, lo in zip(chosen, rejected)]
     if scores_real.logits is not None:
         logp = torch.log_softmax(scores_real.logits.float(), dim=-1)  # (2B, R, V)
         k = logp.shape[-1] if top_k <= 0 else min(top_k, logp.shape[-1])
         top_logps, top_ids = logp.topk(k, dim=-1)  # (2B, R, k)
-        top_logps = _split_rows(top_logps, scores_real.mask)
-        top_ids = _split_rows(top_ids.to(torch.int32), scores_real.mask)
+        top_logps_w, top_logps_l = split_pairs(_split_rows(top_logps, scores_real.mask), num)
+        top_ids_w, top_ids_l = split_pairs(_split_rows(top_ids.to(torch.int32), scores_real.mask), num)
         for i, record in enumerate(records):
-            record.update(chosen_topk_logps=top_logps[i], rejected_topk_logps=top_logps[num + i],
-                          chosen_topk_ids=top_ids[i], rejected_topk_ids=top_ids[num + i])  # fmt: skip
+            record.update(chosen_topk_logps=top_logps_w[i], rejected_topk_logps=top_logps_l[i],
+                          chosen_topk_ids=top_ids_w[i], rejected_topk_ids=top_ids_l[i])  # fmt: skip
     if scores_corrupt is not None:
         corrupt = _split_rows(scores_corrupt.logps.float(), scores_corrupt.mask)
         for i, record in enumerate(records):
             record["corrupt_logps"] = corrupt[i]
     return records
-
-
-def to_device(batch, device: torch.device | str):
-    """Move every tensor of a (nested) collated batch to ``device``."""
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    return batch
 
 
 @torch.no_grad()
@@ -271,9 +281,7 @@ def precompute_reference(
     collator,
     examples: Sequence,
     path: str | Path,
-    cache_fingerprint: str,
     settings: dict,
-    kl_top_k: int,
     needs_kl: bool,
     batch_size: int = 8,
     shard_size: int | None = None,
@@ -285,8 +293,10 @@ def precompute_reference(
     damaged ones are computed. A folder holding a cache for another fingerprint is refused rather
     than mixed.
     """
-    from chip.modeling import response_logps
+    from chip.training.reference import LiveReference
 
+    reference = LiveReference(model)
+    cache_fingerprint, kl_top_k = fingerprint(settings), settings["kl_top_k"]
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     progress_file = path / "progress.json"
@@ -296,7 +306,6 @@ def precompute_reference(
         raise StaleCacheError(f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder")
     _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
 
-    device = next(model.parameters()).device
     num_shards = (len(examples) + shard_size - 1) // shard_size
     shards = []
     done = 0
@@ -307,16 +316,7 @@ def precompute_reference(
         chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
         chunk_ids = [ex.id for ex in chunk]
         if not _reusable_shard(file, ids_file, chunk_ids):
-            tensors: dict[str, Tensor] = {}
-            for start in range(0, len(chunk), batch_size):
-                part = chunk[start : start + batch_size]
-                batch = to_device(collator(list(part)), device)
-                real = response_logps(model, batch["real"], return_logits=needs_kl)
-                corrupt = response_logps(model, batch["corrupt"]) if "corrupt" in batch else None
-                for offset, record in enumerate(example_records(real, corrupt, len(part), kl_top_k)):
-                    tensors.update({f"{start + offset}/{key}": value for key, value in record.items()})
-                bar.update(len(part))
-            _atomic_save(tensors, file)
+            _atomic_save(_score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar), file)
             _atomic_write_text(json.dumps(chunk_ids), ids_file)
         else:
             bar.update(len(chunk))
@@ -328,3 +328,18 @@ def precompute_reference(
                 "kl_top_k": kl_top_k, "num_examples": done, "shards": shards}  # fmt: skip
     _atomic_write_text(json.dumps(manifest, indent=1), path / "manifest.json")
     return path
+
+
+def _score_chunk(reference, model, collator, chunk: Sequence, batch_size: int, needs_kl: bool, kl_top_k: int, bar) -> dict[str, Tensor]:
+    """One shard's tensors: every example of ``chunk`` scored by the reference, keyed ``"{index}/{name}"``."""
+    device = next(model.parameters()).device
+    tensors: dict[str, Tensor] = {}
+    for start in range(0, len(chunk), batch_size):
+        part = chunk[start : start + batch_size]
+        batch = send_to_device(collator(list(part)), device)
+        real = reference.scores(model, batch[REAL], need_logits=needs_kl)
+        corrupt = reference.scores(model, batch[CORRUPT], need_logits=False) if CORRUPT in batch else None
+        for offset, record in enumerate(example_records(real, corrupt, len(part), kl_top_k)):
+            tensors.update({f"{start + offset}/{key}": value for key, value in record.items()})
+        bar.update(len(part))
+    return tensors

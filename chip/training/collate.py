@@ -6,32 +6,29 @@ preprocessed once and shared by W and L; C reuses the same token ids with noised
 number of image tokens is unchanged). Every corruption is seeded from (seed, example id), so any
 pass over the same example — reference cache, reference model, policy — sees the same ṽ.
 
-Output keys:
-
-- ``ids``: list[str], the example ids of the batch (B of them).
-- ``real``: model inputs for W and L in the shared-prefix layout of
-  `chip.modeling.VLMAdapter.collate_pairs` (one row ``[prompt, y_w, y_l]`` per example, the image
-  encoded once); `chip.modeling.response_logps` scores it as the 2B rows ``[W_1..W_B, L_1..L_B]``.
-- ``real_segment``: bool ``[2B, R]``, changed-segment flags per response token (same layout as the
-  log-probs `chip.modeling.response_logps` returns for ``real``).
-- ``corrupt`` / ``corrupt_segment``: the same for the B rows C (only when the visual term is on).
-- ``reference``: padded cached reference tensors (`chip.reference_cache.ReferenceCache.batch`),
-  only with a precomputed reference.
+Output: the batch contract of `chip.modeling.batch` (keys ``ids``, ``real``, ``real_segment``,
+``corrupt``, ``corrupt_segment``, ``reference``). ``real`` is in the shared-prefix layout of
+`chip.modeling.VLMAdapter.collate_pairs` (one row ``[prompt, y_w, y_l]`` per example, the image
+encoded once); ``reference`` comes from `chip.training.reference_cache.ReferenceCache.batch`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
-from chip.corruption import corrupt_image, diffusion_noise, example_generator
+from chip.corruption import CorruptionKind, corrupt_image, diffusion_noise, example_generator
 from chip.data import PreferenceExample
 from chip.modeling import PromptInputs, VLMAdapter, scored_lengths
-from chip.reference_cache import ReferenceCache
+from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, REFERENCE, pair_rows
 from chip.segments import changed_segments, spans_to_token_flags
+
+if TYPE_CHECKING:
+    from chip.training.reference_cache import ReferenceCache
 
 
 @dataclass
@@ -39,7 +36,7 @@ class ChipCollator:
     """Turns a list of `PreferenceExample` into the W, L and C model inputs of one step."""
 
     adapter: VLMAdapter
-    corruption: str = "diffusion"  # kind of ṽ (chip.corruption.CORRUPTION_KINDS)
+    corruption: CorruptionKind = "diffusion"  # kind of ṽ
     noise_step: int = 500  # diffusion step k of ṽ
     seed: int = 0  # run seed; with the example id it fixes every random corruption
     max_length: int | None = None  # longest prompt + response; only response tokens are cut
@@ -70,17 +67,17 @@ class ChipCollator:
             list(zip(prompts, chosen_rows, rejected_rows)), max_length=self.max_length
         )
         batch = {
-            "ids": [example.id for example in examples],
-            "real": real,
-            "real_segment": _pad_flags(chosen_flags + rejected_flags, scored_lengths(real)),
+            IDS: [example.id for example in examples],
+            REAL: real,
+            REAL_SEGMENT: _pad_flags(pair_rows(chosen_flags, rejected_flags), scored_lengths(real)),
         }
         if self.score_corrupt:
             corrupt = self.adapter.collate(list(zip(corrupt_prompts, chosen_rows)), max_length=self.max_length)
-            batch["corrupt"] = corrupt
-            batch["corrupt_segment"] = _pad_flags(chosen_flags, scored_lengths(corrupt))
+            batch[CORRUPT] = corrupt
+            batch[CORRUPT_SEGMENT] = _pad_flags(chosen_flags, scored_lengths(corrupt))
         if self.reference_cache is not None:
-            corrupt_kept = scored_lengths(batch["corrupt"]) if self.score_corrupt else None
-            batch["reference"] = self.reference_cache.batch(batch["ids"], scored_lengths(real), corrupt_kept)
+            corrupt_kept = scored_lengths(batch[CORRUPT]) if self.score_corrupt else None
+            batch[REFERENCE] = self.reference_cache.batch(batch[IDS], scored_lengths(real), corrupt_kept)
         return batch
 
     def _segments(

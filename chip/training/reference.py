@@ -1,0 +1,158 @@
+"""The reference policy π_ref as a strategy: a live frozen model, a precomputed cache, or none.
+
+Each strategy answers the same two questions for one collated batch (`chip.modeling.batch`):
+the reference log-probs of the real rows ``[W..., L...]`` together with the token-level KL
+against the policy's logits, and the reference log-probs of the corrupted rows C. The trainer's
+step reads them without knowing which strategy it holds.
+
+    reference = REFERENCES[config.reference].prepare(config, model, processor, examples)
+    ref_logps, kl = reference.real(model, batch, policy_scores, need_kl=True)
+
+Adding a mode: subclass `Reference`, implement `prepare`, `real` and `corrupt`, add it to `REFERENCES`
+(and to `ReferenceMode`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor, nn
+
+from chip.errors import ConfigError
+from chip.losses import token_kl, topk_token_kl
+from chip.modeling import ResponseScores, adapter_disabled, response_logps
+from chip.modeling.batch import CORRUPT, REAL, REFERENCE
+
+if TYPE_CHECKING:
+    from chip.training.config import ChipConfig
+    from chip.training.reference_cache import ReferenceCache
+
+ReferenceMode = Literal["model", "precomputed", "none"]
+
+# (model, collated rows, need_logits) -> scores; the trainer binds its layout switches into it
+Scorer = Callable[[nn.Module, dict, bool], ResponseScores]
+
+
+def default_scorer(model: nn.Module, rows: dict, need_logits: bool) -> ResponseScores:
+    return response_logps(model, rows, return_logits=need_logits)
+
+
+class Reference:
+    """How π_ref's log-probs of a batch are obtained (see the module docstring)."""
+
+    is_reference_free = False  # log-ratios against 0 (no reference at all)
+    cache: ReferenceCache | None = None  # read by the collator when set
+
+    @classmethod
+    def check_config(cls, config: ChipConfig) -> None:
+        """Refuse settings this mode cannot serve, before anything is loaded."""
+
+    @classmethod
+    def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> Reference:
+        """Build the strategy for a run; ``model`` is the freshly loaded policy, before LoRA or freezing."""
+        raise NotImplementedError
+
+    def bind(self, scorer: Scorer, unwrap: Callable[[nn.Module], nn.Module], place: Callable[[nn.Module], nn.Module]) -> None:
+        """Called by the trainer: how to score rows, unwrap the policy, and place a reference model."""
+
+    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+        """Reference log-probs ``(2B, R)`` of the real rows and the KL ``(2B, R)`` (None unless ``need_kl``)."""
+        raise NotImplementedError
+
+    def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
+        """Reference log-probs ``(B, R)`` of the corrupted rows C."""
+        raise NotImplementedError
+
+
+class LiveReference(Reference):
+    """A frozen model scored alongside the policy: a separate copy, or the policy's own base under
+    its disabled LoRA adapter (``ref_model`` None), which holds no second copy of the weights."""
+
+    def __init__(self, ref_model: nn.Module | None = None):
+        self.ref_model = ref_model
+        self._score: Scorer = default_scorer
+        self._unwrap: Callable[[nn.Module], nn.Module] = lambda model: model
+
+    @classmethod
+    def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> LiveReference:
+        if config.use_peft:
+            return cls(None)
+        return cls(copy.deepcopy(model).eval().requires_grad_(False))
+
+    def bind(self, scorer: Scorer, unwrap: Callable[[nn.Module], nn.Module], place: Callable[[nn.Module], nn.Module]) -> None:
+        self._score, self._unwrap = scorer, unwrap
+        if self.ref_model is not None:
+            self.ref_model = place(self.ref_model)
+            self.ref_model.requires_grad_(False)
+
+    @torch.no_grad()
+    def scores(self, model: nn.Module, rows: dict, need_logits: bool) -> ResponseScores:
+        """The reference's scores of one set of collated rows (``model`` is the policy)."""
+        if self.ref_model is not None:
+            return self._score(self.ref_model, rows, need_logits)
+        with adapter_disabled(self._unwrap(model)):
+            return self._score(model, rows, need_logits)
+
+    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+        ref = self.scores(model, batch[REAL], need_kl)
+        return ref.logps, token_kl(policy.logits, ref.logits) if need_kl else None
+
+    def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
+        return self.scores(model, batch[CORRUPT], need_logits=False).logps
+
+
+class PrecomputedReference(Reference):
+    """Reference log-probs (and a top-k distribution for the KL) read from a `ReferenceCache`."""
+
+    def __init__(self, cache: ReferenceCache):
+        self.cache = cache
+
+    @classmethod
+    def check_config(cls, config: ChipConfig) -> None:
+        if not config.reference_cache:
+            raise ConfigError("reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)")
+
+    @classmethod
+    def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> PrecomputedReference:
+        from chip.training.reference_cache import ReferenceCache, cache_settings
+
+        return cls(ReferenceCache.open(config.reference_cache, expected=cache_settings(config, model, processor, examples)))
+
+    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+        cached = batch[REFERENCE]
+        kl = topk_token_kl(policy.logits, cached["real_topk_logps"], cached["real_topk_ids"]) if need_kl else None
+        return cached["real_logps"], kl
+
+    def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
+        return batch[REFERENCE]["corrupt_logps"]
+
+
+class NoReference(Reference):
+    """Reference-free: every reference log-prob is 0, so R is the policy's own log-likelihood."""
+
+    is_reference_free = True
+
+    @classmethod
+    def check_config(cls, config: ChipConfig) -> None:
+        if config.token_weight > 0:
+            raise ConfigError("the token-level KL needs a reference: set --token_weight 0 with --reference none")
+
+    @classmethod
+    def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> NoReference:
+        return cls()
+
+    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+        return torch.zeros_like(policy.logps), None
+
+    def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
+        return torch.zeros_like(policy.logps)
+
+
+REFERENCES: dict[str, type[Reference]] = {
+    "model": LiveReference,
+    "precomputed": PrecomputedReference,
+    "none": NoReference,
+}

@@ -1,0 +1,127 @@
+"""`ChipTrainer`: a `transformers.Trainer` that scores W, L and C and applies `chip.losses.chip_loss`.
+
+The trainer only orchestrates forward passes, the reference and logging; the objective lives in
+`chip.losses`, the reference in `chip.training.reference`, non-finite handling in
+`chip.training.nonfinite`. Because it is a plain `Trainer`, Accelerate (DDP, FSDP, DeepSpeed),
+checkpointing, `--resume_from_checkpoint` and every `report_to` integration work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from chip.losses import TokenScores, chip_loss
+from chip.modeling import ResponseScores, response_logps
+from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, split_pairs
+from chip.training.config import ChipConfig
+from chip.training.nonfinite import NonFiniteGuard
+from chip.training.reference import LiveReference, Reference
+
+
+class ChipTrainer(NonFiniteGuard):
+    """Preference training with the CHiP objective (DPO and every ablation are weight settings).
+
+    ``reference`` is a `chip.training.reference.Reference` strategy (default: a live reference,
+    i.e. the PEFT policy's base under its disabled adapter).
+    """
+
+    args: ChipConfig
+
+    def __init__(self, *args, reference: Reference | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_config = self.args.loss_config
+        self.reference = reference if reference is not None else LiveReference(None)
+        self.reference.bind(self._logps, self.accelerator.unwrap_model, self._place_reference_model)
+        self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
+        if self.is_deepspeed_enabled:
+            return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        return ref_model.to(self.args.device).eval()
+
+    def _logps(self, model: nn.Module, rows: dict, need_logits: bool = False) -> ResponseScores:
+        """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``)."""
+        return response_logps(
+            model, rows, return_logits=need_logits,
+            share_prefix=self.args.share_prefix, encode_images_once=self.args.encode_images_once,
+        )  # fmt: skip
+
+    def score_batch(self, model: nn.Module, inputs: dict) -> tuple[TokenScores, TokenScores, TokenScores | None]:
+        """Policy and reference scores of W, L and C, as the `TokenScores` `chip_loss` takes."""
+        num, need_kl = len(inputs[IDS]), self.loss_config.needs_kl
+        policy = self._logps(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
+        ref_logps, kl = self.reference.real(model, inputs, policy, need_kl)  # (2B, R) each
+        real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
+        chosen_rows, rejected_rows = split_pairs(range(2 * num), num)
+        chosen, rejected = real(chosen_rows), real(rejected_rows)
+        if not self.loss_config.needs_corrupt or CORRUPT not in inputs:
+            return chosen, rejected, None
+        policy_c = self._logps(model, inputs[CORRUPT])  # (B, R) rows C
+        ref_c = self.reference.corrupt(model, inputs, policy_c)  # (B, R)
+        return chosen, rejected, _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        chosen, rejected, corrupt = self.score_batch(model, inputs)
+        losses, metrics = chip_loss(chosen, rejected, corrupt, self.loss_config)
+        scores = {"chosen": chosen, "rejected": rejected, "chosen_corrupt": corrupt}
+        loss, finite = self.guard_loss(losses.mean(), metrics, inputs[IDS], scores, training=model.training)
+        if finite:
+            self._store_metrics(metrics, "train" if model.training else "eval")
+        return (loss, metrics) if return_outputs else loss
+
+    def _store_metrics(self, metrics: dict[str, Tensor], train_eval: str) -> None:
+        for name, value in metrics.items():
+            gathered = self.accelerator.gather_for_metrics(value.detach())
+            self._stored_metrics[train_eval][name].append(gathered.float().nanmean().item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        train_eval = "train" if "loss" in logs else "eval"
+        prefix = "" if train_eval == "train" else "eval_"
+        if train_eval == "train" and (self.skipped_batches or self.skipped_updates):
+            logs["skipped_nonfinite_batches"] = float(self.skipped_batches)
+            logs["skipped_nonfinite_updates"] = float(self.skipped_updates)
+        for name, values in self._stored_metrics[train_eval].items():
+            logs[f"{prefix}{name}"] = sum(values) / len(values)
+        self._stored_metrics[train_eval].clear()
+        super().log(logs, start_time)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Load a full-model checkpoint the way `from_pretrained` does, key renaming included.
+
+        transformers 5.24's `Trainer` loads ``model.safetensors`` with its raw key names and
+        ``strict=False``, but `save_pretrained` writes some families (LLaVA, LLaVA-NeXT) under their
+        legacy names, so no weight would load and training would silently restart from the base
+        weights with the trained optimizer state. PEFT adapters, FSDP and DeepSpeed keep the stock path.
+        """
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        folder = Path(resume_from_checkpoint)
+        has_full_weights = (folder / "model.safetensors").exists() or (folder / "model.safetensors.index.json").exists()
+        if not has_full_weights or self.is_fsdp_enabled or self.is_deepspeed_enabled or not hasattr(target, "from_pretrained"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(target.parameters()).dtype
+        loaded = type(target).from_pretrained(folder, dtype=dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+
+def _rows(policy: ResponseScores, ref_logps: Tensor, segment: Tensor, kl: Tensor | None, rows: range) -> TokenScores:
+    picked = slice(rows.start, rows.stop)
+    return TokenScores(
+        logps=policy.logps[picked],
+        ref_logps=ref_logps[picked],
+        mask=policy.mask[picked],
+        segment=segment[picked],
+        kl=None if kl is None else kl[picked],
+    )
