@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCallback
 
 from chip.demo.base import BaseModelConfig, default_device, train_base_model
-from chip.demo.measure import caption_metrics, caption_scenes, generate_answers
+from chip.demo.measure import caption_metrics, caption_scenes, sample_answers
 from chip.demo.pairs import PairsConfig, write_preference_pairs
 from chip.demo.world import Scene, make_scenes, question_prompt
 from chip.evaluation.pope import pope_scores
@@ -36,7 +36,6 @@ METHODS: dict[str, dict[str, Any]] = {
     **{f"chip-{kind}": {"corruption": kind} for kind in ("crop", "black", "rotate", "blur", "random")},
 }
 QUICK_METHODS = ("dpo", "chip")
-HEADLINE = ("chair_i", "chair_s", "recall")  # the numbers results.json promises per method
 
 
 @dataclass
@@ -118,7 +117,7 @@ def evaluate_model(model_path: Path, config: DemoConfig, seed: int = 0) -> dict[
 
 def _pope(model, processor, scenes: list[Scene]) -> dict[str, Any]:
     items = [(f"{i}/{k}", scene, q) for i, scene in enumerate(scenes) for k, q in enumerate(scene.questions)]
-    answers = generate_answers(model, processor, [s.image for _, s, _ in items],
+    answers = sample_answers(model, processor, [s.image for _, s, _ in items],
                                [question_prompt(q.shape) for _, _, q in items], max_new_tokens=3)  # fmt: skip
     return pope_scores(
         {key: a[0] for (key, _, _), a in zip(items, answers)},

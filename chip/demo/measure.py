@@ -1,6 +1,6 @@
 """Captioning held-out scenes and scoring them with the CHAIR machinery of ``chip.evaluation``.
 
-Generation and scoring are separate: ``generate_answers`` turns (image, question) pairs into
+Generation and scoring are separate: ``sample_answers`` turns (image, question) pairs into
 text; ``caption_metrics`` is a pure function of scenes and captions. Two decodings matter here:
 greedy (``temperature=0``) shows what the model says most often, sampling at T = 1 with several
 samples per scene shows its whole distribution. A model that learnt "star -> with a moon" 40% of
@@ -21,7 +21,7 @@ from chip.evaluation.chair import chair_scores, extract_mentions
 
 
 @torch.no_grad()
-def generate_answers(
+def sample_answers(
     model: LlavaForConditionalGeneration,
     processor: LlavaProcessor,
     images: Sequence[Image.Image],
@@ -80,7 +80,7 @@ def caption_scenes(
     seed: int = 0,
 ) -> list[list[str]]:
     """Captions of each scene for the world's caption prompt."""
-    return generate_answers(
+    return sample_answers(
         model,
         processor,
         [s.image for s in scenes],

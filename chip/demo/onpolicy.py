@@ -21,43 +21,9 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from chip.demo.measure import caption_scenes
-from chip.demo.pairs import Span
+from chip.demo.pairs import changed_spans
 from chip.demo.world import CAPTION_PROMPT, WORLD_VOCABULARY, Scene, WorldConfig, make_scenes
 from chip.evaluation.chair import extract_mentions
-
-
-def word_diff_spans(chosen: str, rejected: str) -> tuple[list[Span], list[Span]]:
-    """Character spans of every differing word region (word-level ``difflib``, autojunk off).
-
-    A region changed on one side only is widened by the preceding word (the next one at the
-    start), so each region is marked in both responses.
-    """
-    a, b = chosen.split(" "), rejected.split(" ")
-    a_starts = [sum(len(w) + 1 for w in a[:i]) for i in range(len(a) + 1)]
-    b_starts = [sum(len(w) + 1 for w in b[:i]) for i in range(len(b) + 1)]
-    chosen_spans: list[Span] = []
-    rejected_spans: list[Span] = []
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            continue
-        if i1 == i2 or j1 == j2:
-            if i1 > 0 and j1 > 0:
-                i1, j1 = i1 - 1, j1 - 1
-            else:
-                i2, j2 = i2 + 1, j2 + 1
-        chosen_spans.append([a_starts[i1], a_starts[i2] - 1])
-        rejected_spans.append([b_starts[j1], b_starts[j2] - 1])
-    return _merge(chosen_spans), _merge(rejected_spans)
-
-
-def _merge(spans: list[Span]) -> list[Span]:
-    merged: list[Span] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
 
 
 def judge_pair(scene: Scene, captions: list[str], rng: random.Random) -> tuple[str, str] | None:
@@ -110,7 +76,7 @@ def write_on_policy_pairs(
             if pair is None:
                 continue
             chosen, rejected = pair
-            chosen_segments, rejected_segments = word_diff_spans(chosen, rejected)
+            chosen_segments, rejected_segments = changed_spans(chosen, rejected)
             image_path = f"images/{split}-{i}.png"
             scene.image.save(out_dir / image_path)
             row = {

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from chip.data.cli import check_main
 from chip.demo.base import BaseModelConfig, train_base_model
-from chip.demo.onpolicy import judge_pair, word_diff_spans, write_on_policy_pairs
+from chip.demo.onpolicy import judge_pair, write_on_policy_pairs
+from chip.demo.pairs import changed_spans
 from chip.demo.world import WORLD_VOCABULARY, WorldConfig, make_scene
 from chip.evaluation.chair import extract_mentions
 
@@ -33,7 +34,7 @@ def test_judge_prefers_a_right_sample_and_rejects_a_hallucinating_one() -> None:
 
 def test_word_diff_spans_by_hand() -> None:
     chosen, rejected = "a red star and a blue box .", "a red star with a moon and a green box ."
-    c, r = word_diff_spans(chosen, rejected)
+    c, r = changed_spans(chosen, rejected)
     assert [chosen[s:e] for s, e in c] == ["star", "blue"]
     assert [rejected[s:e] for s, e in r] == ["star with a moon", "green"]
 

@@ -157,3 +157,20 @@ def test_stock_qwen_checkpoint_loads_image_only_without_torchvision(tiny_model, 
     adapter = VLMAdapter.from_pretrained(folder)
     assert isinstance(adapter.processor, Qwen2VLImageOnlyProcessor)
     assert adapter.image_token_id == adapter.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+
+def test_prompt_length_from_image_sizes_equals_the_encoded_prompt(tiny_model_dir):
+    """`prompt_length` (headers only, cached per size tuple) counts what `encode_prompt` builds."""
+    from PIL import Image
+
+    adapter = VLMAdapter.from_pretrained(tiny_model_dir)
+    cases = [
+        ([(32, 32)], "Describe the image."),
+        ([(64, 40)], "What is in the top left corner of this picture?"),
+        ([(40, 64), (32, 32)], "Compare the two images."),
+        ([(32, 32)], [{"role": "user", "content": "Is there a cat?"}]),
+        ([], "No image at all."),
+    ]
+    for sizes, prompt in cases:
+        images = [Image.new("RGB", size, (120, 30, 200)) for size in sizes]
+        assert adapter.prompt_length(sizes, prompt) == len(adapter.encode_prompt(images, prompt)), (sizes, prompt)
