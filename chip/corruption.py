@@ -34,7 +34,9 @@ def diffusion_alphas_cumprod() -> Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def diffusion_noise(pixel_values: Tensor, step: int = 500, generator: torch.Generator | None = None) -> Tensor:
+def diffusion_noise(
+    pixel_values: Tensor, step: int = 500, generator: torch.Generator | None = None
+) -> Tensor:
     """ṽ = √ᾱ_k · v + √(1 − ᾱ_k) · ε with ε ~ N(0, I); same shape and dtype as ``pixel_values``.
 
     ``step`` is the 0-based index k into the schedule (k = 500 gives ᾱ ≈ 0.745).
@@ -116,5 +118,7 @@ def corrupt_image(
         other = random_pool(generator)
         return other.convert(image.mode).resize(image.size, Image.BICUBIC)
     if kind not in IMAGE_CORRUPTIONS:
-        raise ValueError(f"unknown image corruption {kind!r}; expected one of {sorted(IMAGE_CORRUPTIONS)} or 'random'")
+        raise ValueError(
+            f"unknown image corruption {kind!r}; expected one of {sorted(IMAGE_CORRUPTIONS)} or 'random'"
+        )
     return IMAGE_CORRUPTIONS[kind](image, generator)

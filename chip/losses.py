@@ -49,11 +49,17 @@ class ChipLossConfig:
     token_weight: float = _setting(0.1, "α: weight of the token-level (TDPO) sequential-KL margin δ.")
     tdpo: TDPOVariant = _setting("tdpo2", "tdpo2 stops the gradient through K(y_w); tdpo1 does not.")
     visual_weight: float = _setting(1.0, "μ: weight of the visual preference margin h_vis.")
-    combine: Combine = _setting("joint", "One sigmoid over all margins (joint) or one per preference (separate).")
+    combine: Combine = _setting(
+        "joint", "One sigmoid over all margins (joint) or one per preference (separate)."
+    )
     anchor_weight: float = _setting(0.0, "ρ: weight of mDPO's anchor −log σ(β R(W)).")
-    sft_weight: float = _setting(0.0, "η: weight of the mean NLL of the chosen response under the real image.")
+    sft_weight: float = _setting(
+        0.0, "η: weight of the mean NLL of the chosen response under the real image."
+    )
     length_normalize: bool = _setting(False, "Divide each log-ratio R by its summed token weights.")
-    label_smoothing: float = _setting(0.0, "ε of conservative DPO, on the sigmoid that holds the text margin.")
+    label_smoothing: float = _setting(
+        0.0, "ε of conservative DPO, on the sigmoid that holds the text margin."
+    )
     loss_type: LossType = _setting("sigmoid", "Loss on the text margin: sigmoid (DPO) or ipo (squared).")
 
     def __post_init__(self) -> None:
@@ -103,7 +109,9 @@ class TokenScores:
         for name in ("ref_logps", "mask", "segment", "kl"):
             value = getattr(self, name)
             if value is not None and value.shape != shape:
-                raise ValueError(f"TokenScores.{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+                raise ValueError(
+                    f"TokenScores.{name} has shape {tuple(value.shape)}, expected {tuple(shape)}"
+                )
         if self.logps.dim() != 2:
             raise ValueError(f"TokenScores tensors must be [B, T], got {tuple(shape)}")
 

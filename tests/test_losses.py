@@ -202,7 +202,9 @@ def test_padding_and_batching_do_not_change_per_example_losses(pair):
 
     def stack(a: TokenScores, b: TokenScores) -> TokenScores:
         cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
-        return TokenScores(*(cat(getattr(a, f), getattr(b, f)) for f in ("logps", "ref_logps", "mask", "segment", "kl")))
+        return TokenScores(
+            *(cat(getattr(a, f), getattr(b, f)) for f in ("logps", "ref_logps", "mask", "segment", "kl"))
+        )
 
     # The second example is the first with chosen and rejected swapped: margin −h for every term but δ.
     swapped_c = _pad(pair["rejected"], 0)
@@ -275,7 +277,9 @@ def test_topk_token_kl_hand_example(k, expected):
     policy_logits = torch.tensor([Q_POLICY]).log() + 7.0  # any shift: logits, not log-probs
     ref_logps = torch.tensor([P_REF]).log()
     top_logps, top_ids = ref_logps.topk(k, dim=-1)
-    assert_close(topk_token_kl(policy_logits, top_logps, top_ids), torch.tensor([expected]), atol=1e-6, rtol=0)
+    assert_close(
+        topk_token_kl(policy_logits, top_logps, top_ids), torch.tensor([expected]), atol=1e-6, rtol=0
+    )
 
 
 def test_topk_token_kl_is_exact_at_full_vocabulary_and_a_lower_bound_below():

@@ -43,7 +43,9 @@ def check_with_processor(
         found = adapter.special_tokens_in(example.prompt)
         if found:
             reason = special_text_reason(found)
-            report.bad_rows.append(BadRow(example.source, example.row, "prompt", "special_token_text", reason, example.line))
+            report.bad_rows.append(
+                BadRow(example.source, example.row, "prompt", "special_token_text", reason, example.line)
+            )
             continue
         sizes = [displayed_size(ref) for ref in example.images]
         prompt_tokens[example.row] = adapter.prompt_length(sizes, example.prompt)

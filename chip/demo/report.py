@@ -12,7 +12,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PCT = ("chair_i", "chair_s", "recall", "sampled_chair_i", "sampled_chair_s", "sampled_recall", "pope_accuracy", "pope_f1")
+PCT = (
+    "chair_i",
+    "chair_s",
+    "recall",
+    "sampled_chair_i",
+    "sampled_chair_s",
+    "sampled_recall",
+    "pope_accuracy",
+    "pope_f1",
+)
 
 
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
@@ -62,7 +71,9 @@ def verdict(results: dict[str, Any]) -> str:
             f"(relative reduction {rel}; {sure}); recall {100 * chip[prefix + 'recall']:.1f}% vs "
             f"{100 * dpo[prefix + 'recall']:.1f}%."
         )
-    sentences.append(f"The paper reports 52.7% (Muffin) and 55.5% (LLaVA-1.6-7B) on Object HalBench, over {n_seeds} seed(s) here.")
+    sentences.append(
+        f"The paper reports 52.7% (Muffin) and 55.5% (LLaVA-1.6-7B) on Object HalBench, over {n_seeds} seed(s) here."
+    )
     return " ".join(sentences)
 
 

@@ -165,7 +165,9 @@ class VLMAdapter:
         and added to the length of the templated text; start-up length checks then need no image
         decoding and no preprocessing per example.
         """
-        text_ids = self.tokenizer(self.format_prompt(prompt, len(image_sizes)), add_special_tokens=False)["input_ids"]
+        text_ids = self.tokenizer(self.format_prompt(prompt, len(image_sizes)), add_special_tokens=False)[
+            "input_ids"
+        ]
         return len(text_ids) + self._image_expansion(tuple(image_sizes))
 
     def _image_expansion(self, image_sizes: tuple[tuple[int, int], ...]) -> int:
@@ -173,7 +175,9 @@ class VLMAdapter:
         if image_sizes not in self._expansion_cache:
             blank = [Image.new("RGB", size) for size in image_sizes]
             text = self.format_prompt("", len(blank))
-            expanded = self.processor(images=blank or None, text=[text], add_special_tokens=False)["input_ids"][0]
+            expanded = self.processor(images=blank or None, text=[text], add_special_tokens=False)[
+                "input_ids"
+            ][0]
             unexpanded = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             self._expansion_cache[image_sizes] = len(expanded) - len(unexpanded)
         return self._expansion_cache[image_sizes]
@@ -185,14 +189,20 @@ class VLMAdapter:
             for message in prompt
             for part in ([message["content"]] if isinstance(message["content"], str) else message["content"])
         ]  # fmt: skip
-        specials = [t for t in self.tokenizer.all_special_tokens if t] + list(getattr(self.tokenizer, "extra_special_tokens", []) or [])
+        specials = [t for t in self.tokenizer.all_special_tokens if t] + list(
+            getattr(self.tokenizer, "extra_special_tokens", []) or []
+        )
         image_token = getattr(self.processor, "image_token", None)
         specials += [image_token] if isinstance(image_token, str) else []
-        return sorted({token for token in specials if isinstance(token, str) and any(token in text for text in texts)})
+        return sorted(
+            {token for token in specials if isinstance(token, str) and any(token in text for text in texts)}
+        )
 
     def _encode_text(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         # split_special_tokens: a response's "<image>" or "</s>" is text to learn, not a control token
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
+        encoded = self.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True
+        )
         offsets = [tuple(span) for span in encoded["offset_mapping"]]
         return [*encoded["input_ids"], self.eos_token_id], [*offsets, (len(text), len(text))]
 

@@ -134,7 +134,9 @@ def unpack_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     lengths = batch[PAIR_LENGTHS]  # (B, 3)
     prompt = lengths[:, PROMPT].repeat(2)  # (2B,)
     kept = torch.cat(pair_rows([lengths[:, CHOSEN]], [lengths[:, REJECTED]]))  # (2B,)
-    skip = torch.cat(pair_rows([torch.zeros_like(lengths[:, CHOSEN])], [lengths[:, CHOSEN]]))  # (2B,) chosen tokens to jump
+    skip = torch.cat(
+        pair_rows([torch.zeros_like(lengths[:, CHOSEN])], [lengths[:, CHOSEN]])
+    )  # (2B,) chosen tokens to jump
     row_len = prompt + kept  # (2B,)
     seq_len = int(row_len.max())
     index = torch.arange(seq_len, device=lengths.device)[None, :]  # (1, T')

@@ -43,7 +43,9 @@ def parse_config(argv: list[str]) -> ChipConfig:
         parser.print_help()
         raise SystemExit(0)
     try:
-        config, unknown = parser.parse_args_into_dataclasses(args=file_args + rest, return_remaining_strings=True)
+        config, unknown = parser.parse_args_into_dataclasses(
+            args=file_args + rest, return_remaining_strings=True
+        )
     except ValueError as err:  # TrainingArguments' own consistency checks
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     if unknown:
@@ -193,7 +195,9 @@ def run_precompute(config: ChipConfig) -> Path:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stderr
+    )
 
 
 def main(argv: list[str]) -> int:

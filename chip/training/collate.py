@@ -72,7 +72,9 @@ class ChipCollator:
             REAL_SEGMENT: _pad_flags(pair_rows(chosen_flags, rejected_flags), scored_lengths(real)),
         }
         if self.score_corrupt:
-            corrupt = self.adapter.collate(list(zip(corrupt_prompts, chosen_rows)), max_length=self.max_length)
+            corrupt = self.adapter.collate(
+                list(zip(corrupt_prompts, chosen_rows)), max_length=self.max_length
+            )
             batch[CORRUPT] = corrupt
             batch[CORRUPT_SEGMENT] = _pad_flags(chosen_flags, scored_lengths(corrupt))
         if self.reference_cache is not None:

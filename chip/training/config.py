@@ -30,18 +30,24 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         default=None, metadata={"help": "Path or hub id of the vision-language model to train."}
     )
     trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow custom modelling code from the checkpoint (off unless asked)."}
+        default=False,
+        metadata={"help": "Allow custom modelling code from the checkpoint (off unless asked)."},
     )
     model_dtype: str = field(
         default="auto",
-        metadata={"help": "Weights dtype: auto (bf16 when --bf16, fp16 when --fp16, else float32), float32, bfloat16, float16."},
+        metadata={
+            "help": "Weights dtype: auto (bf16 when --bf16, fp16 when --fp16, else float32), float32, bfloat16, float16."
+        },
     )
     freeze_vision_tower: bool = field(
-        default=True, metadata={"help": "Keep the vision encoder frozen (the authors' recipe trains LLM + projector)."}
+        default=True,
+        metadata={"help": "Keep the vision encoder frozen (the authors' recipe trains LLM + projector)."},
     )
 
     # ---- PEFT --------------------------------------------------------------------------------
-    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of the full model."})
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train a LoRA adapter instead of the full model."}
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
@@ -55,13 +61,15 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         default=None, metadata={"help": "Preference data: a .jsonl, a .parquet or a `datasets` folder."}
     )
     image_root: str | None = field(
-        default=None, metadata={"help": "Folder image paths are relative to (default: the data file's folder)."}
+        default=None,
+        metadata={"help": "Folder image paths are relative to (default: the data file's folder)."},
     )
     max_length: int = field(
         default=2048, metadata={"help": "Longest prompt + response in tokens; only response tokens are cut."}
     )
     on_bad_row: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "Refuse a dataset with bad rows, or skip them and report the count."}
+        default="error",
+        metadata={"help": "Refuse a dataset with bad rows, or skip them and report the count."},
     )
     allow_outside_root: bool = field(
         default=False, metadata={"help": "Allow image paths that escape image_root (../, absolute paths)."}
@@ -69,7 +77,8 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
 
     # ---- CHiP loss: the fields of `chip.losses.ChipLossConfig` (symbols of METHOD.md), inherited ----
     segment_min_match: int = field(
-        default=3, metadata={"help": "Shortest matching token run that anchors the chosen/rejected alignment."}
+        default=3,
+        metadata={"help": "Shortest matching token run that anchors the chosen/rejected alignment."},
     )
     mark_insertions: bool = field(
         default=False, metadata={"help": "Also up-weight pure insertions/deletions as changed segments."}
@@ -84,14 +93,18 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     # ---- reference model -----------------------------------------------------------------------
     reference: ReferenceMode = field(
         default="model",
-        metadata={"help": "model: frozen copy (or the base under a disabled adapter); precomputed: a cache; none: reference-free."},
+        metadata={
+            "help": "model: frozen copy (or the base under a disabled adapter); precomputed: a cache; none: reference-free."
+        },
     )
     reference_cache: str | None = field(
         default=None, metadata={"help": "Folder of the precomputed reference cache (reference=precomputed)."}
     )
     kl_top_k: int = field(
         default=64,
-        metadata={"help": "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary)."},
+        metadata={
+            "help": "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary)."
+        },
     )
     on_nonfinite: Literal["error", "skip"] = field(
         default="error", metadata={"help": "On a NaN/inf loss: stop (after saving state) or skip the batch."}
@@ -105,7 +118,9 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )  # fmt: skip
     encode_images_once: bool = field(
         default=True,
-        metadata={"help": "When chosen and rejected are scored as two rows, run the vision tower once per example."},
+        metadata={
+            "help": "When chosen and rejected are scored as two rows, run the vision tower once per example."
+        },
     )
 
     # ---- TrainingArguments defaults that differ ---------------------------------------------------

@@ -18,7 +18,9 @@ from chip.training.config import ChipConfig
 
 # Parameter-name fragments of vision encoders across families (LLaVA/NeXT, Qwen-VL, Idefics3,
 # Gemma3, PaliGemma, ...). The projector is deliberately not listed: the recipe trains it.
-VISION_TOWER_PATTERN = re.compile(r"(^|\.)(vision_tower|vision_model|visual(?!_)|vision_encoder|image_encoder)\.")
+VISION_TOWER_PATTERN = re.compile(
+    r"(^|\.)(vision_tower|vision_model|visual(?!_)|vision_encoder|image_encoder)\."
+)
 # The projector's merger inside Qwen's `visual` module is trained with the LLM in the authors' recipe.
 PROJECTOR_INSIDE_VISION = re.compile(r"(^|\.)visual\.merger\.")
 

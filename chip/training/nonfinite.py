@@ -44,7 +44,11 @@ class NonFiniteGuard(Trainer):
         self._step_ids: list[str] = []  # example ids since the last optimizer step
 
     def guard_loss(
-        self, loss: Tensor, metrics: dict[str, Tensor], ids: list[str], scores: dict[str, TokenScores | None],
+        self,
+        loss: Tensor,
+        metrics: dict[str, Tensor],
+        ids: list[str],
+        scores: dict[str, TokenScores | None],
         training: bool,
     ) -> tuple[Tensor, bool]:
         """``(loss to back-propagate, whether it was finite on every process)``; may raise after saving."""
@@ -71,7 +75,8 @@ class NonFiniteGuard(Trainer):
         where = f"step {step}: non-finite {named} for example ids {bad_ids}"
         if self.args.on_nonfinite != "skip":
             folder = self.save_nonfinite_state(
-                step, {"step": step, "terms": terms, "loss_terms": effects, "ids": bad_ids, "batch_ids": list(ids)}
+                step,
+                {"step": step, "terms": terms, "loss_terms": effects, "ids": bad_ids, "batch_ids": list(ids)},
             )
             raise NonFiniteLossError(
                 f"{where}; model and trainer state before this step saved to {folder} "

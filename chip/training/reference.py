@@ -55,10 +55,17 @@ class Reference:
         """Build the strategy for a run; ``model`` is the freshly loaded policy, before LoRA or freezing."""
         raise NotImplementedError
 
-    def bind(self, scorer: Scorer, unwrap: Callable[[nn.Module], nn.Module], place: Callable[[nn.Module], nn.Module]) -> None:
+    def bind(
+        self,
+        scorer: Scorer,
+        unwrap: Callable[[nn.Module], nn.Module],
+        place: Callable[[nn.Module], nn.Module],
+    ) -> None:
         """Called by the trainer: how to score rows, unwrap the policy, and place a reference model."""
 
-    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+    def real(
+        self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
         """Reference log-probs ``(2B, R)`` of the real rows and the KL ``(2B, R)`` (None unless ``need_kl``)."""
         raise NotImplementedError
 
@@ -82,7 +89,12 @@ class LiveReference(Reference):
             return cls(None)
         return cls(copy.deepcopy(model).eval().requires_grad_(False))
 
-    def bind(self, scorer: Scorer, unwrap: Callable[[nn.Module], nn.Module], place: Callable[[nn.Module], nn.Module]) -> None:
+    def bind(
+        self,
+        scorer: Scorer,
+        unwrap: Callable[[nn.Module], nn.Module],
+        place: Callable[[nn.Module], nn.Module],
+    ) -> None:
         self._score, self._unwrap = scorer, unwrap
         if self.ref_model is not None:
             self.ref_model = place(self.ref_model)
@@ -96,7 +108,9 @@ class LiveReference(Reference):
         with adapter_disabled(self._unwrap(model)):
             return self._score(model, rows, need_logits)
 
-    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+    def real(
+        self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
         ref = self.scores(model, batch[REAL], need_kl)
         return ref.logps, token_kl(policy.logits, ref.logits) if need_kl else None
 
@@ -113,17 +127,31 @@ class PrecomputedReference(Reference):
     @classmethod
     def check_config(cls, config: ChipConfig) -> None:
         if not config.reference_cache:
-            raise ConfigError("reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)")
+            raise ConfigError(
+                "reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)"
+            )
 
     @classmethod
-    def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> PrecomputedReference:
+    def prepare(
+        cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence
+    ) -> PrecomputedReference:
         from chip.training.reference_cache import ReferenceCache, cache_settings
 
-        return cls(ReferenceCache.open(config.reference_cache, expected=cache_settings(config, model, processor, examples)))
+        return cls(
+            ReferenceCache.open(
+                config.reference_cache, expected=cache_settings(config, model, processor, examples)
+            )
+        )
 
-    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+    def real(
+        self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
         cached = batch[REFERENCE]
-        kl = topk_token_kl(policy.logits, cached["real_topk_logps"], cached["real_topk_ids"]) if need_kl else None
+        kl = (
+            topk_token_kl(policy.logits, cached["real_topk_logps"], cached["real_topk_ids"])
+            if need_kl
+            else None
+        )
         return cached["real_logps"], kl
 
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
@@ -138,13 +166,17 @@ class NoReference(Reference):
     @classmethod
     def check_config(cls, config: ChipConfig) -> None:
         if config.token_weight > 0:
-            raise ConfigError("the token-level KL needs a reference: set --token_weight 0 with --reference none")
+            raise ConfigError(
+                "the token-level KL needs a reference: set --token_weight 0 with --reference none"
+            )
 
     @classmethod
     def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> NoReference:
         return cls()
 
-    def real(self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool) -> tuple[Tensor, Tensor | None]:
+    def real(
+        self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
         return torch.zeros_like(policy.logps), None
 
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:

@@ -174,10 +174,14 @@ class ReferenceCache:
         path = Path(path)
         manifest_file = path / "manifest.json"
         if not manifest_file.exists():
-            raise StaleCacheError(f"{path}: no manifest.json — not a complete reference cache (run `chip data precompute`)")
+            raise StaleCacheError(
+                f"{path}: no manifest.json — not a complete reference cache (run `chip data precompute`)"
+            )
         manifest = _read_json(manifest_file)
         if not isinstance(manifest, dict):
-            raise StaleCacheError(f"{manifest_file} is damaged (not a JSON object); rerun `chip data precompute`")
+            raise StaleCacheError(
+                f"{manifest_file} is damaged (not a JSON object); rerun `chip data precompute`"
+            )
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise StaleCacheError(
                 f"{manifest_file}: format {manifest.get('format')!r} v{manifest.get('version')}, expected {FORMAT!r} v{VERSION}"
@@ -192,10 +196,14 @@ class ReferenceCache:
             tensors = _load_shard(path / shard["file"], shard.get("bytes"))
             for index, example_id in enumerate(shard["ids"]):
                 prefix = f"{index}/"
-                entries[example_id] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                entries[example_id] = {
+                    k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)
+                }
         return cls(path, manifest, entries)
 
-    def batch(self, ids: Sequence[str], real_kept: Sequence[int], corrupt_kept: Sequence[int] | None) -> dict[str, Tensor]:
+    def batch(
+        self, ids: Sequence[str], real_kept: Sequence[int], corrupt_kept: Sequence[int] | None
+    ) -> dict[str, Tensor]:
         """Padded reference tensors for a batch laid out like the collator's rows.
 
         ``real_kept`` are the kept response lengths of the 2B rows [W_1..W_B, L_1..L_B];
@@ -204,7 +212,9 @@ class ReferenceCache:
         """
         missing = [i for i in ids if i not in self.entries]
         if missing:
-            raise StaleCacheError(f"{self.path}: no reference for example ids {missing[:5]} (dataset changed?)")
+            raise StaleCacheError(
+                f"{self.path}: no reference for example ids {missing[:5]} (dataset changed?)"
+            )
         records = [self.entries[i] for i in ids]
 
         def rows(name: str) -> list[Tensor]:  # one entry per scored real row
@@ -216,7 +226,9 @@ class ReferenceCache:
             out["real_topk_ids"] = _pad(rows("topk_ids"), real_kept, ids)
         if corrupt_kept is not None:
             if "corrupt_logps" not in records[0]:
-                raise StaleCacheError(f"{self.path}: written without the corrupted-image rows (visual_weight was 0)")
+                raise StaleCacheError(
+                    f"{self.path}: written without the corrupted-image rows (visual_weight was 0)"
+                )
             out["corrupt_logps"] = _pad([r["corrupt_logps"] for r in records], corrupt_kept, ids)
         return out
 
@@ -224,7 +236,9 @@ class ReferenceCache:
 def _load_shard(file: Path, expected_bytes: int | None) -> dict[str, Tensor]:
     """One shard's tensors; a missing, cut-short or unreadable shard is refused, never half-read."""
     if not file.is_file():
-        raise StaleCacheError(f"{file} is missing: the reference cache is incomplete; rerun `chip data precompute`")
+        raise StaleCacheError(
+            f"{file} is missing: the reference cache is incomplete; rerun `chip data precompute`"
+        )
     size = file.stat().st_size
     if expected_bytes is not None and size != expected_bytes:
         raise StaleCacheError(
@@ -234,7 +248,9 @@ def _load_shard(file: Path, expected_bytes: int | None) -> dict[str, Tensor]:
     try:
         return load_file(str(file))
     except SafetensorError as err:
-        raise StaleCacheError(f"{file} is not a readable safetensors file ({err}); rerun `chip data precompute`") from None
+        raise StaleCacheError(
+            f"{file} is not a readable safetensors file ({err}); rerun `chip data precompute`"
+        ) from None
 
 
 def _pad(rows: list[Tensor], kept: Sequence[int], ids: Sequence[str]) -> Tensor:
@@ -302,8 +318,12 @@ def precompute_reference(
     progress_file = path / "progress.json"
     shard_size = resolve_shard_size(shard_size)
     previous = _read_json(progress_file) if progress_file.exists() else None
-    if previous is not None and (not isinstance(previous, dict) or previous.get("fingerprint") != cache_fingerprint):
-        raise StaleCacheError(f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder")
+    if previous is not None and (
+        not isinstance(previous, dict) or previous.get("fingerprint") != cache_fingerprint
+    ):
+        raise StaleCacheError(
+            f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
+        )
     _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
 
     num_shards = (len(examples) + shard_size - 1) // shard_size
@@ -316,7 +336,9 @@ def precompute_reference(
         chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
         chunk_ids = [ex.id for ex in chunk]
         if not _reusable_shard(file, ids_file, chunk_ids):
-            _atomic_save(_score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar), file)
+            _atomic_save(
+                _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar), file
+            )
             _atomic_write_text(json.dumps(chunk_ids), ids_file)
         else:
             bar.update(len(chunk))
@@ -330,7 +352,9 @@ def precompute_reference(
     return path
 
 
-def _score_chunk(reference, model, collator, chunk: Sequence, batch_size: int, needs_kl: bool, kl_top_k: int, bar) -> dict[str, Tensor]:
+def _score_chunk(
+    reference, model, collator, chunk: Sequence, batch_size: int, needs_kl: bool, kl_top_k: int, bar
+) -> dict[str, Tensor]:
     """One shard's tensors: every example of ``chunk`` scored by the reference, keyed ``"{index}/{name}"``."""
     device = next(model.parameters()).device
     tensors: dict[str, Tensor] = {}

@@ -51,7 +51,9 @@ class ChipTrainer(NonFiniteGuard):
             share_prefix=self.args.share_prefix, encode_images_once=self.args.encode_images_once,
         )  # fmt: skip
 
-    def score_batch(self, model: nn.Module, inputs: dict) -> tuple[TokenScores, TokenScores, TokenScores | None]:
+    def score_batch(
+        self, model: nn.Module, inputs: dict
+    ) -> tuple[TokenScores, TokenScores, TokenScores | None]:
         """Policy and reference scores of W, L and C, as the `TokenScores` `chip_loss` takes."""
         num, need_kl = len(inputs[IDS]), self.loss_config.needs_kl
         policy = self._logps(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
@@ -100,8 +102,15 @@ class ChipTrainer(NonFiniteGuard):
         """
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         folder = Path(resume_from_checkpoint)
-        has_full_weights = (folder / "model.safetensors").exists() or (folder / "model.safetensors.index.json").exists()
-        if not has_full_weights or self.is_fsdp_enabled or self.is_deepspeed_enabled or not hasattr(target, "from_pretrained"):
+        has_full_weights = (folder / "model.safetensors").exists() or (
+            folder / "model.safetensors.index.json"
+        ).exists()
+        if (
+            not has_full_weights
+            or self.is_fsdp_enabled
+            or self.is_deepspeed_enabled
+            or not hasattr(target, "from_pretrained")
+        ):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         dtype = next(target.parameters()).dtype
         loaded = type(target).from_pretrained(folder, dtype=dtype)
@@ -115,8 +124,9 @@ class ChipTrainer(NonFiniteGuard):
         return loss.detach(), None, None
 
 
-
-def _rows(policy: ResponseScores, ref_logps: Tensor, segment: Tensor, kl: Tensor | None, rows: range) -> TokenScores:
+def _rows(
+    policy: ResponseScores, ref_logps: Tensor, segment: Tensor, kl: Tensor | None, rows: range
+) -> TokenScores:
     picked = slice(rows.start, rows.stop)
     return TokenScores(
         logps=policy.logps[picked],

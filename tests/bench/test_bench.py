@@ -33,7 +33,9 @@ def test_every_variant_runs_and_is_reported(tmp_path, capsys):
     # the bucketed KL is a lower bound of the exact one, so its relative error lies in [0, 1]
     assert error["top_k"] == 64
     for model in ("benchmark_model", "sharpened"):
-        assert 0.0 <= error[model]["token_rel_error_mean"] <= error[model]["token_rel_error_max"] <= 1.0, model
+        assert 0.0 <= error[model]["token_rel_error_mean"] <= error[model]["token_rel_error_max"] <= 1.0, (
+            model
+        )
     assert abs(error["sharpened"]["reference_entropy_mean_nats"] - 2.0) < 0.05
     table = capsys.readouterr().out
     assert "(a) TRL DPOTrainer, plain DPO" in table and "(d) chip CHiP, precomputed reference" in table

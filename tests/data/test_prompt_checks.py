@@ -11,7 +11,9 @@ from chip.data.images import ImageRef
 from chip.data.prompt_checks import displayed_size
 
 
-@pytest.mark.parametrize(("orientation", "expected"), [(1, (40, 20)), (3, (40, 20)), (6, (20, 40)), (8, (20, 40))])
+@pytest.mark.parametrize(
+    ("orientation", "expected"), [(1, (40, 20)), (3, (40, 20)), (6, (20, 40)), (8, (20, 40))]
+)
 def test_displayed_size_follows_exif_rotation_like_load(orientation, expected):
     image = Image.new("RGB", (40, 20), (10, 200, 30))
     exif = Image.Exif()

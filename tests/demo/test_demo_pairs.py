@@ -70,7 +70,10 @@ def test_spans_point_at_the_changed_words(pairs_file: Path) -> None:
 
 def test_changed_spans_by_hand() -> None:
     chosen = "a red star and a blue box ."
-    assert changed_spans(chosen, "a red star with a moon and a blue box .", single_edit=True) == ([[6, 10]], [[6, 22]])
+    assert changed_spans(chosen, "a red star with a moon and a blue box .", single_edit=True) == (
+        [[6, 10]],
+        [[6, 22]],
+    )
     assert changed_spans(chosen, "a red heart and a blue box .", single_edit=True) == ([[6, 10]], [[6, 11]])
     assert changed_spans(chosen, chosen) == ([], [])
 

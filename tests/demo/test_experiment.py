@@ -38,6 +38,7 @@ def test_tiny_demo_end_to_end(tmp_path):
 
 def test_summarise_and_compare_by_hand():
     """Seeds chair_i 0.10 and 0.20 -> mean 0.15, sample std 0.0707; DPO 0.2 vs CHiP 0.15 -> 25% reduction."""
+
     def run(chair_i: float, chair_s: float) -> dict[str, float]:
         return {"chair_i": chair_i, "chair_s": chair_s, "recall": 0.9,
                 "sampled_chair_i": chair_i, "sampled_chair_s": chair_s, "sampled_recall": 0.9}  # fmt: skip
@@ -51,7 +52,9 @@ def test_summarise_and_compare_by_hand():
     assert result["chair_s_reduction"] == pytest.approx(0.5)
     text = verdict({"methods": {"dpo": dpo, "chip": chip}, "comparison": result})
     assert text.startswith("Under greedy decoding (EVAL.md's default), CHiP hallucinated less than DPO")
-    assert "within the seed spread (7.1 points)" in text  # a 5-point gain with a 7-point spread is not conclusive
+    assert (
+        "within the seed spread (7.1 points)" in text
+    )  # a 5-point gain with a 7-point spread is not conclusive
 
 
 def test_methods_table_is_weights_only():

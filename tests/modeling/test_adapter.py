@@ -173,4 +173,7 @@ def test_prompt_length_from_image_sizes_equals_the_encoded_prompt(tiny_model_dir
     ]
     for sizes, prompt in cases:
         images = [Image.new("RGB", size, (120, 30, 200)) for size in sizes]
-        assert adapter.prompt_length(sizes, prompt) == len(adapter.encode_prompt(images, prompt)), (sizes, prompt)
+        assert adapter.prompt_length(sizes, prompt) == len(adapter.encode_prompt(images, prompt)), (
+            sizes,
+            prompt,
+        )

@@ -77,9 +77,7 @@ def complete_checkpoint(folder: Path) -> bool:
     "use_peft",
     [
         pytest.param(True, id="lora"),
-        pytest.param(
-            False, id="full", marks=pytest.mark.slow
-        ),
+        pytest.param(False, id="full", marks=pytest.mark.slow),
     ],
 )
 def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_result(

@@ -63,7 +63,9 @@ def perturbed(model_dir) -> torch.nn.Module:
 
 def chip_trainer(policy, reference, collator, tmp_path, **options) -> ChipTrainer:
     args = ChipConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **options)
-    return ChipTrainer(model=policy, args=args, reference=LiveReference(reference), data_collator=collator, train_dataset=[])
+    return ChipTrainer(
+        model=policy, args=args, reference=LiveReference(reference), data_collator=collator, train_dataset=[]
+    )
 
 
 def loss_and_grads(policy: torch.nn.Module, compute) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -89,7 +89,9 @@ def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_pa
     data = write_pairs(tmp_path / "data", n=4)
     model_dir = tiny_model("llava")
     cache_dir = tmp_path / "cache"
-    run_precompute(parse_config(train_args(model_dir, data, tmp_path / "pre", reference_cache=cache_dir, kl_top_k=0)))
+    run_precompute(
+        parse_config(train_args(model_dir, data, tmp_path / "pre", reference_cache=cache_dir, kl_top_k=0))
+    )
 
     examples, _ = load_preference_rows(data)
     adapter = VLMAdapter.from_pretrained(model_dir)
@@ -102,7 +104,9 @@ def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_pa
     cache = ReferenceCache.open(cache_dir)
     losses = {}
     for mode in ("model", "precomputed"):
-        config = parse_config(train_args(model_dir, data, tmp_path / mode, reference=mode, reference_cache=cache_dir))
+        config = parse_config(
+            train_args(model_dir, data, tmp_path / mode, reference=mode, reference_cache=cache_dir)
+        )
         collator = ChipCollator(adapter, seed=config.seed, max_length=config.max_length,
                                 reference_cache=cache if mode == "precomputed" else None)  # fmt: skip
         trainer = ChipTrainer(model=model, args=config, train_dataset=examples, data_collator=collator,
@@ -121,7 +125,14 @@ def test_stale_cache_is_refused(tiny_model, tmp_path):
     cache_dir = tmp_path / "cache"
     run_precompute(parse_config(train_args(model_dir, data, tmp_path / "pre", reference_cache=cache_dir)))
     with pytest.raises(StaleCacheError, match=r"noise_step: 500 -> 400"):
-        train(model_dir, data, tmp_path / "out", reference="precomputed", reference_cache=cache_dir, noise_step=400)
+        train(
+            model_dir,
+            data,
+            tmp_path / "out",
+            reference="precomputed",
+            reference_cache=cache_dir,
+            noise_step=400,
+        )
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(tiny_model, tmp_path):
