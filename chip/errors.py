@@ -33,3 +33,9 @@ def check_choices(config: object, names: Iterable[str]) -> None:
         value = getattr(config, name)
         if allowed and value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+class Interrupted(ChipError):
+    """The user stopped the run (Ctrl-C) after a checkpoint was saved; the message says how to resume."""
+
+    exit_code = 130

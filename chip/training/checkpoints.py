@@ -1,10 +1,15 @@
-"""Which checkpoint ``--resume_from_checkpoint`` names, refusing one a kill left half-written."""
+"""Checkpoints: which one ``--resume_from_checkpoint`` names (refusing one a kill left half-written),
+and saving one when the user presses Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from chip.errors import ConfigError
 from chip.training.config import ChipConfig
@@ -60,3 +65,36 @@ def _complete_checkpoint(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(state, dict) and "global_step" in state
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C finishes the current step, saves a checkpoint and stops; a second Ctrl-C stops at once.
+
+    Use as a context manager around ``trainer.train()`` (it installs the SIGINT handler there);
+    `interrupted` then says whether the run ended early.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        logger.warning("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to stop now)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+        return control

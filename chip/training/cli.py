@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import sys
 from pathlib import Path
 
-import yaml
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
-from chip.errors import ConfigError, DataError
+from chip.errors import ConfigError, DataError, Interrupted
+from chip.training.arguments import help_text, parse_config
 from chip.training.config import ChipConfig
 
 logger = logging.getLogger("chip")
@@ -27,85 +28,60 @@ logger = logging.getLogger("chip")
 SKIPPED_ROWS_SHOWN = 5  # skipped rows quoted in the training log before "and N more"
 
 
-def parse_config(argv: list[str]) -> ChipConfig:
-    """`--config FILE.yaml` supplies defaults; every other `--field value` overrides them."""
-    file_args: list[str] = []
-    rest = list(argv)
-    if "--config" in rest:
-        at = rest.index("--config")
-        if at + 1 >= len(rest):
-            raise ConfigError("--config needs a YAML file")
-        path = Path(rest[at + 1])
-        del rest[at : at + 2]
-        file_args = _yaml_to_args(path)
-    parser = _Parser(ChipConfig)
-    if any(a in ("-h", "--help") for a in rest):
-        parser.print_help()
-        raise SystemExit(0)
-    try:
-        config, unknown = parser.parse_args_into_dataclasses(
-            args=file_args + rest, return_remaining_strings=True
-        )
-    except ValueError as err:  # TrainingArguments' own consistency checks
-        raise ConfigError(str(err).strip().splitlines()[0]) from None
-    if unknown:
-        raise ConfigError(f"unknown arguments {' '.join(unknown)} (see `chip train --help`)")
-    return config
-
-
-class _Parser(HfArgumentParser):
-    """argparse's mistakes (a bad choice, a missing value) as one `ConfigError` line, not a usage dump."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{message} (see `chip train --help`)")
-
-
-def _yaml_to_args(path: Path) -> list[str]:
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of field: value")
-    known = {f for f in ChipConfig.__dataclass_fields__}
-    args: list[str] = []
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{path}: unknown field {key!r}")
-        if value is None:
-            continue
-        if isinstance(value, list):
-            args += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            args += [f"--{key}", json.dumps(value)]
-        else:
-            args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return args
-
-
-def load_examples(config: ChipConfig, adapter):
-    """Validated examples; bad rows (overlong prompts included) refuse the run or are skipped and counted."""
+def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
+    """Validated examples of ``dataset`` (default ``--dataset``); bad rows (overlong prompts included)
+    refuse the run or are skipped and counted."""
     from chip.data import apply_on_bad_row, load_preference_rows
     from chip.data.prompt_checks import check_with_processor
 
-    if not config.dataset:
+    dataset = dataset or config.dataset
+    if not dataset:
         raise ConfigError("dataset is required (a .jsonl, .parquet or `datasets` folder)")
     examples, report = load_preference_rows(
-        config.dataset, image_root=config.image_root, on_bad_row="skip",
+        dataset, image_root=config.image_root, on_bad_row="skip",
         allow_outside_root=config.allow_outside_root, progress=True,
     )  # fmt: skip
     check_with_processor(examples, report, adapter, config.max_length)
     examples = apply_on_bad_row(examples, report, config.on_bad_row)
     if not report.ok:
-        _log_skipped(config, report)
+        _log_skipped(dataset, report)
     if not examples:
-        raise DataError(f"{config.dataset}: no usable rows left to train on")
+        raise DataError(f"{dataset}: no usable rows left to train on")
     return examples
 
 
-def _log_skipped(config: ChipConfig, report) -> None:
+def load_train_eval(config: ChipConfig, adapter) -> tuple[list, list]:
+    """Training examples and held-out ones (``--eval_dataset``, else an ``--eval_fraction`` of ``--dataset``)."""
+    examples = load_examples(config, adapter)
+    held_out: list = []
+    if config.eval_dataset:
+        held_out = load_examples(config, adapter, config.eval_dataset)
+    elif config.eval_fraction > 0:
+        order = list(range(len(examples)))
+        random.Random(f"eval/{config.seed}").shuffle(order)
+        cut = set(order[: max(1, round(config.eval_fraction * len(examples)))])
+        if len(cut) >= len(examples):
+            raise ConfigError(
+                f"--eval_fraction {config.eval_fraction} leaves no training example of {len(examples)}"
+            )
+        held_out = [ex for i, ex in enumerate(examples) if i in cut]
+        examples = [ex for i, ex in enumerate(examples) if i not in cut]
+    strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
+    if strategy != "no" and not held_out:
+        raise ConfigError(f"--eval_strategy {strategy} needs --eval_dataset FILE or --eval_fraction F")
+    if held_out and strategy == "no":
+        config.eval_strategy, config.eval_steps = "steps", config.eval_steps or config.logging_steps
+        logger.info("evaluating the %d held-out examples every %s steps (set --eval_strategy to change)",
+                    len(held_out), config.eval_steps)  # fmt: skip
+    shared = {ex.id for ex in examples} & {ex.id for ex in held_out}
+    if shared and config.reference == "precomputed":
+        raise ConfigError(
+            f"example ids {sorted(shared)[:3]} are both in --dataset and --eval_dataset: the reference cache keys examples by id"
+        )
+    return examples, held_out
+
+
+def _log_skipped(dataset: str, report) -> None:
     """Counts say how much was left out and why; the first rows say where to look.
 
     Overlong prompts are found only here (they need the processor), so `chip data check` cannot list them.
@@ -115,7 +91,7 @@ def _log_skipped(config: ChipConfig, report) -> None:
     shown = "; ".join(str(bad) for bad in first[:SKIPPED_ROWS_SHOWN])
     more = f"; and {len(first) - SKIPPED_ROWS_SHOWN} more" if len(first) > SKIPPED_ROWS_SHOWN else ""
     logger.warning("skipped %d of %d rows of %s (%s): %s%s; run `chip data check` for the full list",
-                   report.num_bad_rows, report.total_rows, config.dataset, counts, shown, more)  # fmt: skip
+                   report.num_bad_rows, report.total_rows, dataset, counts, shown, more)  # fmt: skip
 
 
 def build_collator(config: ChipConfig, adapter, examples, reference_cache=None):
@@ -150,19 +126,24 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     ``callbacks`` are added to the Trainer's; with ``replace_progress`` the first of them takes the
     place of the stock progress bar (e.g. one that does not print every logged dict).
     """
-    from chip.training.checkpoints import resolve_resume_checkpoint
+    from chip.training.checkpoints import StopOnInterrupt, resolve_resume_checkpoint
     from chip.training.models import load_model, prepare_policy
+    from chip.training.preflight import check_run, warn_ignored
     from chip.training.reference import REFERENCES
     from chip.training.trainer import ChipTrainer
 
+    check_run(config)
+    warn_ignored(config)
+    resume = resolve_resume_checkpoint(config)
     set_seed(config.seed)
     adapter = load_adapter(config)
-    examples = load_examples(config, adapter)
+    examples, held_out = load_train_eval(config, adapter)
     model = load_model(config)
-    reference = REFERENCES[config.reference].prepare(config, model, adapter.processor, examples)
+    reference = REFERENCES[config.reference].prepare(config, model, adapter.processor, examples + held_out)
     model = prepare_policy(model, config)
     trainer = ChipTrainer(
-        model=model, args=config, train_dataset=examples, processing_class=adapter.processor, reference=reference,
+        model=model, args=config, train_dataset=examples, eval_dataset=held_out or None,
+        processing_class=adapter.processor, reference=reference,
         data_collator=build_collator(config, adapter, examples, reference_cache=reference.cache),
     )  # fmt: skip
     if replace_progress and callbacks:
@@ -171,7 +152,14 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
         trainer.remove_callback(ProgressCallback)
     for callback in callbacks or []:
         trainer.add_callback(callback)
-    result = trainer.train(resume_from_checkpoint=resolve_resume_checkpoint(config))
+    with StopOnInterrupt() as interrupt:
+        trainer.add_callback(interrupt)
+        result = trainer.train(resume_from_checkpoint=resume)
+    if interrupt.interrupted:
+        raise Interrupted(
+            f"stopped at step {trainer.state.global_step}; checkpoint saved in {config.output_dir}. "
+            "Resume with the same command plus --resume_from_checkpoint last"
+        )
     trainer.save_model(config.output_dir)
     trainer.save_state()
     return dict(result.metrics)
@@ -184,8 +172,12 @@ def run_precompute(config: ChipConfig) -> Path:
 
     if not config.reference_cache:
         raise ConfigError("--reference_cache DIR is required")
+    from chip.training.preflight import check_run
+
+    check_run(config, need_output_dir=False)
     adapter = load_adapter(config)
-    examples = load_examples(config, adapter)
+    examples, held_out = load_train_eval(config, adapter)
+    examples = examples + held_out  # the cache covers evaluation too
     model = load_model(config).to(config.device).eval()
     return precompute_reference(
         model, build_collator(config, adapter, examples), examples, config.reference_cache,
@@ -202,6 +194,9 @@ def _setup_logging() -> None:
 
 def main(argv: list[str]) -> int:
     """Train a vision-language model with CHiP. See `chip train --help` for every field."""
+    if (text := help_text(argv)) is not None:
+        print(text, end="")
+        return 0
     _setup_logging()
     config = parse_config(argv)
     metrics = run_training(config)
@@ -211,8 +206,11 @@ def main(argv: list[str]) -> int:
 
 def precompute_main(argv: list[str]) -> int:
     """Write the reference log-prob cache for `--reference precomputed` training."""
+    if (text := help_text(argv, "precompute")) is not None:
+        print(text, end="")
+        return 0
     _setup_logging()
-    config = parse_config(argv)
+    config = parse_config(argv, command="precompute")
     path = run_precompute(config)
     logger.info("reference cache written to %s", path)
     return 0

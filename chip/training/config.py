@@ -16,6 +16,15 @@ from chip.errors import ConfigError, check_choices
 from chip.losses import ChipLossConfig
 from chip.training.reference import REFERENCES, ReferenceMode
 
+LOSS_GROUP = "CHiP loss (symbols of METHOD.md)"
+
+
+def option(default, help_text: str, group: str):
+    """A chip setting: its default, its line in `chip train --help`, and the help section it is listed in."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_text, "group": group})
+    return field(default=default, metadata={"help": help_text, "group": group})
+
 
 @dataclass
 class ChipConfig(TrainingArguments, ChipLossConfig):
@@ -26,101 +35,95 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     """
 
     # ---- model -------------------------------------------------------------------------------
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Path or hub id of the vision-language model to train."}
+    model_name_or_path: str | None = option(
+        None, "Path or hub id of the vision-language model to train.", "model"
     )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow custom modelling code from the checkpoint (off unless asked)."},
+    trust_remote_code: bool = option(
+        False, "Allow custom modelling code from the checkpoint (off unless asked).", "model"
     )
-    model_dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "Weights dtype: auto (bf16 when --bf16, fp16 when --fp16, else float32), float32, bfloat16, float16."
-        },
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", "Weights dtype; auto: bfloat16 with --bf16, float16 with --fp16, else float32.", "model"
     )
-    freeze_vision_tower: bool = field(
-        default=True,
-        metadata={"help": "Keep the vision encoder frozen (the authors' recipe trains LLM + projector)."},
+    freeze_vision_tower: bool = option(
+        True, "Keep the vision encoder frozen (the authors' recipe trains LLM + projector).", "model"
     )
 
     # ---- PEFT --------------------------------------------------------------------------------
-    use_peft: bool = field(
-        default=False, metadata={"help": "Train a LoRA adapter instead of the full model."}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Module names to adapt; default: every linear layer of the language model."},
+    use_peft: bool = option(False, "Train a LoRA adapter instead of the full model.", "LoRA")
+    lora_r: int = option(16, "LoRA rank (with --use_peft).", "LoRA")
+    lora_alpha: int = option(32, "LoRA scaling numerator, scale = alpha / r (with --use_peft).", "LoRA")
+    lora_dropout: float = option(0.05, "Dropout on the LoRA input (with --use_peft).", "LoRA")
+    lora_target_modules: list[str] | None = option(
+        None,
+        "Module names to adapt (with --use_peft); default: every linear layer of the language model.",
+        "LoRA",
     )
 
     # ---- data --------------------------------------------------------------------------------
-    dataset: str | None = field(
-        default=None, metadata={"help": "Preference data: a .jsonl, a .parquet or a `datasets` folder."}
+    dataset: str | None = option(
+        None, "Preference data: a .jsonl, a .parquet or a `datasets` folder.", "data"
     )
-    image_root: str | None = field(
-        default=None,
-        metadata={"help": "Folder image paths are relative to (default: the data file's folder)."},
+    image_root: str | None = option(
+        None, "Folder image paths are relative to (default: the data file's folder).", "data"
     )
-    max_length: int = field(
-        default=2048, metadata={"help": "Longest prompt + response in tokens; only response tokens are cut."}
+    eval_dataset: str | None = option(
+        None, "Held-out preference data, evaluated every --eval_steps with --eval_strategy steps.", "data"
     )
-    on_bad_row: Literal["error", "skip"] = field(
-        default="error",
-        metadata={"help": "Refuse a dataset with bad rows, or skip them and report the count."},
+    eval_fraction: float = option(
+        0.0, "Hold out this fraction of --dataset for evaluation when no --eval_dataset is given.", "data"
     )
-    allow_outside_root: bool = field(
-        default=False, metadata={"help": "Allow image paths that escape image_root (../, absolute paths)."}
+    max_length: int = option(
+        2048, "Longest prompt + response in tokens; only response tokens are cut.", "data"
+    )
+    on_bad_row: Literal["error", "skip"] = option(
+        "error", "Refuse a dataset with bad rows, or skip them and report the count.", "data"
+    )
+    allow_outside_root: bool = option(
+        False, "Allow image paths that escape image_root (../, absolute paths).", "data"
     )
 
     # ---- CHiP loss: the fields of `chip.losses.ChipLossConfig` (symbols of METHOD.md), inherited ----
-    segment_min_match: int = field(
-        default=3,
-        metadata={"help": "Shortest matching token run that anchors the chosen/rejected alignment."},
+    segment_min_match: int = option(
+        3, "Shortest matching token run that anchors the chosen/rejected alignment.", LOSS_GROUP
     )
-    mark_insertions: bool = field(
-        default=False, metadata={"help": "Also up-weight pure insertions/deletions as changed segments."}
+    mark_insertions: bool = option(
+        False, "Also up-weight pure insertions/deletions as changed segments.", LOSS_GROUP
     )
 
     # ---- corrupted image -----------------------------------------------------------------------
-    corruption: CorruptionKind = field(
-        default="diffusion", metadata={"help": "The corrupted image ṽ of the visual preference."}
+    corruption: CorruptionKind = option(
+        "diffusion", "The corrupted image ṽ of the visual preference.", "corrupted image"
     )
-    noise_step: int = field(default=500, metadata={"help": "Diffusion step k of the noised image (0..999)."})
+    noise_step: int = option(500, "Diffusion step k of the noised image (0..999).", "corrupted image")
 
     # ---- reference model -----------------------------------------------------------------------
-    reference: ReferenceMode = field(
-        default="model",
-        metadata={
-            "help": "model: frozen copy (or the base under a disabled adapter); precomputed: a cache; none: reference-free."
-        },
+    reference: ReferenceMode = option(
+        "model",
+        "model: a frozen copy (or the base under the disabled LoRA adapter); precomputed: a cache; none: reference-free.",
+        "reference",
     )
-    reference_cache: str | None = field(
-        default=None, metadata={"help": "Folder of the precomputed reference cache (reference=precomputed)."}
+    reference_cache: str | None = option(
+        None, "Folder of the precomputed reference cache (with --reference precomputed).", "reference"
     )
-    kl_top_k: int = field(
-        default=64,
-        metadata={
-            "help": "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary)."
-        },
-    )
-    on_nonfinite: Literal["error", "skip"] = field(
-        default="error", metadata={"help": "On a NaN/inf loss: stop (after saving state) or skip the batch."}
+    kl_top_k: int = option(
+        64, "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary).",
+        "reference",
+    )  # fmt: skip
+    on_nonfinite: Literal["error", "skip"] = option(
+        "error", "On a NaN/inf loss: stop (after saving state) or skip the batch.", "reference"
     )
 
     # ---- speed (docs/performance.md); every switch changes cost only, never the numbers ----------
-    share_prefix: bool = field(
-        default=True,
-        metadata={"help": "Score chosen and rejected in one sequence per pair that holds the image and prompt once "
-                  "(block attention mask); models that cannot (flash attention, sliding windows) fall back to two rows."},
-    )  # fmt: skip
-    encode_images_once: bool = field(
-        default=True,
-        metadata={
-            "help": "When chosen and rejected are scored as two rows, run the vision tower once per example."
-        },
+    share_prefix: bool = option(
+        True,
+        "Score chosen and rejected in one sequence per pair that holds the image and prompt once (block "
+        "attention mask); models that cannot (flash attention, sliding windows) fall back to two rows.",
+        "speed",
+    )
+    encode_images_once: bool = option(
+        True,
+        "When chosen and rejected are scored as two rows, run the vision tower once per example.",
+        "speed",
     )
 
     # ---- TrainingArguments defaults that differ ---------------------------------------------------
@@ -131,7 +134,9 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     def __post_init__(self) -> None:
         super().__post_init__()  # TrainingArguments' own checks
         ChipLossConfig.__post_init__(self)
-        check_choices(self, ("corruption", "reference", "on_bad_row", "on_nonfinite"))
+        check_choices(self, ("model_dtype", "corruption", "reference", "on_bad_row", "on_nonfinite"))
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.kl_top_k < 0:
             raise ConfigError(f"kl_top_k must be >= 0, got {self.kl_top_k}")
         REFERENCES[self.reference].check_config(self)

@@ -8,6 +8,7 @@ Any checkpoint `AutoModelForImageTextToText` + `AutoProcessor` load works. LoRA 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,8 +31,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def resolve_dtype(config: ChipConfig) -> torch.dtype:
     if config.model_dtype == "auto":
         return torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
-    if config.model_dtype not in DTYPES:
-        raise ConfigError(f"model_dtype must be auto or one of {sorted(DTYPES)}, got {config.model_dtype!r}")
     return DTYPES[config.model_dtype]
 
 
@@ -66,6 +65,8 @@ def load_model(config: ChipConfig, path: str | None = None) -> nn.Module:
     path = path or config.model_name_or_path
     if not path:
         raise ConfigError("model_name_or_path is required")
+    if Path(path).expanduser().exists():  # absolute, so a saved adapter's base path works from anywhere
+        path = str(Path(path).expanduser().resolve())
     return AutoModelForImageTextToText.from_pretrained(
         path, dtype=resolve_dtype(config), trust_remote_code=config.trust_remote_code
     )

@@ -1,0 +1,157 @@
+"""Parsing `chip train` / `chip data precompute` arguments: a YAML file plus ``--field value`` overrides.
+
+`--help` lists chip's own settings first, in sections (model, LoRA, data, CHiP loss, corrupted
+image, reference, speed); `--help_all` adds every `transformers.TrainingArguments` field. Any
+argparse mistake (unknown choice, missing value) is one `ConfigError` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from dataclasses import Field
+from pathlib import Path
+from types import MappingProxyType
+
+import yaml
+from transformers import HfArgumentParser
+
+from chip.errors import ConfigError
+from chip.losses import ChipLossConfig
+from chip.training.config import LOSS_GROUP, ChipConfig
+
+SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference", "speed")
+TRAINING_ARGUMENTS_TITLE = "transformers.TrainingArguments (every field; see the transformers docs)"
+USAGE = {
+    "train": "chip train --config FILE.yaml [--FIELD VALUE ...]",
+    "precompute": "chip data precompute --config FILE.yaml --reference_cache DIR [--FIELD VALUE ...]",
+}
+DESCRIPTION = {
+    "train": "Train a vision-language model with CHiP (DPO and every ablation are weight settings). "
+    "Values on the command line override the --config file; every field is accepted in either.",
+    "precompute": "Write the reference log-prob cache for `chip train --reference precomputed`: the model at "
+    "--model_name_or_path scores every example of --dataset once. Takes the same settings as "
+    "`chip train` (the cache is refused when a setting it depends on changes).",
+}
+
+
+class ChipArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` over `ChipConfig` with chip's settings in sections and one-line errors."""
+
+    def __init__(self, command: str = "train"):
+        self.command = command
+        super().__init__(ChipConfig, prog=USAGE[command].split(" --")[0], usage=USAGE[command],
+                         description=DESCRIPTION[command])  # fmt: skip
+        run = self.add_argument_group("run")
+        run.add_argument("--config", metavar="FILE.yaml", default=argparse.SUPPRESS,
+                         help="YAML file of field: value; command-line values override it.")  # fmt: skip
+        sections = {"run": run, **getattr(self, "_chip_sections", {})}
+        self._action_groups = [sections[title] for title in ("run", *SECTIONS) if title in sections] + [
+            group for group in self._action_groups if group not in sections.values()
+        ]
+        self._optionals.title = TRAINING_ARGUMENTS_TITLE
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field: Field) -> None:
+        """Add a field's option to its help section (its ``group`` metadata; the loss fields to theirs)."""
+        section = field.metadata.get("group") or (
+            LOSS_GROUP if field.name in ChipLossConfig.field_names() else None
+        )
+        if section is not None:
+            sections = parser.__dict__.setdefault("_chip_sections", {})
+            if section not in sections:
+                sections[section] = parser.add_argument_group(section)
+            field = copy.copy(field)
+            field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "group"})
+            parser = sections[section]
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see `{USAGE[self.command].split(' --')[0]} --help`)")
+
+    def format_help(self, everything: bool = False) -> str:
+        """chip's sections; with ``everything`` also each `TrainingArguments` option."""
+        if everything:
+            return super().format_help()
+        shown = self._action_groups
+        self._action_groups = [group for group in shown if group is not self._optionals]
+        try:
+            text = super().format_help()
+        finally:
+            self._action_groups = shown
+        common = ", ".join(f"--{name}" for name in COMMON_TRAINING_ARGUMENTS)
+        return (f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}.\n"
+                f"`{self.prog} --help_all` lists them all.\n")  # fmt: skip
+
+
+# TrainingArguments fields a CHiP run typically sets, named at the end of the short help
+COMMON_TRAINING_ARGUMENTS = (
+    "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+    "num_train_epochs", "max_steps", "bf16", "gradient_checkpointing", "save_steps", "eval_strategy",
+    "eval_steps", "logging_steps", "report_to", "resume_from_checkpoint", "seed",
+)  # fmt: skip
+
+
+def help_text(argv: list[str], command: str = "train") -> str | None:
+    """The help to print when ``argv`` asks for it (``-h``, ``--help``, ``--help_all``), else None."""
+    if not any(arg in ("-h", "--help", "--help_all", "--help-all") for arg in argv):
+        return None
+    everything = any(arg in ("--help_all", "--help-all") for arg in argv)
+    return ChipArgumentParser(command).format_help(everything=everything)
+
+
+def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
+    """`--config FILE.yaml` supplies defaults; every other `--field value` overrides them."""
+    file_args: list[str] = []
+    rest = list(argv)
+    parser = ChipArgumentParser(command)
+    if any(a in ("-h", "--help", "--help_all", "--help-all") for a in rest):
+        sys.stdout.write(
+            parser.format_help(everything=any(a.startswith("--help_") or a == "--help-all" for a in rest))
+        )
+        raise SystemExit(0)
+    if "--config" in rest:
+        at = rest.index("--config")
+        if at + 1 >= len(rest):
+            raise ConfigError("--config needs a YAML file")
+        path = Path(rest[at + 1])
+        del rest[at : at + 2]
+        file_args = _yaml_to_args(path)
+    try:
+        config, unknown = parser.parse_args_into_dataclasses(
+            args=file_args + rest, return_remaining_strings=True
+        )
+    except ValueError as err:  # TrainingArguments' own consistency checks
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+    if unknown:
+        raise ConfigError(f"unknown arguments {' '.join(unknown)} (see `{parser.prog} --help`)")
+    given = {arg[2:].split("=")[0].replace("-", "_") for arg in file_args + rest if arg.startswith("--")}
+    if command == "train" and "output_dir" not in given:
+        raise ConfigError("--output_dir is required: the folder for the trained model, checkpoints and logs")
+    return config
+
+
+def _yaml_to_args(path: Path) -> list[str]:
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of field: value")
+    known = {f for f in ChipConfig.__dataclass_fields__}
+    args: list[str] = []
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown field {key!r}")
+        if value is None:
+            continue
+        if isinstance(value, list):
+            args += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            args += [f"--{key}", json.dumps(value)]
+        else:
+            args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return args
