@@ -1,0 +1,339 @@
+"""Which stored column feeds which preference field: recognising published layouts as they are.
+
+    mapping = detect_mapping(columns, sample, overrides={"query": "prompt"}, image_works=exists)
+    record = mapping.apply(stored_record)        # standard field names, ready for `parse_row`
+    print(mapping.describe())                    # shown in `chip data check`'s summary
+
+A dataset is described by its column names and a sample of its first records. The standard names
+(`prompt`, `chosen`, `rejected`, `images`/`image`, `id`, `*_segments`) are used where present;
+a missing one is taken from the first alias present (`ALIASES`: RLAIF-V's `question`, `idx`...).
+Of several image columns the first that works on the sample wins (inline bytes, or a path that
+exists), so RLAIF-V's `image` bytes are used and its `image_path` (a path on the authors' disk)
+is not. LLaVA-style `conversations` give the prompt (and, as in vision-feedback-mix, the pair).
+RLHF-V's `text` JSON and TRL's implicit-prompt rows are expanded later by `chip.data.rows`.
+
+A user override (`--column_map question=prompt`) always wins. A schema where a required field
+has no column is refused with one line listing the columns found and the option to map them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chip.errors import DataError
+
+# The fields a preference row is read from (chip.data.rows), in the order the summary shows them.
+FIELDS = ("prompt", "chosen", "rejected", "images", "image", "id", "chosen_segments", "rejected_segments")
+
+# field -> stored column names used when the field's own column is absent, most common first.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "prompt": ("question", "query", "instruction", "input", "prompt_text"),
+    "chosen": ("chosen_response", "response_chosen", "preferred", "preferred_response", "chosen_answer"),
+    "rejected": (
+        "rejected_response",
+        "response_rejected",
+        "dispreferred",
+        "dispreferred_response",
+        "rejected_answer",
+    ),
+    "id": ("idx", "sample_id", "uid"),
+}
+# Columns that may hold a row's image(s), in order of preference when several work.
+IMAGE_COLUMNS = ("images", "image", "image_path", "img_path", "image_file", "img", "image_bytes")
+# LLaVA's speaker names -> chat roles.
+SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+IMAGE_TOKEN = "<image>"
+MAP_HINT = "map columns with --column_map COLUMN=FIELD (e.g. --column_map question=prompt)"
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """How stored records become rows with the standard field names.
+
+    `renames` is (stored column, field) for every column read under another name; `dropped` are
+    stored columns with a standard name that another column replaces; `conversations` says the
+    prompt (and maybe the pair) comes from a LLaVA `conversations` column.
+    """
+
+    layout: str
+    columns: tuple[str, ...]  # every column found, in stored order
+    renames: tuple[tuple[str, str], ...] = ()
+    dropped: tuple[str, ...] = ()
+    conversations: bool = False
+    image_note: str = ""  # how the image column was chosen, e.g. "inline bytes"
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        """The stored columns that feed a field."""
+        renamed = {stored for stored, _ in self.renames}
+        direct = {name for name in self.columns if name in FIELDS and name not in self.dropped}
+        extra = {"conversations"} if self.conversations else set()
+        if self.layout.startswith("RLHF-V"):
+            extra.add("text")
+        return tuple(name for name in self.columns if name in renamed | direct | extra)
+
+    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record under the standard field names (other columns are kept, and ignored later)."""
+        if not self.renames and not self.dropped and not self.conversations:
+            return record
+        out = {name: value for name, value in record.items() if name not in self.dropped}
+        for stored, _ in self.renames:
+            out.pop(stored, None)
+        for stored, target in self.renames:
+            out[target] = record.get(stored)
+        if self.conversations:
+            for name, value in conversation_fields(record.get("conversations")).items():
+                if out.get(name) is None:
+                    out[name] = value
+        return out
+
+    def stored_name(self, field_name: str) -> str:
+        """The stored name of a reported field (`images[2]` -> `image_path[2]`), for messages."""
+        base, bracket, rest = field_name.partition("[")
+        for stored, target in self.renames:
+            if target == base:
+                return f"{stored}{bracket}{rest}"
+        if self.conversations and base == "prompt" and "prompt" not in self.columns:
+            return "conversations"
+        return field_name
+
+    def describe(self) -> str:
+        """One line: the layout, each field's column, and the stored columns left unused."""
+        parts = []
+        renamed = dict(self.renames)
+        for name in self.columns:
+            if name not in self.used:
+                continue
+            part = f"{name}→{renamed[name]}" if name in renamed else name
+            if renamed.get(name, name) in ("images", "image") and self.image_note:
+                part += f" ({self.image_note})"
+            parts.append(part)
+        unused = [name for name in self.columns if name not in self.used]
+        line = f"layout: {self.layout}; columns: {', '.join(parts) or '(none)'}"
+        if unused:
+            line += f"; unused: {', '.join(unused)}"
+        return line + " (change with --column_map COLUMN=FIELD)"
+
+
+def parse_column_map(value: str | Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """`"question=prompt,img=image"`, `["question=prompt", ...]` or a dict -> {stored column: field}.
+
+    Raises `DataError` (one line) for an entry that is not COLUMN=FIELD or names an unknown field.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        entries = [value] if isinstance(value, str) else list(value)
+        pairs = []
+        for entry in (piece for item in entries for piece in str(item).split(",")):
+            if not entry.strip():
+                continue
+            stored, sep, target = entry.partition("=")
+            if not sep or not stored.strip() or not target.strip():
+                raise DataError(f"--column_map entry {entry!r} is not COLUMN=FIELD (e.g. question=prompt)")
+            pairs.append((stored.strip(), target.strip()))
+    mapping: dict[str, str] = {}
+    for stored, target in pairs:
+        if target not in FIELDS:
+            raise DataError(
+                f"--column_map {stored}={target}: unknown field {target!r}; fields are {', '.join(FIELDS)}"
+            )
+        mapping[stored] = target
+    targets = list(mapping.values())
+    doubled = sorted({t for t in targets if targets.count(t) > 1})
+    if doubled:
+        raise DataError(f"--column_map maps several columns to {', '.join(doubled)}; give one column per field")
+    return mapping
+
+
+def detect_mapping(
+    source: str,
+    columns: Sequence[str],
+    sample: Iterable[dict[str, Any]],
+    overrides: Mapping[str, str] | None = None,
+    image_works: Callable[[str], bool] = lambda path: True,
+) -> ColumnMapping:
+    """Find the column of each field from the column names and the first records.
+
+    `image_works(path)` says whether a stored image path resolves to an existing file, so that of
+    several image columns one that works is chosen. Raises `DataError` (one line) when an override
+    names a column the dataset lacks, or when a required field has no column at all.
+    """
+    sample = list(sample)
+    overrides = dict(overrides or {})
+    missing = [name for name in overrides if name not in columns]
+    if missing:
+        raise DataError(
+            f"{source}: --column_map names {', '.join(map(repr, missing))}, which is not a column; "
+            f"columns found: {', '.join(columns) or '(none)'}"
+        )
+    renames = dict(overrides)
+    fields = {target for target in renames.values()}
+    dropped = [name for name in columns if name in FIELDS and name in fields and name not in renames]
+
+    def has(field_name: str) -> bool:
+        return field_name in fields or (field_name in columns and field_name not in dropped)
+
+    for field_name, aliases in ALIASES.items():
+        if has(field_name):
+            continue
+        alias = next((name for name in aliases if name in columns and name not in renames), None)
+        if alias is not None:
+            renames[alias] = field_name
+            fields.add(field_name)
+
+    image_note = ""
+    if not (has("images") or has("image")) or _image_column_is_broken(columns, sample, image_works, has):
+        choice = _choose_image_column(columns, sample, image_works, exclude=set(renames))
+        if choice is not None:
+            column, target, image_note = choice
+            dropped += [n for n in ("images", "image") if n in columns and n != column and n not in dropped]
+            if column != target:
+                renames[column] = target
+            fields.add(target)
+    elif has("images") != has("image"):
+        column = "images" if has("images") else "image"
+        image_note = _image_kind(_first_value(sample, column), image_works)
+
+    rlhfv = "text" in columns and not any(has(f) for f in ("prompt", "chosen", "rejected"))
+    conversations = not has("prompt") and not rlhfv and "conversations" in columns
+    mapping = ColumnMapping(
+        layout="",
+        columns=tuple(columns),
+        renames=tuple(renames.items()),
+        dropped=tuple(dropped),
+        conversations=conversations,
+        image_note=image_note,
+    )
+    layout = _layout_name(mapping, sample, bool(overrides), rlhfv)
+    mapping = ColumnMapping(**{**mapping.__dict__, "layout": layout})
+    if sample:
+        _refuse_unmappable(source, mapping, sample, rlhfv)
+    return mapping
+
+
+def conversation_fields(value: Any) -> dict[str, Any]:
+    """LLaVA `conversations` -> {"prompt": messages} (+ chosen/rejected from `preference_values`).
+
+    The prompt is every turn up to the last human one; `<image>` tokens become image parts. A value
+    that is not a list of {from, value} turns is passed on as the prompt, so that the row check
+    reports it (under `conversations`).
+    """
+    if not isinstance(value, list) or not all(isinstance(turn, dict) for turn in value):
+        return {"prompt": value}
+    messages = []
+    for turn in value:
+        speaker = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
+        if not isinstance(text, str):
+            messages.append({"role": SPEAKERS.get(speaker, speaker), "content": text})
+            continue
+        parts: list[dict[str, str]] = [{"type": "image"}] * text.count(IMAGE_TOKEN)
+        stripped = text.replace(IMAGE_TOKEN, "").strip()
+        if stripped or not parts:
+            parts.append({"type": "text", "text": stripped})
+        messages.append({"role": SPEAKERS.get(speaker, speaker), "content": parts})
+    last_user = max((k for k, m in enumerate(messages) if m["role"] == "user"), default=len(messages) - 1)
+    fields: dict[str, Any] = {"prompt": messages[: last_user + 1]}
+    answer = value[last_user + 1] if last_user + 1 < len(value) else {}
+    pair = answer.get("preference_values")
+    if isinstance(pair, list) and len(pair) == 2:
+        fields["chosen"], fields["rejected"] = pair
+    return fields
+
+
+def _first_value(sample: list[dict[str, Any]], column: str) -> Any:
+    return next((record[column] for record in sample if record.get(column) is not None), None)
+
+
+def _image_kind(value: Any, image_works: Callable[[str], bool]) -> str:
+    """'inline bytes', 'paths' or 'paths, not found' for the first image of a column."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if isinstance(value, dict):
+        value = value.get("bytes") if value.get("bytes") is not None else value.get("path")
+    if isinstance(value, bytes):
+        return "inline bytes"
+    if isinstance(value, str):
+        return "paths" if image_works(value) else "paths, not found"
+    return ""
+
+
+def _image_column_is_broken(
+    columns: Sequence[str],
+    sample: list[dict[str, Any]],
+    image_works: Callable[[str], bool],
+    has: Callable[[str], bool],
+) -> bool:
+    """True when the one standard image column holds paths that do not exist (try the others)."""
+    if has("images") == has("image"):
+        return False
+    column = "images" if has("images") else "image"
+    return column in columns and _image_kind(_first_value(sample, column), image_works) == "paths, not found"
+
+
+def _choose_image_column(
+    columns: Sequence[str],
+    sample: list[dict[str, Any]],
+    image_works: Callable[[str], bool],
+    exclude: set[str],
+) -> tuple[str, str, str] | None:
+    """(column, "images" or "image", how it was chosen) for the first image column that works."""
+    candidates = [name for name in IMAGE_COLUMNS if name in columns and name not in exclude]
+    if not candidates:
+        return None
+    kinds = {name: _image_kind(_first_value(sample, name), image_works) for name in candidates}
+    working = [name for name in candidates if kinds[name] in ("inline bytes", "paths")]
+    column = working[0] if working else candidates[0]
+    note = kinds[column]
+    others = [name for name in candidates if name != column]
+    if others:
+        note += f"; chosen over {', '.join(others)}"
+    target = "images" if isinstance(_first_value(sample, column), list) else "image"
+    return column, target, note
+
+
+def _layout_name(mapping: ColumnMapping, sample: list[dict[str, Any]], overridden: bool, rlhfv: bool) -> str:
+    renames = dict(mapping.renames)
+    if overridden:
+        return "custom (--column_map)"
+    if rlhfv:
+        return "RLHF-V (text = JSON question/chosen/rejected)"
+    if mapping.conversations:
+        return "LLaVA conversations"
+    if renames.get("question") == "prompt" and {"chosen", "rejected"} <= set(mapping.columns):
+        return "RLAIF-V (question, chosen, rejected, image)"
+    if isinstance(_first_value(sample, "prompt"), list) or isinstance(_first_value(sample, "chosen"), list):
+        return "TRL conversational (chat messages)"
+    if renames:
+        return "standard fields under other names"
+    return "chip / TRL standard (prompt, chosen, rejected, images)"
+
+
+def _refuse_unmappable(
+    source: str, mapping: ColumnMapping, sample: list[dict[str, Any]], rlhfv: bool
+) -> None:
+    fields = {target for _, target in mapping.renames} | {
+        name for name in mapping.columns if name in FIELDS and name not in mapping.dropped
+    }
+    implicit_prompt = isinstance(_first_value(sample, "chosen"), list)
+    pair_from_conversations = mapping.conversations and all(
+        "chosen" in conversation_fields(record.get("conversations")) for record in sample[:1]
+    )
+    needed = {
+        "prompt": rlhfv or mapping.conversations or implicit_prompt or "prompt" in fields,
+        "chosen": rlhfv or pair_from_conversations or "chosen" in fields,
+        "rejected": rlhfv or pair_from_conversations or "rejected" in fields,
+        "images": bool(fields & {"images", "image"}),
+    }
+    missing = [name for name, found in needed.items() if not found]
+    if missing:
+        raise DataError(
+            f"{source}: no column for {', '.join(missing)}; columns found: "
+            f"{', '.join(mapping.columns) or '(none)'}; {MAP_HINT}"
+        )
+
