@@ -146,7 +146,9 @@ def parse_column_map(value: str | Sequence[str] | Mapping[str, str] | None) -> d
     targets = list(mapping.values())
     doubled = sorted({t for t in targets if targets.count(t) > 1})
     if doubled:
-        raise DataError(f"--column_map maps several columns to {', '.join(doubled)}; give one column per field")
+        raise DataError(
+            f"--column_map maps several columns to {', '.join(doubled)}; give one column per field"
+        )
     return mapping
 
 
@@ -198,6 +200,11 @@ def detect_mapping(
     elif has("images") != has("image"):
         column = "images" if has("images") else "image"
         image_note = _image_kind(_first_value(sample, column), image_works)
+        others = [
+            name for name in IMAGE_COLUMNS if name in columns and name != column and name not in renames
+        ]
+        if others and column in columns:
+            image_note += f"; chosen over {', '.join(others)}"
 
     rlhfv = "text" in columns and not any(has(f) for f in ("prompt", "chosen", "rejected"))
     conversations = not has("prompt") and not rlhfv and "conversations" in columns
@@ -336,4 +343,3 @@ def _refuse_unmappable(
             f"{source}: no column for {', '.join(missing)}; columns found: "
             f"{', '.join(mapping.columns) or '(none)'}; {MAP_HINT}"
         )
-

@@ -144,7 +144,9 @@ def _read_json(path: Path) -> tuple[int, Iterator[RawRecord]]:
     except json.JSONDecodeError as err:
         if text.lstrip().startswith("{"):  # one object per line, named .json
             return _read_jsonl(path)
-        raise DataError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+        raise DataError(
+            f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+        ) from None
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON array of row objects, got a {type(rows).__name__}")
 

@@ -31,7 +31,7 @@ SPEC_KEYS = ("name", "config", "split", "data_files", "data_dir", "revision")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow", ".csv")
 # `key=value` pairs separated by commas; a comma inside a value (a list of files) is kept.
-_SPEC_PAIR = re.compile(r",\s*(?=(?:" + "|".join(SPEC_KEYS) + r")\s*=)")
+_SPEC_PAIR = re.compile(r",\s*(?=\w+\s*=)")
 
 
 @dataclass
@@ -77,7 +77,9 @@ def parse_spec(dataset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
         try:
             values = yaml.safe_load(stripped)
         except yaml.YAMLError as err:
-            raise DataError(f"dataset spec {text!r} is not valid JSON/YAML: {str(err).splitlines()[0]}") from None
+            raise DataError(
+                f"dataset spec {text!r} is not valid JSON/YAML: {str(err).splitlines()[0]}"
+            ) from None
         if not isinstance(values, dict):
             raise DataError(f"dataset spec {text!r} must be a mapping of load_dataset arguments")
         return _check_spec(values, text)
