@@ -9,7 +9,8 @@ A dataset is described by its column names and a sample of its first records. Th
 a missing one is taken from the first alias present (`ALIASES`: RLAIF-V's `question`, `idx`...).
 Of several image columns the first that works on the sample wins (inline bytes, or a path that
 exists), so RLAIF-V's `image` bytes are used and its `image_path` (a path on the authors' disk)
-is not. LLaVA-style `conversations` give the prompt (and, as in vision-feedback-mix, the pair).
+is not. LLaVA-style `conversations` give the prompt (and, as in vision-feedback-mix, the pair);
+LLaVA-RLHF's `output_1`/`output_2` with a `preference` of 1 or 2 give the pair.
 RLHF-V's `text` JSON and TRL's implicit-prompt rows are expanded later by `chip.data.rows`.
 
 A user override (`--column_map question=prompt`) always wins. A schema where a required field
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chip.errors import DataError
+
+Problem = tuple[str, str, str]  # (stored field, kind, reason), as chip.data.rows reports them
 
 # The fields a preference row is read from (chip.data.rows), in the order the summary shows them.
 FIELDS = ("prompt", "chosen", "rejected", "images", "image", "id", "chosen_segments", "rejected_segments")
@@ -42,6 +45,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 # Columns that may hold a row's image(s), in order of preference when several work.
 IMAGE_COLUMNS = ("images", "image", "image_path", "img_path", "image_file", "img", "image_bytes")
+# LLaVA-RLHF: two answers and which one (1 or 2) people preferred.
+RANKED_OUTPUTS = ("output_1", "output_2", "preference")
+# A stored column that derives fields -> those fields: a problem with it explains their absence.
+DERIVED_FIELDS = {"conversations": ("prompt",), "preference": ("chosen", "rejected")}
 # LLaVA's speaker names -> chat roles.
 SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 IMAGE_TOKEN = "<image>"
@@ -54,7 +61,8 @@ class ColumnMapping:
 
     `renames` is (stored column, field) for every column read under another name; `dropped` are
     stored columns with a standard name that another column replaces; `conversations` says the
-    prompt (and maybe the pair) comes from a LLaVA `conversations` column.
+    prompt (and maybe the pair) comes from a LLaVA `conversations` column; `ranked_outputs` says the
+    pair comes from `output_1`/`output_2` ordered by `preference`.
     """
 
     layout: str
@@ -62,6 +70,7 @@ class ColumnMapping:
     renames: tuple[tuple[str, str], ...] = ()
     dropped: tuple[str, ...] = ()
     conversations: bool = False
+    ranked_outputs: bool = False
     image_note: str = ""  # how the image column was chosen, e.g. "inline bytes"
 
     @property
@@ -70,24 +79,40 @@ class ColumnMapping:
         renamed = {stored for stored, _ in self.renames}
         direct = {name for name in self.columns if name in FIELDS and name not in self.dropped}
         extra = {"conversations"} if self.conversations else set()
+        if self.ranked_outputs:
+            extra |= set(RANKED_OUTPUTS)
         if self.layout.startswith("RLHF-V"):
             extra.add("text")
         return tuple(name for name in self.columns if name in renamed | direct | extra)
 
-    def apply(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The record under the standard field names (other columns are kept, and ignored later)."""
-        if not self.renames and not self.dropped and not self.conversations:
-            return record
+    def apply(self, record: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+        """(the record under the standard field names, problems of the derived fields).
+
+        Other columns are kept, and ignored later.
+        """
+        if not self.renames and not self.dropped and not self.conversations and not self.ranked_outputs:
+            return record, []
+        problems: list[Problem] = []
         out = {name: value for name, value in record.items() if name not in self.dropped}
         for stored, _ in self.renames:
             out.pop(stored, None)
         for stored, target in self.renames:
             out[target] = record.get(stored)
         if self.conversations:
-            for name, value in conversation_fields(record.get("conversations")).items():
+            fields = conversation_fields(record.get("conversations"))
+            if fields is None:
+                reason = "expected a list of {from, value} turns (LLaVA conversations)"
+                problems.append(("conversations", "wrong_type", reason))
+                fields = {}
+            for name, value in fields.items():
                 if out.get(name) is None:
                     out[name] = value
-        return out
+        if self.ranked_outputs:
+            try:
+                out["chosen"], out["rejected"] = ranked_pair(record)
+            except ValueError as err:
+                problems.append(("preference", "bad_preference", str(err)))
+        return out, problems
 
     def stored_name(self, field_name: str) -> str:
         """The stored name of a reported field (`images[2]` -> `image_path[2]`), for messages."""
@@ -97,24 +122,31 @@ class ColumnMapping:
                 return f"{stored}{bracket}{rest}"
         if self.conversations and base == "prompt" and "prompt" not in self.columns:
             return "conversations"
+        if self.ranked_outputs and base in ("chosen", "rejected"):
+            return "output_1/output_2"
         return field_name
 
     def describe(self) -> str:
         """One line: the layout, each field's column, and the stored columns left unused."""
-        parts = []
+        return "; ".join(self.describe_lines())
+
+    def describe_lines(self) -> list[str]:
+        """`layout: ...` and `columns: ...` (in field order, then the unused ones) for a report."""
         renamed = dict(self.renames)
-        for name in self.columns:
-            if name not in self.used:
-                continue
+        order = {name: k for k, name in enumerate(FIELDS)}
+        order |= {"text": 0, "conversations": 0, "output_1": 1, "output_2": 1, "preference": 1}
+        used = sorted(self.used, key=lambda name: order.get(renamed.get(name, name), len(FIELDS)))
+        parts = []
+        for name in used:
             part = f"{name}→{renamed[name]}" if name in renamed else name
             if renamed.get(name, name) in ("images", "image") and self.image_note:
                 part += f" ({self.image_note})"
             parts.append(part)
+        columns = f"columns: {', '.join(parts) or '(none)'}"
         unused = [name for name in self.columns if name not in self.used]
-        line = f"layout: {self.layout}; columns: {', '.join(parts) or '(none)'}"
         if unused:
-            line += f"; unused: {', '.join(unused)}"
-        return line + " (change with --column_map COLUMN=FIELD)"
+            columns += f"; unused: {', '.join(unused)}"
+        return [f"layout: {self.layout}", columns + " (change with --column_map COLUMN=FIELD)"]
 
 
 def parse_column_map(value: str | Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
@@ -208,12 +240,14 @@ def detect_mapping(
 
     rlhfv = "text" in columns and not any(has(f) for f in ("prompt", "chosen", "rejected"))
     conversations = not has("prompt") and not rlhfv and "conversations" in columns
+    ranked_outputs = not (has("chosen") or has("rejected")) and set(RANKED_OUTPUTS) <= set(columns)
     mapping = ColumnMapping(
         layout="",
         columns=tuple(columns),
         renames=tuple(renames.items()),
         dropped=tuple(dropped),
         conversations=conversations,
+        ranked_outputs=ranked_outputs,
         image_note=image_note,
     )
     layout = _layout_name(mapping, sample, bool(overrides), rlhfv)
@@ -223,15 +257,14 @@ def detect_mapping(
     return mapping
 
 
-def conversation_fields(value: Any) -> dict[str, Any]:
+def conversation_fields(value: Any) -> dict[str, Any] | None:
     """LLaVA `conversations` -> {"prompt": messages} (+ chosen/rejected from `preference_values`).
 
-    The prompt is every turn up to the last human one; `<image>` tokens become image parts. A value
-    that is not a list of {from, value} turns is passed on as the prompt, so that the row check
-    reports it (under `conversations`).
+    The prompt is every turn up to the last human one; `<image>` tokens become image parts; the
+    messages are then checked like any chat prompt. None when `value` is not a list of turns.
     """
-    if not isinstance(value, list) or not all(isinstance(turn, dict) for turn in value):
-        return {"prompt": value}
+    if not isinstance(value, list) or not value or not all(isinstance(turn, dict) for turn in value):
+        return None
     messages = []
     for turn in value:
         speaker = turn.get("from", turn.get("role"))
@@ -251,6 +284,20 @@ def conversation_fields(value: Any) -> dict[str, Any]:
     if isinstance(pair, list) and len(pair) == 2:
         fields["chosen"], fields["rejected"] = pair
     return fields
+
+
+def ranked_pair(record: dict[str, Any]) -> tuple[Any, Any]:
+    """(chosen, rejected) from `output_1`/`output_2` ({from, value} or text) and `preference` (1 or 2)."""
+    preference = record.get("preference")
+    if isinstance(preference, str) and preference.strip() in ("1", "2"):
+        preference = int(preference)
+    if isinstance(preference, bool) or preference not in (1, 2):
+        raise ValueError(f"expected 1 or 2 (the preferred output), got {preference!r}")
+    outputs = []
+    for name in ("output_1", "output_2"):
+        output = record.get(name)
+        outputs.append(output.get("value") if isinstance(output, dict) else output)
+    return (outputs[0], outputs[1]) if preference == 1 else (outputs[1], outputs[0])
 
 
 def _first_value(sample: list[dict[str, Any]], column: str) -> Any:
@@ -310,6 +357,8 @@ def _layout_name(mapping: ColumnMapping, sample: list[dict[str, Any]], overridde
         return "custom (--column_map)"
     if rlhfv:
         return "RLHF-V (text = JSON question/chosen/rejected)"
+    if mapping.ranked_outputs:
+        return "LLaVA-RLHF (output_1/output_2 ranked by preference)"
     if mapping.conversations:
         return "LLaVA conversations"
     if renames.get("question") == "prompt" and {"chosen", "rejected"} <= set(mapping.columns):
@@ -328,8 +377,8 @@ def _refuse_unmappable(
         name for name in mapping.columns if name in FIELDS and name not in mapping.dropped
     }
     implicit_prompt = isinstance(_first_value(sample, "chosen"), list)
-    pair_from_conversations = mapping.conversations and all(
-        "chosen" in conversation_fields(record.get("conversations")) for record in sample[:1]
+    pair_from_conversations = mapping.ranked_outputs or (
+        mapping.conversations and "chosen" in (conversation_fields(sample[0].get("conversations")) or {})
     )
     needed = {
         "prompt": rlhfv or mapping.conversations or implicit_prompt or "prompt" in fields,

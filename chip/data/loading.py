@@ -27,7 +27,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from chip.data.columns import ColumnMapping, detect_mapping, parse_column_map
+from chip.data.columns import DERIVED_FIELDS, ColumnMapping, detect_mapping, parse_column_map
 from chip.data.images import (
     DEFAULT_MAX_PIXELS,
     TINY_IMAGE_SIDE,
@@ -194,8 +194,15 @@ def _parse_records(
         if raw.problem is not None:
             report.add(raw.row, *raw.problem, line=raw.line, shard=raw.shard)
             continue
-        parsed, sources, problems = parse_row(mapping.apply(raw.record))
+        record, mapping_problems = mapping.apply(raw.record)
+        parsed, sources, problems = parse_row(record)
         sources = [(mapping.stored_name(field), source) for field, source in sources]
+        if mapping_problems:
+            parsed = None
+        for field, kind, reason in mapping_problems:
+            report.add(raw.row, field, kind, reason, raw.line, raw.shard)
+        explained = {name for field, _, _ in mapping_problems for name in DERIVED_FIELDS.get(field, ())}
+        problems = [problem for problem in problems if problem[0] not in explained]
         for field, kind, reason in problems:
             report.add(raw.row, mapping.stored_name(field), kind, reason, raw.line, raw.shard)
 

@@ -112,7 +112,7 @@ class DataReport:
         if self.description:
             lines.append(f"read: {self.description}")
         if self.mapping is not None:
-            lines.append(self.mapping.describe())
+            lines.extend(self.mapping.describe_lines())
         if self.bad_rows:
             lines.append("bad rows:")
             lines.extend(f"  {bad}" for bad in self._sorted(self.bad_rows))

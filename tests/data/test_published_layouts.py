@@ -129,10 +129,11 @@ def test_rlaif_v_shards_are_read_as_published(tmp_path: Path, capsys: pytest.Cap
     assert status == 0
     assert out.splitlines()[0] == f"{folder}: 8 rows, 8 usable, 0 bad"
     assert "read: 2 .parquet file(s)" in out
-    layout = next(line for line in out.splitlines() if line.startswith("layout: "))
-    assert "RLAIF-V" in layout and "question→prompt" in layout and "idx→id" in layout
-    assert "image (inline bytes; chosen over image_path)" in layout
-    assert "unused: ds_name, origin_dataset, origin_split, image_path" in layout
+    assert "layout: RLAIF-V (question, chosen, rejected, image)\n" in out
+    assert (
+        "columns: question→prompt, chosen, rejected, image (inline bytes; chosen over image_path), idx→id; "
+        "unused: ds_name, origin_dataset, origin_split, image_path (change with --column_map COLUMN=FIELD)\n"
+    ) in out
 
 
 def test_rlaif_v_bad_rows_name_the_shard_and_the_stored_column(
@@ -161,7 +162,7 @@ def test_rlhf_v_file_and_its_download_folder(tmp_path: Path, capsys: pytest.Capt
         assert examples[1].prompt == QUESTIONS[1]
         assert report.mapping is not None and report.mapping.layout.startswith("RLHF-V")
     status, out, _ = check(capsys, str(folder))
-    assert status == 0 and "layout: RLHF-V" in out and "text" in out and "idx→id" in out
+    assert status == 0 and "layout: RLHF-V" in out and "columns: text, image (inline bytes" in out
 
 
 def test_missing_recipe_file_says_how_to_download_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -290,6 +291,47 @@ def test_conversations_with_preference_values(tmp_path: Path) -> None:
     assert examples[1].prompt == [{"role": "user", "content": [{"type": "text", "text": QUESTIONS[1]}]}]
 
 
+def test_llava_rlhf_outputs_ranked_by_preference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """zhiqings/LLaVA-Human-Preference-10K: output_1/output_2 ({from, value}) and preference 1 or 2."""
+    (tmp_path / "coco").mkdir()
+    rows = []
+    for k in range(4):
+        Image.open(io.BytesIO(png(k))).save(tmp_path / "coco" / f"{k}.png")
+        chosen, rejected = pair(k)
+        outputs = [chosen, rejected] if k % 2 == 0 else [rejected, chosen]
+        rows.append(
+            {
+                "id": f"q{k}",
+                "image": f"{k}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is here?"},
+                    {"from": "gpt", "value": "A square."},
+                    {"from": "human", "value": QUESTIONS[k]},
+                ],
+                "output_1": {"from": "llava", "value": outputs[0]},
+                "output_2": {"from": "llava", "value": outputs[1]},
+                "preference": 1 if k % 2 == 0 else 2,
+                "hallucination": False,
+            }
+        )
+    rows[3]["preference"] = 0
+    rows[2]["conversations"] = "What is here?"
+    data = tmp_path / "llava_7b_v1_preference.json"
+    data.write_text(json.dumps(rows))
+
+    examples, report = load_preference_rows(data, image_root=tmp_path / "coco", on_bad_row="skip")
+    assert [(ex.chosen, ex.rejected) for ex in examples] == [pair(0), pair(1)]
+    assert [message["role"] for message in examples[1].prompt] == ["user", "assistant", "user"]
+    assert [(bad.row, bad.field, bad.kind) for bad in report.bad_rows] == [
+        (2, "conversations", "wrong_type"),
+        (3, "preference", "bad_preference"),
+    ]
+    status, out, _ = check(capsys, str(data), "--image_root", str(tmp_path / "coco"))
+    assert status == 1 and "layout: LLaVA-RLHF (output_1/output_2 ranked by preference)" in out
+    assert "row 3, field 'preference': expected 1 or 2 (the preferred output), got 0" in out
+    assert "unused: hallucination" in out
+
+
 def test_image_column_that_works_is_chosen(tmp_path: Path) -> None:
     """`image` names files that are not there, `image_path` names files that are: use image_path."""
     (tmp_path / "img").mkdir()
@@ -341,7 +383,7 @@ def test_unmappable_schema_is_one_line_then_mapped_with_column_map(
         "bad=rejected,picture=image",
     )
     assert status == 0 and "3 rows, 3 usable" in out
-    assert "layout: custom (--column_map); columns: q→prompt, good→chosen, bad→rejected, picture→image" in out
+    assert "layout: custom (--column_map)\ncolumns: q→prompt, good→chosen, bad→rejected, picture→image" in out
     examples, _ = load_preference_rows(
         data, column_map={"q": "prompt", "good": "chosen", "bad": "rejected", "picture": "image"}
     )
