@@ -513,3 +513,58 @@ def test_plain_folder_of_images_is_still_refused(tmp_path: Path, capsys: pytest.
     status, _, err = check(capsys, str(tmp_path / "img"))
     assert status == 1 and err.count("\n") == 1
     assert "not a `datasets` folder" in err and "holds no .json, .jsonl, .parquet files" in err
+
+
+def write_povid(folder: Path, n: int) -> Path:
+    (folder / "coco").mkdir(parents=True)
+    rows = []
+    for k in range(n):
+        Image.open(io.BytesIO(png(k))).save(folder / "coco" / f"{k}.png")
+        chosen, rejected = pair(k)
+        conversations = [
+            {"from": "human", "value": f"<image>\n{QUESTIONS[k % 5]}"},
+            {"from": "gpt", "value": chosen},
+        ]
+        rows.append(
+            {
+                "id": k,
+                "image": f"coco/{k}.png",
+                "conversations": conversations,
+                "chosen": chosen,
+                "rejected": rejected,
+            }
+        )
+    (folder / "povid.json").write_text(json.dumps(rows))
+    return folder / "povid.json"
+
+
+LAYOUTS = {
+    "rlaif_v_shards": lambda root: (
+        write_parquet(root / "rlaif-v" / "RLAIF-V-Dataset_000.parquet", rlaif_v_rows(4)).parent
+    ),
+    "trl_hub_shards": lambda root: (
+        write_parquet(root / "h4" / "data" / "train-00000-of-00001.parquet", trl_rows(4)).parent.parent
+    ),
+    "rlhf_v": lambda root: write_parquet(root / "rlhf-v" / "RLHF-V-Dataset.parquet", rlhf_v_rows(4)),
+    "llava_conversations": lambda root: write_povid(root / "povid", 4),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_published_layout_trains(
+    layout: str, tmp_path: Path, tiny_model: Any, capsys: pytest.CaptureFixture
+) -> None:
+    """`chip train` reads the layout as `chip data check` does and takes an optimiser step."""
+    data = LAYOUTS[layout](tmp_path)
+    assert check(capsys, str(data))[0] == 0
+    out = tmp_path / "out"
+    args = {
+        "model_name_or_path": tiny_model("llava"), "dataset": data, "output_dir": out, "max_steps": 1,
+        "per_device_train_batch_size": 4, "save_strategy": "no", "report_to": "none", "use_cpu": True,
+        "logging_steps": 1, "dataloader_num_workers": 0, "disable_tqdm": True,
+    }  # fmt: skip
+    assert (
+        chip_main(["train", *(item for key, value in args.items() for item in (f"--{key}", str(value)))]) == 0
+    )
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("loss" in entry and entry["loss"] > 0 for entry in history)
