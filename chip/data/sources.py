@@ -9,7 +9,10 @@ A local path always wins, so a folder that happens to be called `owner/name` is 
 A hub id or spec goes through `datasets.load_dataset` without streaming: the dataset is
 downloaded once into the Hugging Face cache (arrow files, memory-mapped), so a check and the
 training run that follows read the same local copy, and every row can be counted and checked.
-Any failure there (offline, unknown name, gated) is one line naming what to do instead.
+A hub id is first looked up with one short request (no retries), so that an offline machine or
+a misspelt name is told so at once instead of after `load_dataset`'s retries; with
+`HF_HUB_OFFLINE=1` the lookup is skipped and the cached copy is used. Any failure (offline,
+unknown name, gated) is one line naming what to do instead.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from chip.errors import DataError
 SPEC_KEYS = ("name", "config", "split", "data_files", "data_dir", "revision")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow", ".csv")
+# Seconds the hub lookup may take before the hub counts as unreachable.
+HUB_LOOKUP_TIMEOUT = 10
 # `key=value` pairs separated by commas; a comma inside a value (a list of files) is kept.
 _SPEC_PAIR = re.compile(r",\s*(?=\w+\s*=)")
 
@@ -93,9 +98,10 @@ def parse_spec(dataset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str,
         if isinstance(values.get("data_files"), str) and "," in values["data_files"]:
             values["data_files"] = [item.strip() for item in values["data_files"].split(",")]
         return _check_spec(values, text)
-    if _HUB_ID.match(stripped) and not stripped.lower().endswith(_DATA_SUFFIXES):
+    owner = stripped.split("/", 1)[0]
+    if _HUB_ID.match(stripped) and not stripped.lower().endswith(_DATA_SUFFIXES) and not Path(owner).exists():
         return {"name": stripped}
-    return None
+    return None  # a local path (`data/rlhf-v` when `data/` exists), reported missing by the reader
 
 
 def _check_spec(values: dict[str, Any], text: str) -> dict[str, Any]:
@@ -116,6 +122,8 @@ def _open_hub(spec: dict[str, Any], split: str | None) -> DatasetSource:
     split = spec.get("split") or split
     arguments = {key: spec[key] for key in ("data_files", "data_dir", "revision") if spec.get(key)}
     label = name if set(spec) == {"name"} else ",".join(f"{k}={v}" for k, v in spec.items())
+    if "/" in name:  # a hub id, not a builder such as parquet
+        _look_up(name, spec)
     try:
         loaded = datasets.load_dataset(name, spec.get("config"), split=split, **arguments)
     except Exception as err:  # datasets raises many types here (network, hub, builder, files)
@@ -126,18 +134,33 @@ def _open_hub(spec: dict[str, Any], split: str | None) -> DatasetSource:
     return DatasetSource(label, total, records, Path.cwd(), description or "")
 
 
+def _look_up(name: str, spec: dict[str, Any]) -> None:
+    """One quick request for the hub id (skipped offline); a `DataError` when it fails."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        huggingface_hub.HfApi().dataset_info(name, revision=spec.get("revision"), timeout=HUB_LOOKUP_TIMEOUT)
+    except Exception as err:  # network errors come from the HTTP client, hub errors from huggingface_hub
+        raise DataError(_load_error(name, spec, err)) from None
+
+
 def _load_error(name: str, spec: dict[str, Any], err: Exception) -> str:
     """One line for a failed `load_dataset`: offline, unknown/gated name, or a builder problem."""
     detail = " ".join(str(err).split())[:300] or type(err).__name__
     folder = f"data/{name.rsplit('/', 1)[-1].lower()}"
     download = (
         f"download it with `hf download {name} --repo-type dataset --local-dir {folder}` on a machine "
-        f"with network access and pass the folder {folder}"
+        f"with network access and pass the folder {folder} (or, if it is already in the Hugging Face "
+        "cache, set HF_HUB_OFFLINE=1)"
     )
     local = "no such local file or folder; " if not spec.get("data_files") and "/" in name else ""
     kind = type(err).__name__
     if isinstance(err, (ConnectionError, TimeoutError)) or any(
-        word in f"{kind} {detail}".lower() for word in ("connection", "offline", "timed out", "resolve host")
+        word in f"{kind} {detail}".lower()
+        for word in ("connect", "offline", "timed out", "timeout", "resolve host", "name or service")
     ):
         return f"{name}: {local}cannot reach the Hugging Face hub for {name!r} (offline?): {download}"
     if kind in ("DatasetNotFoundError", "RepositoryNotFoundError", "GatedRepoError"):

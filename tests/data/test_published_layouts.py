@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import huggingface_hub
 import pytest
 from PIL import Image
 
@@ -441,6 +442,7 @@ def test_hub_id_is_loaded_with_load_dataset(
         return fake_hub(tmp_path)
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, name, **kwargs: None)
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     status, out, _ = check(capsys, "openbmb/RLAIF-V-Dataset")
     assert status == 0 and calls == [("openbmb/RLAIF-V-Dataset", None, None, {})]
@@ -449,42 +451,53 @@ def test_hub_id_is_loaded_with_load_dataset(
 
 
 @pytest.mark.parametrize(
-    ("error", "fragment"),
+    ("name", "error", "fragment"),
     [
         (
-            ConnectionError("Couldn't reach 'openbmb/RLAIF-V-Dataset' on the Hub"),
-            "cannot reach the Hugging Face hub",
+            "openbmb/RLAIF-V-Dataset",
+            ConnectionError("[Errno -2] Name or service not known"),
+            "cannot reach the Hugging Face hub for 'openbmb/RLAIF-V-Dataset' (offline?): download it with "
+            "`hf download openbmb/RLAIF-V-Dataset --repo-type dataset --local-dir data/rlaif-v-dataset`",
         ),
         (
+            "openbmb/RLAIF-V-Datasets",
             datasets.exceptions.DatasetNotFoundError("Dataset 'openbmb/RLAIF-V-Datasets' doesn't exist"),
-            "no dataset 'openbmb/RLAIF-V-Datasets' on the Hugging Face hub",
+            "no dataset 'openbmb/RLAIF-V-Datasets' on the Hugging Face hub, or it is gated/private",
         ),
     ],
     ids=["offline", "not_found"],
 )
+@pytest.mark.parametrize("failing", ["lookup", "load_dataset"])
 def test_hub_failure_is_one_line_with_the_fix(
+    name: str,
     error: Exception,
     fragment: str,
+    failing: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    def load_dataset(*args: Any, **kwargs: Any) -> Any:
+    def fail(*args: Any, **kwargs: Any) -> Any:
         raise error
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    name = (
-        "openbmb/RLAIF-V-Datasets"
-        if "not_found" in fragment or "no dataset" in fragment
-        else "openbmb/RLAIF-V-Dataset"
-    )
+    lookup = fail if failing == "lookup" else (lambda self, name, **kwargs: None)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lookup)
+    monkeypatch.setattr(datasets, "load_dataset", fail)
     status, _, err = check(capsys, name)
-    assert status == 1 and err.count("\n") == 1 and fragment in err
-    if "reach" in fragment:
-        assert (
-            "hf download openbmb/RLAIF-V-Dataset --repo-type dataset --local-dir data/rlaif-v-dataset" in err
-        )
+    assert status == 1 and err.count("\n") == 1
+    assert err.startswith(f"chip: error: {name}: no such local file or folder; ") and fragment in err
+
+
+def test_relative_path_under_an_existing_folder_is_local_not_a_hub_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    status, _, err = check(capsys, "data/rlaif-v")
+    assert status == 1 and err.startswith(
+        "chip: error: dataset not found: data/rlaif-v (download openbmb/RLAIF-V"
+    )
 
 
 def test_load_dataset_spec_on_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
