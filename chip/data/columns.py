@@ -20,7 +20,7 @@ has no column is refused with one line listing the columns found and the option 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chip.errors import DataError
@@ -71,6 +71,7 @@ class ColumnMapping:
     dropped: tuple[str, ...] = ()
     conversations: bool = False
     ranked_outputs: bool = False
+    rlhfv: bool = False  # `text` holds RLHF-V's JSON, expanded by chip.data.rows
     image_note: str = ""  # how the image column was chosen, e.g. "inline bytes"
 
     @property
@@ -81,7 +82,7 @@ class ColumnMapping:
         extra = {"conversations"} if self.conversations else set()
         if self.ranked_outputs:
             extra |= set(RANKED_OUTPUTS)
-        if self.layout.startswith("RLHF-V"):
+        if self.rlhfv:
             extra.add("text")
         return tuple(name for name in self.columns if name in renamed | direct | extra)
 
@@ -207,6 +208,8 @@ def detect_mapping(
         )
     renames = dict(overrides)
     fields = {target for target in renames.values()}
+    if fields & {"images", "image"}:  # one image column, whichever of the two names it gets
+        fields |= {"images", "image"}
     dropped = [name for name in columns if name in FIELDS and name in fields and name not in renames]
 
     def has(field_name: str) -> bool:
@@ -221,7 +224,12 @@ def detect_mapping(
             fields.add(field_name)
 
     image_note = ""
-    if not (has("images") or has("image")) or _image_column_is_broken(columns, sample, image_works, has):
+    overridden_image = next(
+        (name for name, target in overrides.items() if target in ("images", "image")), None
+    )
+    if overridden_image is not None:
+        image_note = _image_kind(_first_value(sample, overridden_image), image_works)
+    elif not (has("images") or has("image")) or _image_column_is_broken(columns, sample, image_works, has):
         choice = _choose_image_column(columns, sample, image_works, exclude=set(renames))
         if choice is not None:
             column, target, image_note = choice
@@ -248,12 +256,12 @@ def detect_mapping(
         dropped=tuple(dropped),
         conversations=conversations,
         ranked_outputs=ranked_outputs,
+        rlhfv=rlhfv,
         image_note=image_note,
     )
-    layout = _layout_name(mapping, sample, bool(overrides), rlhfv)
-    mapping = ColumnMapping(**{**mapping.__dict__, "layout": layout})
+    mapping = replace(mapping, layout=_layout_name(mapping, sample, bool(overrides)))
     if sample:
-        _refuse_unmappable(source, mapping, sample, rlhfv)
+        _refuse_unmappable(source, mapping, sample)
     return mapping
 
 
@@ -351,11 +359,11 @@ def _choose_image_column(
     return column, target, note
 
 
-def _layout_name(mapping: ColumnMapping, sample: list[dict[str, Any]], overridden: bool, rlhfv: bool) -> str:
+def _layout_name(mapping: ColumnMapping, sample: list[dict[str, Any]], overridden: bool) -> str:
     renames = dict(mapping.renames)
     if overridden:
         return "custom (--column_map)"
-    if rlhfv:
+    if mapping.rlhfv:
         return "RLHF-V (text = JSON question/chosen/rejected)"
     if mapping.ranked_outputs:
         return "LLaVA-RLHF (output_1/output_2 ranked by preference)"
@@ -370,9 +378,7 @@ def _layout_name(mapping: ColumnMapping, sample: list[dict[str, Any]], overridde
     return "chip / TRL standard (prompt, chosen, rejected, images)"
 
 
-def _refuse_unmappable(
-    source: str, mapping: ColumnMapping, sample: list[dict[str, Any]], rlhfv: bool
-) -> None:
+def _refuse_unmappable(source: str, mapping: ColumnMapping, sample: list[dict[str, Any]]) -> None:
     fields = {target for _, target in mapping.renames} | {
         name for name in mapping.columns if name in FIELDS and name not in mapping.dropped
     }
@@ -381,9 +387,9 @@ def _refuse_unmappable(
         mapping.conversations and "chosen" in (conversation_fields(sample[0].get("conversations")) or {})
     )
     needed = {
-        "prompt": rlhfv or mapping.conversations or implicit_prompt or "prompt" in fields,
-        "chosen": rlhfv or pair_from_conversations or "chosen" in fields,
-        "rejected": rlhfv or pair_from_conversations or "rejected" in fields,
+        "prompt": mapping.rlhfv or mapping.conversations or implicit_prompt or "prompt" in fields,
+        "chosen": mapping.rlhfv or pair_from_conversations or "chosen" in fields,
+        "rejected": mapping.rlhfv or pair_from_conversations or "rejected" in fields,
         "images": bool(fields & {"images", "image"}),
     }
     missing = [name for name, found in needed.items() if not found]

@@ -402,6 +402,19 @@ def test_override_beats_a_recognised_column(tmp_path: Path) -> None:
     assert report.mapping is not None and "question" in report.mapping.describe().split("unused: ")[1]
 
 
+def test_image_override_replaces_both_standard_image_columns(tmp_path: Path) -> None:
+    rows = [{**row, "images": ["missing.png"]} for row in rlaif_v_rows(2)]
+    for row in rows:
+        row["thumb"] = row.pop("image")
+    data = write_parquet(tmp_path / "rows.parquet", rows)
+
+    examples, report = load_preference_rows(data, column_map="thumb=image")
+    assert report.ok and examples[0].images[0].data == png(0)
+    assert report.mapping is not None
+    assert "thumb→image (inline bytes)" in report.mapping.describe()
+    assert "images" in report.mapping.describe().split("unused: ")[1]
+
+
 @pytest.mark.parametrize(
     ("column_map", "fragment"),
     [
