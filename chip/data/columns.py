@@ -14,7 +14,8 @@ LLaVA-RLHF's `output_1`/`output_2` with a `preference` of 1 or 2 give the pair.
 RLHF-V's `text` JSON and TRL's implicit-prompt rows are expanded later by `chip.data.rows`.
 
 A user override (`--column_map question=prompt`) always wins. A schema where a required field
-has no column is refused with one line listing the columns found and the option to map them.
+has no column, while some column is left unread, is refused with one line listing the columns
+found and the option to map them (with every column read, each row reports the missing field).
 """
 
 from __future__ import annotations
@@ -393,7 +394,8 @@ def _refuse_unmappable(source: str, mapping: ColumnMapping, sample: list[dict[st
         "images": bool(fields & {"images", "image"}),
     }
     missing = [name for name, found in needed.items() if not found]
-    if missing:
+    # Only a column chip does not read can hold the missing field; without one, the rows report it.
+    if missing and set(mapping.columns) - set(mapping.used):
         raise DataError(
             f"{source}: no column for {', '.join(missing)}; columns found: "
             f"{', '.join(mapping.columns) or '(none)'}; {MAP_HINT}"

@@ -594,3 +594,11 @@ def test_published_layout_trains(
     )
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert any("loss" in entry and entry["loss"] > 0 for entry in history)
+
+
+def test_rows_missing_a_field_without_unread_columns_report_it_per_row(tmp_path: Path) -> None:
+    """Nothing could be mapped, so the usual row report says what is missing, row by row."""
+    data = tmp_path / "ids.jsonl"
+    data.write_text('{"id": 1}\n{"id": 2}\n')
+    _, report = load_preference_rows(data, on_bad_row="skip")
+    assert report.num_bad_rows == 2 and report.counts() == {"missing_field": 2}
