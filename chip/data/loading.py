@@ -148,7 +148,15 @@ def check_lengths(
                 f"response within max_length={max_length}"
             )
             bad_rows.append(
-                BadRow(example.source, example.row, "prompt", "prompt_too_long", reason, example.line)
+                BadRow(
+                    example.source,
+                    example.row,
+                    "prompt",
+                    "prompt_too_long",
+                    reason,
+                    example.line,
+                    example.shard,
+                )
             )
     return bad_rows
 
@@ -277,4 +285,5 @@ def _to_example(candidate: _Candidate, parsed: ParsedRow, source: str) -> Prefer
         chosen_segments=parsed.chosen_segments,
         rejected_segments=parsed.rejected_segments,
         line=candidate.raw.line,
+        shard=candidate.raw.shard,
     )

@@ -219,6 +219,7 @@ def test_trl_string_columns_in_jsonl_shards_with_image_paths(tmp_path: Path) -> 
     (bad,) = report.bad_rows
     assert str(bad).startswith("row 6 (part-1.jsonl line 5), field 'row': invalid JSON")
     assert examples[4].images[0].path == (folder / "img" / "4.png").resolve()
+    assert examples[4].shard == "part-1.jsonl line 3"
     assert report.mapping is not None and report.mapping.renames == ()
 
 
