@@ -2,9 +2,10 @@
 
 from chip.data import load_preference_rows
 examples, report = load_preference_rows("train.jsonl", on_bad_row="skip")
-print(report)
+print(report)                     # the recognised layout / column mapping, then every bad row
 """
 
+from chip.data.columns import ColumnMapping, parse_column_map
 from chip.data.images import DEFAULT_MAX_PIXELS, TINY_IMAGE_SIDE, ImageProblem, ImageRef, to_rgb
 from chip.data.loading import apply_on_bad_row, check_lengths, load_preference_rows
 from chip.data.report import BadRow, DataReport, OnBadRow
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "TINY_IMAGE_SIDE",
     "BadRow",
+    "ColumnMapping",
     "DataReport",
     "ImageProblem",
     "ImageRef",
@@ -22,5 +24,6 @@ __all__ = [
     "apply_on_bad_row",
     "check_lengths",
     "load_preference_rows",
+    "parse_column_map",
     "to_rgb",
 ]

@@ -1,9 +1,13 @@
 """`chip data check`: validate a preference dataset before spending GPU hours on it.
 
     chip data check data/train.jsonl --image_root data/images
+    chip data check data/rlaif-v                       # a folder of parquet shards, as downloaded
+    chip data check openbmb/RLAIF-V-Dataset            # a hub id (needs network, or the HF cache)
+    chip data check my.parquet --column_map query=prompt,img=image
 
-Prints every bad row (line or row index, field, reason), a count per reason and any warnings,
-then exits 0 when every row is usable and 1 otherwise, so it can gate a pipeline.
+Prints the recognised layout and column mapping, every bad row (line or row index, field, reason),
+a count per reason and any warnings, then exits 0 when every row is usable and 1 otherwise, so it
+can gate a pipeline.
 """
 
 from __future__ import annotations
@@ -15,14 +19,33 @@ from chip.data.loading import load_preference_rows
 
 
 def check_main(argv: list[str]) -> int:
-    """Validate FILE (.jsonl, .parquet or a `datasets` folder) and report every unusable row.
+    """Validate a preference dataset and report every unusable row.
 
-    Each image is opened and fully decoded (use --image_check header on very large datasets to
+    DATASET is a .jsonl, .json or .parquet file, a folder of such shards (as downloaded from the
+    Hugging Face hub), a folder written by save_to_disk, a hub id (owner/name), or load_dataset
+    arguments (name=parquet,data_files=data/*.parquet,split=train). Columns are recognised from
+    the published layouts (RLAIF-V, RLHF-V, TRL, LLaVA conversations...); the summary shows the
+    mapping, and --column_map COLUMN=FIELD changes it. Each image is opened and fully decoded (use --image_check header on very large datasets to
     read headers only). Exit status: 0 when every row is usable, 1 when any row is bad; an
     unreadable file is reported on one line with status 1.
     """
     parser = argparse.ArgumentParser(prog="chip data check", description=check_main.__doc__)
-    parser.add_argument("file", help="a .jsonl or .parquet file, or a folder written by save_to_disk")
+    parser.add_argument(
+        "file",
+        metavar="DATASET",
+        help="a .jsonl/.json/.parquet file, a folder of them, a save_to_disk folder, a hub id, or a spec",
+    )
+    parser.add_argument(
+        "--column_map",
+        action="append",
+        default=None,
+        metavar="COLUMN=FIELD",
+        help="read COLUMN as FIELD (prompt, chosen, rejected, images, image, id, *_segments); "
+        "repeatable or comma-separated, e.g. --column_map question=prompt,img=image",
+    )
+    parser.add_argument(
+        "--split", default=None, help="split of a DatasetDict, shard folder or hub dataset (default: train)"
+    )
     parser.add_argument(
         "--image_root",
         default=None,
@@ -55,6 +78,8 @@ def check_main(argv: list[str]) -> int:
         image_check=args.image_check,
         num_workers=args.workers,
         progress=True,
+        column_map=args.column_map,
+        split=args.split,
     )
     print(report)
     return 0 if report.ok else 1

@@ -1,10 +1,13 @@
 """Load a preference dataset into `PreferenceExample`s, with a report of every unusable row.
 
     examples, report = load_preference_rows("data/train.jsonl", image_root="data/images")
+    examples, report = load_preference_rows("openbmb/RLAIF-V-Dataset", column_map="question=prompt")
 
-One pass reads and validates the records (`chip.data.rows`), resolves image paths against the
-image root, finds duplicate ids, then checks each distinct image once, in threads (Pillow
-releases the GIL while decoding). Nothing about a bad row is silent: with `on_bad_row="error"`
+The dataset is opened (`chip.data.sources`: a file, a folder of shards, a `datasets` folder, a hub
+id or a `load_dataset` spec), its columns are mapped onto the preference fields from its first
+records (`chip.data.columns`; the mapping is `report.mapping`), then one pass reads and validates
+the records (`chip.data.rows`), resolves image paths against the image root, finds duplicate ids,
+then checks each distinct image once, in threads (Pillow releases the GIL while decoding). Nothing about a bad row is silent: with `on_bad_row="error"`
 the dataset is refused with a `DataError` naming the first problems; with `"skip"` the bad rows
 are dropped and the returned `DataReport` lists and counts them.
 
@@ -15,13 +18,16 @@ trainer calls `check_lengths` and then `apply_on_bad_row` so that they end up in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
+from chip.data.columns import DERIVED_FIELDS, ColumnMapping, detect_mapping, parse_column_map
 from chip.data.images import (
     DEFAULT_MAX_PIXELS,
     TINY_IMAGE_SIDE,
@@ -31,12 +37,16 @@ from chip.data.images import (
     check_image,
     resolve_image_path,
 )
-from chip.data.readers import RawRecord, read_records
+from chip.data.readers import RawRecord
 from chip.data.report import BadRow, DataReport, OnBadRow
 from chip.data.rows import ParsedRow, PreferenceExample, parse_row
+from chip.data.sources import open_dataset
 from chip.errors import DataError
 
 ImageResult = tuple[int, int] | ImageProblem
+ColumnMap = str | Sequence[str] | Mapping[str, str]
+# Records read before the rest to find the columns and which image column works.
+SAMPLE_ROWS = 200
 
 
 @dataclass
@@ -50,7 +60,7 @@ class _Candidate:
 
 
 def load_preference_rows(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Mapping[str, Any],
     image_root: str | os.PathLike[str] | None = None,
     on_bad_row: OnBadRow = "error",
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -58,26 +68,46 @@ def load_preference_rows(
     image_check: ImageCheck = "decode",
     num_workers: int | None = None,
     progress: bool = False,
+    column_map: ColumnMap | None = None,
+    split: str | None = None,
 ) -> tuple[list[PreferenceExample], DataReport]:
-    """Read and validate a `.jsonl`, `.parquet` or `datasets` folder of preference rows.
+    """Read and validate preference rows from any layout `chip data check` accepts.
 
-    Image paths are relative to `image_root`, else to the folder holding `path`, and may not leave
-    that root unless `allow_outside_root`. `image_check="header"` skips full decoding (faster, but
-    a truncated file is only found when training reads it). Raises `DataError` for an unreadable
-    dataset, and for any bad row when `on_bad_row="error"`.
+    `path` is a `.jsonl`/`.json`/`.parquet` file, a folder of such shards, a `datasets` folder,
+    a hub id (`openbmb/RLAIF-V-Dataset`) or a `load_dataset` spec (`"name=parquet,data_files=..."`,
+    a JSON/YAML string or a dict). `column_map` overrides the recognised columns:
+    `"question=prompt,img=image"`, a list of `COLUMN=FIELD` strings, or a dict; the mapping used is
+    `report.mapping`. `split` picks a split of a DatasetDict, shard folder or hub dataset (default:
+    `train`, else the only one). Image paths are relative to `image_root`, else to the folder
+    holding the data (the working directory for a hub dataset), and may not leave that root unless
+    `allow_outside_root`. `image_check="header"` skips full decoding (faster, but a truncated file
+    is only found when training reads it). Raises `DataError` (one line) for an unreadable or
+    unmappable dataset, and for any bad row when `on_bad_row="error"`.
     """
     if on_bad_row not in ("error", "skip"):
         raise ValueError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     if image_check not in ("decode", "header"):
         raise ValueError(f"image_check must be 'decode' or 'header', got {image_check!r}")
-    path = Path(path)
+    overrides = parse_column_map(column_map)
     if image_root is not None and not Path(image_root).is_dir():
         raise DataError(f"image_root {image_root} is not a directory")
-    root = Path(image_root) if image_root is not None else path.resolve().parent
-    report = DataReport(source=str(path))
+    source = open_dataset(path, split)
+    root = Path(image_root) if image_root is not None else source.default_root
+    report = DataReport(source=source.name, description=source.description)
 
-    total, records = read_records(path)
-    candidates = _parse_records(records, total, root, allow_outside_root, report, progress)
+    records, sample = _peek(source.records)
+    columns = list(dict.fromkeys(name for record in sample for name in record))
+
+    def image_works(image_path: str) -> bool:
+        try:
+            return resolve_image_path(image_path, root, allow_outside_root).is_file()
+        except ImageProblem:
+            return False
+
+    report.mapping = detect_mapping(source.name, columns, sample, overrides, image_works)
+    candidates = _parse_records(
+        records, source.total, root, allow_outside_root, report, report.mapping, progress
+    )
     results = _check_images(candidates, max_pixels, image_check, num_workers, progress)
 
     examples = []
@@ -86,11 +116,13 @@ def load_preference_rows(
         for field, ref in candidate.images:
             result = results[ref.key]
             if isinstance(result, ImageProblem):
-                report.add(raw.row, field, result.kind, result.reason, raw.line)
+                report.add(raw.row, field, result.kind, result.reason, raw.line, raw.shard)
                 parsed = None
             elif min(result) < TINY_IMAGE_SIDE:
                 reason = f"image {ref.describe()} is only {result[0]}×{result[1]} pixels and carries little visual evidence"
-                report.warnings.append(BadRow(report.source, raw.row, field, "image_tiny", reason, raw.line))
+                report.warnings.append(
+                    BadRow(report.source, raw.row, field, "image_tiny", reason, raw.line, raw.shard)
+                )
         if parsed is not None:
             examples.append(_to_example(candidate, parsed, report.source))
     return apply_on_bad_row(examples, report, on_bad_row), report
@@ -116,7 +148,15 @@ def check_lengths(
                 f"response within max_length={max_length}"
             )
             bad_rows.append(
-                BadRow(example.source, example.row, "prompt", "prompt_too_long", reason, example.line)
+                BadRow(
+                    example.source,
+                    example.row,
+                    "prompt",
+                    "prompt_too_long",
+                    reason,
+                    example.line,
+                    example.shard,
+                )
             )
     return bad_rows
 
@@ -133,15 +173,25 @@ def apply_on_bad_row(
     return [example for example in examples if example.row not in bad]
 
 
+def _peek(records: Iterator[RawRecord]) -> tuple[Iterator[RawRecord], list[dict[str, Any]]]:
+    """(all records again, the first readable records) without reading the dataset twice."""
+    head = list(islice(records, SAMPLE_ROWS))
+    return chain(head, records), [raw.record for raw in head if raw.problem is None]
+
+
 def _parse_records(
     records: Iterable[RawRecord],
     total: int,
     root: Path,
     allow_outside_root: bool,
     report: DataReport,
+    mapping: ColumnMapping,
     progress: bool,
 ) -> list[_Candidate]:
-    """Validate fields, resolve image paths and find duplicate ids; report every problem."""
+    """Map columns, validate fields, resolve image paths, find duplicate ids; report every problem.
+
+    Problems are reported under the stored column names (`question`, not `prompt`).
+    """
     candidates = []
     first_use: dict[str, str] = {}  # id -> location of the row that used it first
     resolved: dict[str, ImageRef | ImageProblem] = {}  # path as written -> its checked location
@@ -150,20 +200,28 @@ def _parse_records(
     ):
         report.total_rows += 1
         if raw.problem is not None:
-            report.add(raw.row, *raw.problem, line=raw.line)
+            report.add(raw.row, *raw.problem, line=raw.line, shard=raw.shard)
             continue
-        parsed, sources, problems = parse_row(raw.record)
-        for problem in problems:
-            report.add(raw.row, *problem, line=raw.line)
+        record, mapping_problems = mapping.apply(raw.record)
+        parsed, sources, problems = parse_row(record)
+        sources = [(mapping.stored_name(field), source) for field, source in sources]
+        if mapping_problems:
+            parsed = None
+        for field, kind, reason in mapping_problems:
+            report.add(raw.row, field, kind, reason, raw.line, raw.shard)
+        explained = {name for field, _, _ in mapping_problems for name in DERIVED_FIELDS.get(field, ())}
+        problems = [problem for problem in problems if problem[0] not in explained]
+        for field, kind, reason in problems:
+            report.add(raw.row, mapping.stored_name(field), kind, reason, raw.line, raw.shard)
 
         row_id = parsed.id if parsed is not None and parsed.id is not None else str(raw.row)
         if parsed is not None and row_id in first_use:
             implicit = "" if parsed.id is not None else " (the row has no id, so its index is its id)"
             reason = f"id {row_id!r}{implicit} is already used by {first_use[row_id]}"
-            report.add(raw.row, "id", "duplicate_id", reason, raw.line)
+            report.add(raw.row, mapping.stored_name("id"), "duplicate_id", reason, raw.line, raw.shard)
             parsed = None
         elif parsed is not None:
-            first_use[row_id] = f"line {raw.line}" if raw.line is not None else f"row {raw.row}"
+            first_use[row_id] = BadRow(report.source, raw.row, "", "", "", raw.line, raw.shard).location
 
         images = []
         for field, source in sources:
@@ -177,7 +235,7 @@ def _parse_records(
                     resolved[source] = problem
             ref_or_problem = resolved[source]
             if isinstance(ref_or_problem, ImageProblem):
-                report.add(raw.row, field, ref_or_problem.kind, ref_or_problem.reason, raw.line)
+                report.add(raw.row, field, ref_or_problem.kind, ref_or_problem.reason, raw.line, raw.shard)
                 parsed = None
             else:
                 images.append((field, ref_or_problem))
@@ -227,4 +285,5 @@ def _to_example(candidate: _Candidate, parsed: ParsedRow, source: str) -> Prefer
         chosen_segments=parsed.chosen_segments,
         rejected_segments=parsed.rejected_segments,
         line=candidate.raw.line,
+        shard=candidate.raw.shard,
     )

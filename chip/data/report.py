@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from chip.data.columns import ColumnMapping
 
 OnBadRow = Literal["error", "skip"]
 
@@ -34,10 +37,13 @@ class BadRow:
     kind: str
     reason: str
     line: int | None = None
+    shard: str | None = None  # in a folder of shards: ``data/train-00001.parquet row 2``
 
     @property
     def location(self) -> str:
-        """Where the row is, as a user would look for it: ``line 7`` or ``row 6``."""
+        """Where the row is, as a user would look for it: ``line 7``, ``row 6``, or ``row 6 (shard)``."""
+        if self.shard is not None:
+            return f"row {self.row} ({self.shard})"
         return f"line {self.line}" if self.line is not None else f"row {self.row}"
 
     def __str__(self) -> str:
@@ -56,10 +62,14 @@ class DataReport:
     total_rows: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     warnings: list[BadRow] = field(default_factory=list)
+    description: str = ""  # what was read, for a folder or hub dataset: "split train, 4 .parquet file(s)"
+    mapping: ColumnMapping | None = None  # which column feeds which field (chip.data.columns)
 
-    def add(self, row: int, field: str, kind: str, reason: str, line: int | None = None) -> None:
+    def add(
+        self, row: int, field: str, kind: str, reason: str, line: int | None = None, shard: str | None = None
+    ) -> None:
         """Record one problem of one row of this report's source."""
-        self.bad_rows.append(BadRow(self.source, row, field, kind, reason, line))
+        self.bad_rows.append(BadRow(self.source, row, field, kind, reason, line, shard))
 
     @property
     def bad_row_indices(self) -> set[int]:
@@ -99,6 +109,10 @@ class DataReport:
         lines = [
             f"{self.source}: {self.total_rows} rows, {self.num_usable_rows} usable, {self.num_bad_rows} bad"
         ]
+        if self.description:
+            lines.append(f"read: {self.description}")
+        if self.mapping is not None:
+            lines.extend(self.mapping.describe_lines())
         if self.bad_rows:
             lines.append("bad rows:")
             lines.extend(f"  {bad}" for bad in self._sorted(self.bad_rows))

@@ -63,6 +63,7 @@ class PreferenceExample:
     chosen_segments: list[Span] | None = None
     rejected_segments: list[Span] | None = None
     line: int | None = None  # 1-based line in a JSON Lines file, for messages
+    shard: str | None = None  # in a folder of shards: the file and the line/row in it, for messages
 
     def load_images(self) -> list[Image.Image]:
         """Decode this row's images as RGB."""

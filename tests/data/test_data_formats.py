@@ -167,17 +167,25 @@ def test_bad_rlhfv_text_is_named_by_its_stored_field(corpus_root: Path) -> None:
     ]
 
 
-def test_datasets_dict_with_one_split_loads_and_with_two_is_refused(corpus_root: Path) -> None:
+def test_datasets_dict_reads_train_or_the_chosen_split_and_refuses_a_guess(corpus_root: Path) -> None:
     one = corpus_root / "dict_one"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(one))
     two = corpus_root / "dict_two"
     split = datasets.Dataset.from_list(ROWS)
-    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(two))
+    datasets.DatasetDict({"train": split, "test": split.select([0])}).save_to_disk(str(two))
+    no_train = corpus_root / "dict_no_train"
+    datasets.DatasetDict({"dev": split, "test": split}).save_to_disk(str(no_train))
 
     examples, _ = load_preference_rows(one, image_root=corpus_root)
     assert len(examples) == 3
-    with pytest.raises(DataError, match=r"several splits \['test', 'train'\].*dict_two/test"):
-        load_preference_rows(two)
+    examples, report = load_preference_rows(two, image_root=corpus_root)
+    assert len(examples) == 3 and report.description == "split train"
+    examples, _ = load_preference_rows(two, image_root=corpus_root, split="test")
+    assert len(examples) == 1
+    with pytest.raises(DataError, match=r"several splits \(dev, test\) and none is 'train'.*--split dev"):
+        load_preference_rows(no_train)
+    with pytest.raises(DataError, match=r"has no split 'val'; its splits are test, train"):
+        load_preference_rows(two, split="val")
 
 
 def test_jsonl_line_numbers_skip_blank_lines_and_bom(corpus_root: Path) -> None:
