@@ -11,11 +11,12 @@ stays fast and a broken optional dependency only affects the command that needs 
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable
 
-from chip.errors import ChipError
+from chip.errors import ChipError, ConfigError
 
 # command words -> "module:function" taking argv and returning an exit code
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -25,6 +26,23 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "precompute"): ("chip.training.cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for chip's subcommands: mistakes are one `ConfigError` line, and every ``--a_b`` flag
+    is also accepted as ``--a-b`` (and the other way round), so one spelling works everywhere."""
+
+    def add_argument(self, *names: str, **kwargs):
+        aliases = [_other_spelling(name) for name in names if name.startswith("--")]
+        return super().add_argument(*names, *[a for a in aliases if a not in names], **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def _other_spelling(flag: str) -> str:
+    body = flag[2:]
+    return "--" + (body.replace("_", "-") if "_" in body else body.replace("-", "_"))
 
 
 def _usage() -> str:

@@ -12,8 +12,7 @@ can gate a pipeline.
 
 from __future__ import annotations
 
-import argparse
-
+from chip.cli import OneLineParser
 from chip.data.images import DEFAULT_MAX_PIXELS
 from chip.data.loading import load_preference_rows
 
@@ -29,7 +28,7 @@ def check_main(argv: list[str]) -> int:
     read headers only). Exit status: 0 when every row is usable, 1 when any row is bad; an
     unreadable file is reported on one line with status 1.
     """
-    parser = argparse.ArgumentParser(prog="chip data check", description=check_main.__doc__)
+    parser = OneLineParser(prog="chip data check", description=check_main.__doc__)
     parser.add_argument(
         "file",
         metavar="DATASET",
@@ -44,7 +43,10 @@ def check_main(argv: list[str]) -> int:
         "repeatable or comma-separated, e.g. --column_map question=prompt,img=image",
     )
     parser.add_argument(
-        "--split", default=None, help="split of a DatasetDict, shard folder or hub dataset (default: train)"
+        "--split",
+        "--dataset_split",
+        default=None,
+        help="split of a DatasetDict, shard folder or hub dataset (default: train)",
     )
     parser.add_argument(
         "--image_root",

@@ -44,7 +44,15 @@ def check_with_processor(
         if found:
             reason = special_text_reason(found)
             report.bad_rows.append(
-                BadRow(example.source, example.row, "prompt", "special_token_text", reason, example.line)
+                BadRow(
+                    example.source,
+                    example.row,
+                    "prompt",
+                    "special_token_text",
+                    reason,
+                    example.line,
+                    example.shard,
+                )
             )
             continue
         sizes = [displayed_size(ref) for ref in example.images]

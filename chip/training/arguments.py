@@ -106,11 +106,6 @@ def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
     file_args: list[str] = []
     rest = list(argv)
     parser = ChipArgumentParser(command)
-    if any(a in ("-h", "--help", "--help_all", "--help-all") for a in rest):
-        sys.stdout.write(
-            parser.format_help(everything=any(a.startswith("--help_") or a == "--help-all" for a in rest))
-        )
-        raise SystemExit(0)
     if "--config" in rest:
         at = rest.index("--config")
         if at + 1 >= len(rest):

@@ -36,11 +36,14 @@ def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
 
     dataset = dataset or config.dataset
     if not dataset:
-        raise ConfigError("dataset is required (a .jsonl, .parquet or `datasets` folder)")
+        raise ConfigError(
+            "--dataset is required (a file, a folder of shards, a `datasets` folder or a hub id)"
+        )
     examples, report = load_preference_rows(
-        dataset, image_root=config.image_root, on_bad_row="skip",
-        allow_outside_root=config.allow_outside_root, progress=True,
+        dataset, image_root=config.image_root, on_bad_row="skip", allow_outside_root=config.allow_outside_root,
+        progress=True, column_map=config.column_map, split=config.dataset_split,
     )  # fmt: skip
+    logger.info("%s: %s", dataset, report.mapping.describe())
     check_with_processor(examples, report, adapter, config.max_length)
     examples = apply_on_bad_row(examples, report, config.on_bad_row)
     if not report.ok:

@@ -61,7 +61,17 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
 
     # ---- data --------------------------------------------------------------------------------
     dataset: str | None = option(
-        None, "Preference data: a .jsonl, a .parquet or a `datasets` folder.", "data"
+        None,
+        "Preference data: a .jsonl/.json/.parquet file, a folder of shards, a `datasets` folder, a hub id "
+        "(owner/name) or a load_dataset spec (name=parquet,data_files=...,split=train); docs/data.md.",
+        "data",
+    )
+    column_map: list[str] | None = option(
+        None, "COLUMN=FIELD renames, repeatable or comma-separated (e.g. question=prompt); shown by chip data check.",
+        "data",
+    )  # fmt: skip
+    dataset_split: str | None = option(
+        None, "Split of a DatasetDict folder or hub dataset (default: train).", "data"
     )
     image_root: str | None = option(
         None, "Folder image paths are relative to (default: the data file's folder).", "data"
