@@ -25,6 +25,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
     ("data", "precompute"): ("chip.training.cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
+    ("export",): ("chip.training.export:main", "merge a LoRA adapter into a standalone model"),
 }
 
 
