@@ -11,9 +11,12 @@ under ``--cache_dir`` so later runs skip its training.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from pathlib import Path
+
+import torch
 
 from chip.demo.experiment import DemoConfig, run_experiment
 from chip.demo.report import write_report, write_results
@@ -33,6 +36,9 @@ def main(argv: list[str]) -> int:
                         help="where the base model is cached (default: ~/.cache/chip/demo)")  # fmt: skip
     args = parser.parse_args(argv)
 
+    # One thread per core this process may use: on a shared machine torch's default (all cores)
+    # oversubscribes them and every step waits on the slowest thread.
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0)))))
     config = DemoConfig.quick() if args.quick else DemoConfig.full()
     start = time.perf_counter()
     results = run_experiment(config, args.output_dir, args.cache_dir)

@@ -68,7 +68,16 @@ class DemoConfig:
 
 
 class _QuietProgress(ProgressCallback):
-    """The Trainer's progress bar without a printed dict per logging step."""
+    """The Trainer's progress bar, labelled with the method, without a printed dict per logging step."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.label)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         return control
@@ -88,12 +97,16 @@ def train_method(name: str, seed: int, base_path: Path, pairs: Path, out: Path, 
         "dataloader_num_workers": 0, "log_level": "warning", "sft_weight": config.sft_weight, **METHODS[name],
     }  # fmt: skip
     argv = [token for key, value in values.items() for token in (f"--{key}", str(value))]
-    run_training(parse_config(argv), callbacks=[_QuietProgress()], replace_progress=True)
+    run_training(
+        parse_config(argv), callbacks=[_QuietProgress(f"train {name} seed {seed}")], replace_progress=True
+    )
     return out
 
 
 @torch.no_grad()
-def evaluate_model(model_path: Path, config: DemoConfig, seed: int = 0) -> dict[str, Any]:
+def evaluate_model(
+    model_path: Path, config: DemoConfig, seed: int = 0, label: str = "eval"
+) -> dict[str, Any]:
     """CHAIR (sampled and greedy captions) and POPE-style yes/no metrics on held-out scenes."""
     device = default_device()
     model = AutoModelForImageTextToText.from_pretrained(model_path).to(device).eval()
@@ -102,23 +115,29 @@ def evaluate_model(model_path: Path, config: DemoConfig, seed: int = 0) -> dict[
     scenes = make_scenes(world, "eval", max(config.eval_scenes, config.pope_scenes))
     caption_set = scenes[: config.eval_scenes]
     sampled = caption_scenes(
-        model, processor, caption_set, temperature=1.0, samples=config.eval_samples, seed=seed
+        model,
+        processor,
+        caption_set,
+        temperature=1.0,
+        samples=config.eval_samples,
+        seed=seed,
+        desc=f"{label}: sampled captions",
     )
-    greedy = caption_scenes(model, processor, caption_set)
+    greedy = caption_scenes(model, processor, caption_set, desc=f"{label}: greedy captions")
     metrics = {
         "sampled": caption_metrics(caption_set, sampled),
         "greedy": caption_metrics(caption_set, greedy),
     }
-    metrics["pope"] = _pope(model, processor, scenes[: config.pope_scenes])
+    metrics["pope"] = _pope(model, processor, scenes[: config.pope_scenes], desc=f"{label}: yes/no questions")
     metrics["examples"] = [{"truth": s.caption, "greedy": g[0], "sampled": c[0]}
                            for s, g, c in zip(caption_set[:4], greedy, sampled)]  # fmt: skip
     return metrics
 
 
-def _pope(model, processor, scenes: list[Scene]) -> dict[str, Any]:
+def _pope(model, processor, scenes: list[Scene], desc: str) -> dict[str, Any]:
     items = [(f"{i}/{k}", scene, q) for i, scene in enumerate(scenes) for k, q in enumerate(scene.questions)]
     answers = sample_answers(model, processor, [s.image for _, s, _ in items],
-                               [question_prompt(q.shape) for _, _, q in items], max_new_tokens=3)  # fmt: skip
+                               [question_prompt(q.shape) for _, _, q in items], max_new_tokens=3, desc=desc)  # fmt: skip
     return pope_scores(
         {key: a[0] for (key, _, _), a in zip(items, answers)},
         {key: "yes" if q.label else "no" for key, _, q in items},
@@ -168,7 +187,7 @@ def run_experiment(config: DemoConfig, output_dir: Path, cache_dir: Path) -> dic
 
     results: dict[str, Any] = {"methods": {}, "examples": {}, "curves": {}}
     start = time.perf_counter()
-    base_metrics = evaluate_model(base_path, config)
+    base_metrics = evaluate_model(base_path, config, label="eval base")
     results["methods"]["base"] = summarise([headline(base_metrics)])
     results["examples"]["base"] = base_metrics["examples"]
     _announce("base", results["methods"]["base"])
@@ -181,7 +200,7 @@ def run_experiment(config: DemoConfig, output_dir: Path, cache_dir: Path) -> dic
             out = train_method(
                 name, seed, base_path, pairs, output_dir / "runs" / f"{name}-seed{seed}", config
             )
-            metrics = evaluate_model(out, config, seed=seed)
+            metrics = evaluate_model(out, config, seed=seed, label=f"eval {name} seed {seed}")
             runs.append(headline(metrics))
             if seed == config.seeds[0]:
                 results["examples"][name] = metrics["examples"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from chip.demo.tiny_vlm import prompt_text
@@ -31,8 +32,11 @@ def sample_answers(
     max_new_tokens: int = 24,
     batch_size: int = 100,
     seed: int = 0,
+    desc: str | None = None,
 ) -> list[list[str]]:
     """``samples`` answers per (image, question); ``temperature`` 0 means greedy (then 1 sample).
+
+    ``desc`` labels a progress bar over the batches (none without it).
 
     Sampling uses the full distribution (no top-k / top-p), seeded, so numbers are reproducible.
     """
@@ -45,7 +49,9 @@ def sample_answers(
     torch.manual_seed(seed)
     answers: list[list[str]] = []
     try:
-        for start in range(0, len(images), batch_size):
+        for start in tqdm(
+            range(0, len(images), batch_size), desc=desc, disable=desc is None, dynamic_ncols=True
+        ):
             batch_images = list(images[start : start + batch_size])
             texts = [prompt_text(processor, q) for q in questions[start : start + batch_size]]
             inputs = processor(images=batch_images, text=texts, padding=True, return_tensors="pt").to(device)
@@ -78,6 +84,7 @@ def caption_scenes(
     temperature: float = 0.0,
     samples: int = 1,
     seed: int = 0,
+    desc: str | None = None,
 ) -> list[list[str]]:
     """Captions of each scene for the world's caption prompt."""
     return sample_answers(
@@ -88,6 +95,7 @@ def caption_scenes(
         temperature,
         samples,
         seed=seed,
+        desc=desc,
     )
 
 

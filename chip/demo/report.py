@@ -24,6 +24,22 @@ PCT = (
 )
 
 
+METRICS = """Metrics (each caption's objects are the world's shape words it names, synonyms folded):
+
+- **CHAIR_i**: mentions of objects absent from the scene / all object mentions (lower is better).
+- **CHAIR_s**: captions with at least one absent object / all captions (lower is better).
+- **recall**: distinct objects of the scene that the caption names / objects in the scene (higher is better).
+- **POPE F1 / acc**: yes/no questions "is there a ... ?" about present and absent objects, answer read
+  as yes or no; F1 with "yes" as the positive class, accuracy over all questions.
+- **yes ratio**: share of questions answered yes (0.5 for a balanced answerer on these questions)."""
+
+
+def _spread_note(seeds: list[int]) -> str:
+    if len(seeds) > 1:
+        return f"± is the standard deviation across seeds {list(seeds)}."
+    return f"One seed ({seeds[0]}): no spread estimate, so no ± and no error bars; differences are indicative only."
+
+
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
     path = output_dir / "results.json"
     tmp = path.with_name(path.name + ".tmp")
@@ -57,7 +73,7 @@ def verdict(results: dict[str, Any]) -> str:
     chip, dpo = methods["chip"], methods["dpo"]
     n_seeds = len(chip["seeds"])
     sentences = []
-    for prefix, label in (("", "greedy decoding (EVAL.md's default)"), ("sampled_", "sampling at T=1")):
+    for prefix, label in (("", "greedy decoding (the benchmarks' default)"), ("sampled_", "sampling at T=1")):
         key = f"{prefix}chair_i"
         diff, spread = dpo[key] - chip[key], max(chip[f"{key}_std"], dpo[f"{key}_std"])
         reduction = None if dpo[key] == 0 else diff / dpo[key]
@@ -72,30 +88,42 @@ def verdict(results: dict[str, Any]) -> str:
             f"{100 * dpo[prefix + 'recall']:.1f}%."
         )
     sentences.append(
-        f"The paper reports 52.7% (Muffin) and 55.5% (LLaVA-1.6-7B) on Object HalBench, over {n_seeds} seed(s) here."
+        f"For scale: the CHiP paper reports CHAIR reductions relative to DPO of 52.7% (Muffin) and 55.5% "
+        f"(LLaVA-1.6-7B) on Object HalBench; this run used {n_seeds} seed(s)."
     )
     return " ".join(sentences)
 
 
+def method_colours(names: list[str]) -> dict[str, Any]:
+    """One colour per method, the same in every plot (matplotlib's tab10 cycle in results order)."""
+    palette = plt.get_cmap("tab10").colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
 def plot_bars(methods: dict[str, Any], path: Path) -> Path:
+    """CHAIR_i (solid) and CHAIR_s (hatched) per method; error bars only where several seeds ran."""
     names = list(methods)
+    colours = method_colours(names)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 3.6))
     width = 0.38
-    for offset, key, label in ((-width / 2, "chair_i", "CHAIR_i"), (width / 2, "chair_s", "CHAIR_s")):
-        values = [100 * methods[n][key] for n in names]
-        errors = [100 * methods[n].get(f"{key}_std", 0.0) for n in names]
-        ax.bar([i + offset for i in range(len(names))], values, width, yerr=errors, capsize=3, label=label)
+    for offset, key, hatch in ((-width / 2, "chair_i", None), (width / 2, "chair_s", "//")):
+        for i, name in enumerate(names):
+            several = len(methods[name].get("seeds", [])) > 1
+            error = 100 * methods[name].get(f"{key}_std", 0.0) if several else None
+            ax.bar(i + offset, 100 * methods[name][key], width, yerr=error, capsize=3, color=colours[name],
+                   hatch=hatch, edgecolor="black", linewidth=0.5)  # fmt: skip
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("% (lower is better)")
     ax.set_title("Object hallucination on held-out scenes (greedy)")
-    ax.legend()
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch=h, label=label)
+                       for h, label in ((None, "CHAIR_i"), ("//", "CHAIR_s"))])  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
+def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: dict[str, Any]) -> Path:
     keys = (
         ("loss", "loss"),
         ("rewards/margins", "reward margin β·h_text"),
@@ -106,11 +134,13 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
         for name, history in curves.items():
             points = [(h["step"], h[key]) for h in history if key in h]
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=2, label=name)
+                ax.plot(*zip(*points), marker="o", markersize=2, label=name, color=colours[name])
         ax.set_title(title)
         ax.set_xlabel("step")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no method with this term", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -119,7 +149,9 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
 
 def write_report(results: dict[str, Any], output_dir: Path, command: str) -> Path:
     bars = plot_bars(results["methods"], output_dir / "hallucination.png")
-    curves = plot_curves(results["curves"], output_dir / "training_curves.png")
+    curves = plot_curves(
+        results["curves"], output_dir / "training_curves.png", method_colours(list(results["methods"]))
+    )
     examples = []
     for name, rows in results["examples"].items():
         examples.append(f"**{name}**\n")
@@ -138,9 +170,11 @@ Command: `{command}`
 
 {results_table(results["methods"])}
 
-Decoding: {results["decoding"]}. ± is the standard deviation across seeds {list(config["seeds"])}.
+Decoding: {results["decoding"]}. {_spread_note(config["seeds"])}
 Every method starts from the same base model and trains on the same {config["num_pairs"]} pairs for
 {config["steps"]} steps of {config["batch_size"]} pairs at learning rate {config["learning_rate"]} (matched settings).
+
+{METRICS}
 
 ![hallucination]({bars.name})
 
