@@ -51,7 +51,7 @@ def test_summarise_and_compare_by_hand():
     assert result["chair_i_reduction"] == pytest.approx(0.25)
     assert result["chair_s_reduction"] == pytest.approx(0.5)
     text = verdict({"methods": {"dpo": dpo, "chip": chip}, "comparison": result})
-    assert text.startswith("Under greedy decoding (EVAL.md's default), CHiP hallucinated less than DPO")
+    assert text.startswith("Under greedy decoding (the benchmarks' default), CHiP hallucinated less than DPO")
     assert (
         "within the seed spread (7.1 points)" in text
     )  # a 5-point gain with a 7-point spread is not conclusive
