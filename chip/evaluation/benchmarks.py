@@ -17,6 +17,9 @@ from chip.evaluation import amber, chair, hallusion, mmhal, pope
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
 
+# How answers are read: as the reference scorers read them, or with chip's corrections.
+READINGS = ("official", "corrected")
+
 # Answer text may come under any of these names (ours, LLaVA's, AMBER's, MMHal's, HallusionBench's, CHAIR's).
 ANSWER_FIELDS = ("answer", "text", "response", "model_answer", "model_prediction", "caption")
 
@@ -93,10 +96,18 @@ def _one(args: argparse.Namespace, option: str) -> Path:
 _DESCRIBE = "Please describe this image in detail."
 
 
+_CHAIR_SCORERS = {
+    "official": "rule-based (utils/chair.py reading: NLTK word_tokenize, Pattern 3.6 singularize, reference "
+    "synonyms.txt; recall as OPERA, refined CHAIR_s and avg_length as RLHF-V)",
+    "corrected": "rule-based (chip's corrected COCO synonym table)",
+}
+
+
 def _score_chair(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
-    truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys())
-    metrics = chair.chair_scores(answers, truth, chair.COCO_VOCABULARY)
-    return {"scorer": "rule-based (COCO synonym table)", **metrics}
+    reader = chair.coco_reader(args.reading)
+    truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys(), vocab=reader)
+    metrics = chair.chair_scores(answers, truth, reader)
+    return {"scorer": _CHAIR_SCORERS[args.reading], **metrics}
 
 
 def _chair_questions(args: argparse.Namespace) -> list[Question]:
@@ -123,7 +134,12 @@ def _score_pope(args: argparse.Namespace, answers: dict, judge: JudgeClient | No
     rows = _pope_rows(args)
     labels = {k: r["label"] for k, r in rows.items()}
     splits = {k: r.get("split") or r.get("category") for k, r in rows.items()}
-    return {"scorer": "rule-based (first sentence no/not)", **pope.pope_scores(answers, labels, splits)}
+    scorer = {
+        "official": "rule-based (POPE evaluate.py reading: text before the first '.', commas removed, "
+        "space-separated 'No'/'no'/'not')",
+        "corrected": "rule-based (first sentence no/not, any case, punctuation stripped)",
+    }[args.reading]
+    return {"scorer": scorer, **pope.pope_scores(answers, labels, splits, reading=args.reading)}
 
 
 def _pope_questions(args: argparse.Namespace) -> list[Question]:
