@@ -1,0 +1,146 @@
+"""The default (official) reading against the reference scorers' own output.
+
+Each folder under data/official/ holds COCO-style annotations, CHAIR captions, POPE questions and
+answers per split, and `expected.json`: what the reference code printed and returned on them —
+per caption the mentioned words, their classes, the hallucinated (word, class) pairs and the
+ground truth; per POPE answer its yes/no reading; and the headline metrics. data/official/README.md
+says how it was produced. Every folder of that layout is checked, so another fixture of the same
+kind can be dropped in beside the two there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chip.evaluation.chair import chair_scores, load_coco_truth, official_coco_reader, score_response
+from chip.evaluation.cli import main as eval_main
+from chip.evaluation.pope import pope_scores
+from chip.evaluation.yesno import reads_as_yes_official
+
+FIXTURES = sorted(p.parent for p in (Path(__file__).parent / "data" / "official").glob("*/expected.json"))
+SPLITS = ("random", "popular", "adversarial")
+POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+TOLERANCE = 1e-6
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module", params=FIXTURES, ids=[p.name for p in FIXTURES])
+def fixture(request) -> tuple[Path, dict]:
+    return request.param, json.loads((request.param / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def chair_truth(fixture) -> dict[int, set[str]]:
+    folder, expected = fixture
+    ids = [c["image_id"] for c in expected["chair"]["captions"]]
+    return load_coco_truth(folder / "coco", image_ids=ids, vocab=official_coco_reader())
+
+
+def test_fixtures_are_big_enough() -> None:
+    assert FIXTURES, "no official fixture found"
+    for folder in FIXTURES:
+        expected = json.loads((folder / "expected.json").read_text(encoding="utf-8"))
+        assert len(expected["chair"]["captions"]) >= 80
+        assert len(expected["pope"]["answers"]) >= 60
+
+
+def test_chair_per_caption_objects_match_the_reference(fixture, chair_truth) -> None:
+    _, expected = fixture
+    reader = official_coco_reader()
+    mismatches = []
+    for caption in expected["chair"]["captions"]:
+        truth = chair_truth[caption["image_id"]]
+        result = score_response(caption["caption"], truth, reader)
+        hallucinated = [[w, c] for w, c in zip(result.words, result.mentions) if c not in truth]
+        got = (sorted(truth), list(result.words), list(result.mentions), hallucinated)
+        want = (caption["truth"], caption["words"], caption["objects"], caption["hallucinated"])
+        if got != want:
+            mismatches.append((caption["caption"], got, want))
+    assert not mismatches
+
+
+def test_chair_metrics_match_the_reference(fixture, chair_truth) -> None:
+    folder, expected = fixture
+    answers = {row["image_id"]: row["answer"] for row in _jsonl(folder / "chair_answers.jsonl")}
+    metrics = chair_scores(answers, chair_truth, official_coco_reader())
+    for key in ("chair_i", "chair_s", "recall", "chair_s_refined"):
+        assert metrics[key] == pytest.approx(expected["chair"][key], abs=TOLERANCE), key
+
+
+def test_pope_per_answer_readings_match_the_reference(fixture) -> None:
+    folder, expected = fixture
+    answers = {
+        str(row["question_id"]): row["answer"]
+        for split in SPLITS
+        for row in _jsonl(folder / f"pope_{split}_answers.jsonl")
+    }
+    readings = {str(a["question_id"]): a["reading"] for a in expected["pope"]["answers"]}
+    got = {key: "yes" if reads_as_yes_official(answers[key]) else "no" for key in readings}
+    assert got == readings
+
+
+def test_pope_metrics_match_the_reference(fixture) -> None:
+    folder, expected = fixture
+    answers, labels, splits = {}, {}, {}
+    for split in SPLITS:
+        for row in _jsonl(folder / f"pope_{split}.jsonl"):
+            labels[str(row["question_id"])] = row["label"]
+            splits[str(row["question_id"])] = split
+        answers.update(
+            {str(r["question_id"]): r["answer"] for r in _jsonl(folder / f"pope_{split}_answers.jsonl")}
+        )
+    metrics = pope_scores(answers, labels, splits)
+    for split in SPLITS:
+        for key in POPE_METRICS:
+            assert metrics["splits"][split][key] == pytest.approx(
+                expected["pope"]["splits"][split][key], abs=TOLERANCE
+            )
+    for key in POPE_METRICS:
+        assert metrics["average"][key] == pytest.approx(expected["pope"]["average"][key], abs=TOLERANCE)
+
+
+def test_cli_default_reading_is_the_official_one(fixture, tmp_path) -> None:
+    folder, expected = fixture
+    out = tmp_path / "chair.json"
+    eval_main(
+        ["--bench", "chair", "--answers", str(folder / "chair_answers.jsonl"),
+         "--annotations", str(folder / "coco"), "--output", str(out)]
+    )  # fmt: skip
+    metrics = json.loads(out.read_text())
+    assert metrics["reading"] == "official"
+    for key in ("chair_i", "chair_s", "recall"):
+        assert metrics[key] == pytest.approx(expected["chair"][key], abs=TOLERANCE)
+
+    answers = tmp_path / "pope_answers.jsonl"
+    answers.write_text("".join((folder / f"pope_{s}_answers.jsonl").read_text() for s in SPLITS))
+    out = tmp_path / "pope.json"
+    questions = [str(folder / f"pope_{s}.jsonl") for s in SPLITS]
+    eval_main(["--bench", "pope", "--answers", str(answers), "--questions", *questions, "--output", str(out)])
+    metrics = json.loads(out.read_text())
+    assert metrics["reading"] == "official"
+    for split in SPLITS:
+        assert metrics["splits"][f"pope_{split}"]["f1"] == pytest.approx(
+            expected["pope"]["splits"][split]["f1"], abs=TOLERANCE
+        )
+    assert metrics["average"]["accuracy"] == pytest.approx(
+        expected["pope"]["average"]["accuracy"], abs=TOLERANCE
+    )
+
+
+def test_corrected_reading_differs_and_says_so(tmp_path) -> None:
+    folder = FIXTURES[0]
+    out = tmp_path / "chair.json"
+    eval_main(
+        ["--bench", "chair", "--answers", str(folder / "chair_answers.jsonl"),
+         "--annotations", str(folder / "coco"), "--output", str(out), "--reading", "corrected"]
+    )  # fmt: skip
+    metrics = json.loads(out.read_text())
+    expected = json.loads((folder / "expected.json").read_text())["chair"]
+    assert metrics["reading"] == "corrected"
+    assert metrics["chair_i"] != pytest.approx(expected["chair_i"], abs=TOLERANCE)
