@@ -175,9 +175,22 @@ def _score_mmhal(args: argparse.Namespace, answers: dict, judge: JudgeClient | N
     unknown = [k for k in answers if k not in rows]
     if unknown:
         raise DataError(f"{len(unknown)} answer(s) to unknown question ids, e.g. {unknown[:5]!r}")
-    ratings = mmhal.judge_mmhal(answers, rows, judge, workers=args.judge_workers)
+    prompt_file = getattr(args, "judge_prompt", None)
+    template = mmhal.load_reference_template(prompt_file) if prompt_file else None
+    ratings = mmhal.judge_mmhal(
+        answers, rows, judge, workers=args.judge_workers, reading=args.reading, template=template
+    )
     types = {k: rows[k]["question_type"] for k in answers}
-    return {"scorer": f"judge ({judge.model})", **mmhal.mmhal_scores(ratings, types)}
+    return {
+        "scorer": f"judge ({judge.model})",
+        "judge_prompt": f"reference template from {prompt_file}"
+        if template is not None
+        else "chip's own wording of the rubric (give --judge-prompt eval_gpt4.py for the reference's)",
+        "rating_parse": "eval_gpt4.py (exactly one 'rating: X'; else 0)"
+        if args.reading == "official"
+        else "last 'Rating: X'",
+        **mmhal.mmhal_scores(ratings, types),
+    }
 
 
 def _mmhal_questions(args: argparse.Namespace) -> list[Question]:

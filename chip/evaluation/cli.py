@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     judge.add_argument("--judge-model", default="gpt-4", help="model name sent to the endpoint")
     judge.add_argument(
+        "--judge-prompt",
+        help="mmhal: the reference eval_gpt4.py (or a text file with its template) for its exact judge prompt",
+    )
+    judge.add_argument(
         "--judge-api-key-env", default="CHIP_JUDGE_API_KEY", help="environment variable holding the API key"
     )
     judge.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
