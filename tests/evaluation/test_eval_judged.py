@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chip.errors import ConfigError
 from chip.evaluation.hallusion import (
     hallusion_scores,
     judge_correctness,
@@ -12,7 +13,6 @@ from chip.evaluation.hallusion import (
     rule_correctness,
 )
 from chip.evaluation.judge import JudgeClient
-from chip.errors import ConfigError
 from chip.evaluation.mmhal import (
     build_prompt,
     judge_mmhal,
