@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chip.errors import ConfigError, DataError
-from chip.evaluation import amber, chair, hallusion, mmhal, pope
+from chip.evaluation import amber, amber_official, chair, hallusion, mmhal, pope
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
 
@@ -151,7 +151,13 @@ def _pope_questions(args: argparse.Namespace) -> list[Question]:
 
 def _score_amber(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
     annotations = amber.load_amber_annotations(args.annotations)
-    return {"scorer": "rule-based (AMBER vocabulary, offline)", **amber.amber_scores(answers, annotations)}
+    if args.reading == "corrected":
+        return {"scorer": "rule-based (AMBER vocabulary, offline)", **amber.amber_scores(answers, annotations)}
+    amber.check_answer_ids(answers, annotations)
+    nouns, noun_reading = amber_official.reference_nouns()
+    similar, similarity = amber_official.reference_similarity()
+    scores = amber_official.amber_official_scores(answers, annotations, nouns, similar, noun_reading, similarity)
+    return {"scorer": "rule-based (AMBER inference.py counting)", **scores}
 
 
 def _amber_questions(args: argparse.Namespace) -> list[Question]:

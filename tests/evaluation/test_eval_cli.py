@@ -180,7 +180,17 @@ def test_amber_through_the_cli(tmp_path) -> None:
     answers = tmp_path / "a.json"
     answers.write_text(json.dumps([{"id": 1, "response": "A dog and a cat."}, {"id": 2, "response": "No."}]))
     out = tmp_path / "m.json"
-    assert main(["--bench", "amber", "--answers", str(answers), "--annotations", str(data), "--output", str(out)]) == 0
+    argv = ["--bench", "amber", "--answers", str(answers), "--annotations", str(data), "--output", str(out)]
+    assert main([*argv, "--reading", "corrected"]) == 0
     m = json.loads(out.read_text())
     assert (m["chair"], m["cover"], m["hal"], m["cog"], m["f1"]) == pytest.approx((0.5, 1.0, 1.0, 1.0, 1.0))
-    assert m["amber_score"] == pytest.approx(0.75)
+    assert m["amber_score"] == pytest.approx(0.75) and m["reading"] == "corrected"
+
+    # Official reading: "No." is not exactly "No", so it is no answer at all; every denominator
+    # starts at 0.001 and numbers are rounded percentages: CHAIR round(100·1/2.001, 1) = 50.0,
+    # Cover and Cog round(100·1/1.001, 1) = 99.9, Hal 100.0; accuracy 0/1.001 = 0.
+    assert main(argv) == 0
+    m = json.loads(out.read_text())
+    assert (m["chair"], m["cover"], m["hal"], m["cog"]) == pytest.approx((0.5, 0.999, 1.0, 0.999))
+    assert (m["accuracy"], m["f1"]) == (0.0, 0.0) and m["reading"] == "official"
+    assert "no POS tagger" in m["noun_reading"] or "not installed" in m["noun_reading"]
