@@ -4,7 +4,7 @@ Each folder under data/official/ holds COCO-style annotations, CHAIR captions, P
 answers per split, and `expected.json`: what the reference code printed and returned on them —
 per caption the mentioned words, their classes, the hallucinated (word, class) pairs and the
 ground truth; per POPE answer its yes/no reading; and the headline metrics. data/official/README.md
-says how it was produced. Every folder of that layout is checked, so another fixture of the same
+says how it was produced; data/official_amber/ does the same for AMBER's counting. Every folder of that layout is checked, so another fixture of the same
 kind can be dropped in beside the two there.
 """
 
@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from chip.evaluation.amber import load_amber_annotations
+from chip.evaluation.amber_official import amber_official_scores
 from chip.evaluation.chair import chair_scores, load_coco_truth, official_coco_reader, score_response
 from chip.evaluation.cli import main as eval_main
+from chip.evaluation.official_text import word_tokenize
 from chip.evaluation.pope import pope_scores
 from chip.evaluation.yesno import reads_as_yes_official
 
@@ -144,3 +147,39 @@ def test_corrected_reading_differs_and_says_so(tmp_path) -> None:
     expected = json.loads((folder / "expected.json").read_text())["chair"]
     assert metrics["reading"] == "corrected"
     assert metrics["chair_i"] != pytest.approx(expected["chair_i"], abs=TOLERANCE)
+
+
+AMBER_FIXTURES = sorted(
+    p.parent for p in (Path(__file__).parent / "data" / "official_amber").glob("*/expected.json")
+)
+# reference section -> chip dimension (None: the overall discriminative numbers)
+AMBER_SECTIONS = {
+    "Descriminative Task": None,
+    "Exsitence": "existence",
+    "Attribute": "attribute",
+    "State": "state",
+    "Number": "number",
+    "Action": "action",
+    "Relation": "relation",
+}
+
+
+@pytest.mark.parametrize("folder", AMBER_FIXTURES, ids=[p.name for p in AMBER_FIXTURES])
+def test_amber_counting_matches_the_reference(folder: Path) -> None:
+    """With the reference's stand-ins (every token a noun, lemma = token, no word vectors), chip's
+    official AMBER numbers equal what inference.py printed, divided by 100."""
+    expected = json.loads((folder / "expected.json").read_text(encoding="utf-8"))
+    annotations = load_amber_annotations(folder)
+    answers = {
+        row["id"]: row["response"]
+        for row in json.loads((folder / "answers.json").read_text(encoding="utf-8"))
+    }
+    metrics = amber_official_scores(answers, annotations, nouns=word_tokenize, similar=None)
+    generative = expected["Generative Task"]
+    got = [metrics[k] * 100 for k in ("chair", "cover", "hal", "cog")]
+    assert got == pytest.approx([generative[k] for k in ("CHAIR", "Cover", "Hal", "Cog")], abs=TOLERANCE)
+    for section, dimension in AMBER_SECTIONS.items():
+        scores = metrics if dimension is None else metrics["dimensions"][dimension]
+        got = [scores[k] * 100 for k in ("accuracy", "precision", "recall", "f1")]
+        want = [expected[section][k] for k in ("Accuracy", "Precision", "Recall", "F1")]
+        assert got == pytest.approx(want, abs=TOLERANCE), section
