@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chip.errors import ConfigError, DataError
-from chip.evaluation import amber, amber_official, chair, hallusion, mmhal, pope
+from chip.evaluation import amber, amber_official, chair, hallusion, mmhal, objhal_judge, pope
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
 
@@ -108,6 +108,36 @@ def _score_chair(args: argparse.Namespace, answers: dict, judge: JudgeClient | N
     truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys(), vocab=reader)
     metrics = chair.chair_scores(answers, truth, reader)
     return {"scorer": _CHAIR_SCORERS[args.reading], **metrics}
+
+
+def _score_objhal(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
+    if judge is None:
+        return _score_chair(args, answers, judge)
+    if args.reading != "official":
+        raise ConfigError("--bench objhal with a judge follows RLHF-V's procedure; use --reading official")
+    reader = chair.official_coco_reader()
+    truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys(), vocab=reader)
+    prompt_file = getattr(args, "judge_prompt", None)
+    template = objhal_judge.load_reference_prompt(prompt_file) if prompt_file else objhal_judge.PROMPT
+    names, name_reading = objhal_judge.spacy_names()
+    judged, unparseable = objhal_judge.judge_objects(
+        answers,
+        args.prompt or _DESCRIBE,
+        reader,
+        judge,
+        template,
+        names or objhal_judge.offline_names,
+        workers=args.judge_workers,
+    )
+    return {
+        "scorer": f"judge ({judge.model}) lists objects, then the reference CHAIR synonym filter (RLHF-V)",
+        "judge_prompt": f"reference prompt from {prompt_file}"
+        if prompt_file
+        else "chip's own wording (give --judge-prompt eval_gpt_obj_halbench.py for RLHF-V's)",
+        "object_names": name_reading,
+        **chair.chair_scores(answers, truth, judged),
+        "n_unparseable": unparseable,
+    }
 
 
 def _chair_questions(args: argparse.Namespace) -> list[Question]:
@@ -246,7 +276,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark("chair", "image_id", ("annotations",), _score_chair, _chair_questions, int),
-        Benchmark("objhal", "image_id", ("annotations",), _score_chair, _chair_questions, int),
+        Benchmark("objhal", "image_id", ("annotations",), _score_objhal, _chair_questions, int),
         Benchmark("pope", "question_id", ("questions",), _score_pope, _pope_questions),
         Benchmark("amber", "id", ("annotations",), _score_amber, _amber_questions, int),
         Benchmark("mmhal", "question_id", ("questions",), _score_mmhal, _mmhal_questions, needs_judge=True),

@@ -138,10 +138,26 @@ class OfficialChairReader:
 
     def mentions(self, text: str) -> list[tuple[str, str]]:
         """(word, class) for every object mention, in order, repeats kept."""
-        words = self.tokens(text)
+        return self.filter_objects(self.tokens(text))
+
+    def filter_objects(self, words: list[str]) -> list[tuple[str, str]]:
+        """(word, class) for the `words` that are synonym entries, after the toilet-seat rule."""
         if "toilet" in words and "seat" in words:
             words = [w for w in words if w != "seat"]
         return [(w, self._classes[w]) for w in words if w in self._classes]
+
+    def phrases_only(self, words: list[str]) -> list[str]:
+        """The listed two-word phrases among `words`, mapped (RLHF-V's `get_double_words_only`)."""
+        found: list[str] = []
+        i = 0
+        while i < len(words):
+            pair = " ".join(words[i : i + 2])
+            if pair in self._phrases:
+                found.append(self._phrases[pair])
+                i += 2
+            else:
+                i += 1
+        return found
 
     def category_class(self, name: str) -> str | None:
         """The class a COCO category name stands for (looked up as is), or None."""

@@ -71,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default="auto", help="torch dtype for the model (auto, float32, bfloat16, ...)"
     )
 
-    judge = parser.add_argument_group("judge LLM (mmhal, hallusionbench)")
+    judge = parser.add_argument_group("judge LLM (mmhal, hallusionbench, objhal)")
     judge.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     judge.add_argument("--judge-model", default="gpt-4", help="model name sent to the endpoint")
     judge.add_argument(
         "--judge-prompt",
-        help="mmhal: the reference eval_gpt4.py (or a text file with its template) for its exact judge prompt",
+        help="the reference script (mmhal: eval_gpt4.py; objhal: RLHF-V's eval_gpt_obj_halbench.py) "
+        "or a text file with its template, for the reference's exact judge prompt",
     )
     judge.add_argument(
         "--judge-api-key-env", default="CHIP_JUDGE_API_KEY", help="environment variable holding the API key"

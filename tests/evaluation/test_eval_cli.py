@@ -194,3 +194,25 @@ def test_amber_through_the_cli(tmp_path) -> None:
     assert (m["chair"], m["cover"], m["hal"], m["cog"]) == pytest.approx((0.5, 0.999, 1.0, 0.999))
     assert (m["accuracy"], m["f1"]) == (0.0, 0.0) and m["reading"] == "official"
     assert "no POS tagger" in m["noun_reading"] or "not installed" in m["noun_reading"]
+
+
+def test_objhal_with_local_judge_follows_rlhfv(tmp_path, coco_dir, fake_judge) -> None:
+    """Image 1 (truth person, dog, frisbee): the judge lists "man", "orange frisbee", "cup of coffee"
+    -> person, frisbee, cup; cup is hallucinated. Image 2 (truth toilet, sink): "A toilet." has 2 words,
+    so no judge call and no objects. CHAIR_i = 1/3, CHAIR_s = 1/2, refined = 1/1, recall = 2/5.
+    The prompt goes out as the one, system, message."""
+    listed = {"A man throws an orange frisbee next to a cup of coffee.": '["man", "orange frisbee", "cup of coffee"]'}
+    fake_judge.respond = lambda prompt: next(v for k, v in listed.items() if k in prompt)
+    answers = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"image_id": 1, "answer": next(iter(listed))}, {"image_id": 2, "answer": "A toilet."}],
+    )
+    out = tmp_path / "m.json"
+    argv = ["--bench", "objhal", "--answers", answers, "--annotations", str(coco_dir), "--output", str(out),
+            "--judge-url", fake_judge.url, "--judge-workers", "1"]  # fmt: skip
+    assert main(argv) == 0
+    m = json.loads(out.read_text())
+    assert (m["chair_i"], m["chair_s"], m["chair_s_refined"], m["recall"]) == pytest.approx((1 / 3, 0.5, 1.0, 0.4))
+    assert len(fake_judge.requests) == 1 and m["n_unparseable"] == 0
+    assert [msg["role"] for msg in fake_judge.requests[0]["messages"]] == ["system"]
+    assert "RLHF-V" in m["scorer"] and m["reading"] == "official"
