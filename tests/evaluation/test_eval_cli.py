@@ -216,3 +216,10 @@ def test_objhal_with_local_judge_follows_rlhfv(tmp_path, coco_dir, fake_judge) -
     assert len(fake_judge.requests) == 1 and m["n_unparseable"] == 0
     assert [msg["role"] for msg in fake_judge.requests[0]["messages"]] == ["system"]
     assert "RLHF-V" in m["scorer"] and m["reading"] == "official"
+
+
+def test_image_root_takes_both_spellings() -> None:
+    from chip.evaluation.cli import build_parser
+
+    for option in ("--image-root", "--image_root"):
+        assert build_parser().parse_args(["--bench", "pope", option, "imgs"]).image_root == "imgs"
