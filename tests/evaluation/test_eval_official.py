@@ -19,7 +19,7 @@ from chip.evaluation.amber import load_amber_annotations
 from chip.evaluation.amber_official import amber_official_scores
 from chip.evaluation.chair import chair_scores, load_coco_truth, official_coco_reader, score_response
 from chip.evaluation.cli import main as eval_main
-from chip.evaluation.official_text import word_tokenize
+from chip.evaluation.official_text import pattern_singularize, word_tokenize
 from chip.evaluation.pope import pope_scores
 from chip.evaluation.yesno import reads_as_yes_official
 
@@ -183,3 +183,25 @@ def test_amber_counting_matches_the_reference(folder: Path) -> None:
         got = [scores[k] * 100 for k in ("accuracy", "precision", "recall", "f1")]
         want = [expected[section][k] for k in ("Accuracy", "Precision", "Recall", "F1")]
         assert got == pytest.approx(want, abs=TOLERANCE), section
+
+
+def test_word_tokenize_splits_sentences_like_nltk_with_punkt() -> None:
+    """Expected tokens are what `nltk.word_tokenize` returned with NLTK's English punkt_tab installed:
+    "st." (an abbreviation) and "2." (a number before a lower-case word) keep their periods, "dog.a"
+    is one token, and "man-made" and "cat/dog" stay whole."""
+    text = (
+        "a dog. a cat sits on main st. near a bus. there are 2. dogs... a dog.a cat/dog and man-made tracks!"
+    )
+    assert word_tokenize(text) == [
+        "a", "dog", ".", "a", "cat", "sits", "on", "main", "st.", "near", "a", "bus", ".", "there", "are",
+        "2.", "dogs", "...", "a", "dog.a", "cat/dog", "and", "man-made", "tracks", "!",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("word", "singular"),
+    [("bus", "bu"), ("buses", "bus"), ("glass", "glas"), ("tennis", "tenni"), ("ties", "ty"), ("people", "person"),
+     ("tracks", "track"), ("doggies", "doggies"), ("kine", "cow"), ("zebras", "zebra"), ("unlisted", "unlisted")],
+)  # fmt: skip
+def test_pattern_singularize_table(word: str, singular: str) -> None:
+    assert pattern_singularize(word) == singular
