@@ -19,7 +19,7 @@ used, so only exact and association matches count.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chip.errors import DataError
@@ -34,6 +34,7 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
     "discriminative-attribute-number": ("attribute", "number"),
     "discriminative-attribute-action": ("attribute", "action"),
     "discriminative-relation": ("relation",),
+    "relation": ("relation",),  # 689 rows of annotations.json carry this shorter type name
 }
 
 # A word right after one of these is read as a verb ("they watch", "to park", "can drink").
@@ -57,6 +58,9 @@ class AmberAnnotations:
     items: Mapping[int, dict]  # id -> {"type", "truth", "hallu"?}
     association: Mapping[str, frozenset[str]]  # object -> words that count as naming it
     safe_words: frozenset[str]  # ambiguous words never counted as hallucinations
+    # the same two as the reference reads them (no lower-casing): the official reading uses these
+    raw_association: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    raw_safe_words: frozenset[str] = frozenset()
 
     @property
     def vocabulary(self) -> frozenset[str]:
@@ -81,15 +85,22 @@ def load_amber_annotations(folder: str | Path) -> AmberAnnotations:
         raise DataError(f"{folder}: annotations.json must be a list and relation.json an object")
     items: dict[int, dict] = {}
     for index, row in enumerate(rows):
-        for field in ("id", "type", "truth"):
-            if field not in row:
-                raise DataError(f"{folder / 'annotations.json'}:item {index}: field {field!r}: missing")
+        for name in ("id", "type", "truth"):
+            if name not in row:
+                raise DataError(f"{folder / 'annotations.json'}:item {index}: field {name!r}: missing")
         items[int(row["id"])] = row
     association = {
         key.lower(): frozenset(w.lower() for w in words) for key, words in relation.items()
     }
-    safe = frozenset(w.strip().lower() for w in safe_path.read_text(encoding="utf-8").splitlines() if w.strip())
-    return AmberAnnotations(items=items, association=association, safe_words=safe)
+    safe_text = safe_path.read_text(encoding="utf-8")
+    safe = frozenset(w.strip().lower() for w in safe_text.splitlines() if w.strip())
+    return AmberAnnotations(
+        items=items,
+        association=association,
+        safe_words=safe,
+        raw_association={key: tuple(words) for key, words in relation.items()},
+        raw_safe_words=frozenset(safe_text.split("\n")),
+    )
 
 
 def extract_nouns(text: str, vocabulary: frozenset[str]) -> list[str]:
@@ -184,8 +195,8 @@ def amber_discriminative_scores(answers: Mapping[Hashable, str], annotations: Am
     return result
 
 
-def amber_scores(answers: Mapping[Hashable, str], annotations: AmberAnnotations) -> dict:
-    """Both parts on whichever answers are present, plus the AMBER score when both are."""
+def check_answer_ids(answers: Mapping[Hashable, str], annotations: AmberAnnotations) -> None:
+    """Every answer id must be in annotations.json, with a known type."""
     unknown = [k for k in answers if int(k) not in annotations.items]
     if unknown:
         raise DataError(f"{len(unknown)} answer(s) to ids not in annotations.json, e.g. {unknown[:5]!r}")
@@ -193,6 +204,11 @@ def amber_scores(answers: Mapping[Hashable, str], annotations: AmberAnnotations)
         kind = annotations.items[int(key)]["type"]
         if kind != "generative" and kind not in _DIMENSIONS:
             raise DataError(f"AMBER id {key}: field 'type': unknown type {kind!r}")
+
+
+def amber_scores(answers: Mapping[Hashable, str], annotations: AmberAnnotations) -> dict:
+    """chip's corrected reading of both parts on whichever answers are present, plus the AMBER score."""
+    check_answer_ids(answers, annotations)
     generative = {k: v for k, v in answers.items() if annotations.items[int(k)]["type"] == "generative"}
     discriminative = {k: v for k, v in answers.items() if k not in generative}
     result: dict = {}

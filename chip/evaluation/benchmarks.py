@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chip.errors import ConfigError, DataError
-from chip.evaluation import amber, chair, hallusion, mmhal, pope
+from chip.evaluation import amber, amber_official, chair, hallusion, mmhal, objhal_judge, pope
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
+
+# How answers are read: as the reference scorers read them, or with chip's corrections.
+READINGS = ("official", "corrected")
 
 # Answer text may come under any of these names (ours, LLaVA's, AMBER's, MMHal's, HallusionBench's, CHAIR's).
 ANSWER_FIELDS = ("answer", "text", "response", "model_answer", "model_prediction", "caption")
@@ -93,10 +96,48 @@ def _one(args: argparse.Namespace, option: str) -> Path:
 _DESCRIBE = "Please describe this image in detail."
 
 
+_CHAIR_SCORERS = {
+    "official": "rule-based (utils/chair.py reading: NLTK word_tokenize, Pattern 3.6 singularize, reference "
+    "synonyms.txt; recall as OPERA, refined CHAIR_s and avg_length as RLHF-V)",
+    "corrected": "rule-based (chip's corrected COCO synonym table)",
+}
+
+
 def _score_chair(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
-    truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys())
-    metrics = chair.chair_scores(answers, truth, chair.COCO_VOCABULARY)
-    return {"scorer": "rule-based (COCO synonym table)", **metrics}
+    reader = chair.coco_reader(args.reading)
+    truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys(), vocab=reader)
+    metrics = chair.chair_scores(answers, truth, reader)
+    return {"scorer": _CHAIR_SCORERS[args.reading], **metrics}
+
+
+def _score_objhal(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
+    if judge is None:
+        return _score_chair(args, answers, judge)
+    if args.reading != "official":
+        raise ConfigError("--bench objhal with a judge follows RLHF-V's procedure; use --reading official")
+    reader = chair.official_coco_reader()
+    truth = chair.load_coco_truth(args.annotations, image_ids=answers.keys(), vocab=reader)
+    prompt_file = getattr(args, "judge_prompt", None)
+    template = objhal_judge.load_reference_prompt(prompt_file) if prompt_file else objhal_judge.PROMPT
+    names, name_reading = objhal_judge.spacy_names()
+    judged, unparseable = objhal_judge.judge_objects(
+        answers,
+        args.prompt or _DESCRIBE,
+        reader,
+        judge,
+        template,
+        names or objhal_judge.offline_names,
+        workers=args.judge_workers,
+    )
+    return {
+        "scorer": f"judge ({judge.model}) lists objects, then the reference CHAIR synonym filter (RLHF-V)",
+        "judge_prompt": f"reference prompt from {prompt_file}"
+        if prompt_file
+        else "chip's own wording (give --judge-prompt eval_gpt_obj_halbench.py for RLHF-V's)",
+        "object_names": name_reading,
+        **chair.chair_scores(answers, truth, judged),
+        "n_unparseable": unparseable,
+    }
 
 
 def _chair_questions(args: argparse.Namespace) -> list[Question]:
@@ -123,7 +164,12 @@ def _score_pope(args: argparse.Namespace, answers: dict, judge: JudgeClient | No
     rows = _pope_rows(args)
     labels = {k: r["label"] for k, r in rows.items()}
     splits = {k: r.get("split") or r.get("category") for k, r in rows.items()}
-    return {"scorer": "rule-based (first sentence no/not)", **pope.pope_scores(answers, labels, splits)}
+    scorer = {
+        "official": "rule-based (POPE evaluate.py reading: text before the first '.', commas removed, "
+        "space-separated 'No'/'no'/'not')",
+        "corrected": "rule-based (first sentence no/not, any case, punctuation stripped)",
+    }[args.reading]
+    return {"scorer": scorer, **pope.pope_scores(answers, labels, splits, reading=args.reading)}
 
 
 def _pope_questions(args: argparse.Namespace) -> list[Question]:
@@ -135,7 +181,13 @@ def _pope_questions(args: argparse.Namespace) -> list[Question]:
 
 def _score_amber(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
     annotations = amber.load_amber_annotations(args.annotations)
-    return {"scorer": "rule-based (AMBER vocabulary, offline)", **amber.amber_scores(answers, annotations)}
+    if args.reading == "corrected":
+        return {"scorer": "rule-based (AMBER vocabulary, offline)", **amber.amber_scores(answers, annotations)}
+    amber.check_answer_ids(answers, annotations)
+    nouns, noun_reading = amber_official.reference_nouns()
+    similar, similarity = amber_official.reference_similarity()
+    scores = amber_official.amber_official_scores(answers, annotations, nouns, similar, noun_reading, similarity)
+    return {"scorer": "rule-based (AMBER inference.py counting)", **scores}
 
 
 def _amber_questions(args: argparse.Namespace) -> list[Question]:
@@ -159,9 +211,22 @@ def _score_mmhal(args: argparse.Namespace, answers: dict, judge: JudgeClient | N
     unknown = [k for k in answers if k not in rows]
     if unknown:
         raise DataError(f"{len(unknown)} answer(s) to unknown question ids, e.g. {unknown[:5]!r}")
-    ratings = mmhal.judge_mmhal(answers, rows, judge, workers=args.judge_workers)
+    prompt_file = getattr(args, "judge_prompt", None)
+    template = mmhal.load_reference_template(prompt_file) if prompt_file else None
+    ratings = mmhal.judge_mmhal(
+        answers, rows, judge, workers=args.judge_workers, reading=args.reading, template=template
+    )
     types = {k: rows[k]["question_type"] for k in answers}
-    return {"scorer": f"judge ({judge.model})", **mmhal.mmhal_scores(ratings, types)}
+    return {
+        "scorer": f"judge ({judge.model})",
+        "judge_prompt": f"reference template from {prompt_file}"
+        if template is not None
+        else "chip's own wording of the rubric (give --judge-prompt eval_gpt4.py for the reference's)",
+        "rating_parse": "eval_gpt4.py (exactly one 'rating: X'; else 0)"
+        if args.reading == "official"
+        else "last 'Rating: X'",
+        **mmhal.mmhal_scores(ratings, types),
+    }
 
 
 def _mmhal_questions(args: argparse.Namespace) -> list[Question]:
@@ -211,7 +276,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark("chair", "image_id", ("annotations",), _score_chair, _chair_questions, int),
-        Benchmark("objhal", "image_id", ("annotations",), _score_chair, _chair_questions, int),
+        Benchmark("objhal", "image_id", ("annotations",), _score_objhal, _chair_questions, int),
         Benchmark("pope", "question_id", ("questions",), _score_pope, _pope_questions),
         Benchmark("amber", "id", ("annotations",), _score_amber, _amber_questions, int),
         Benchmark("mmhal", "question_id", ("questions",), _score_mmhal, _mmhal_questions, needs_judge=True),

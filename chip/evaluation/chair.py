@@ -8,10 +8,16 @@ objects a description mentions that are not in the image's ground truth:
     CHAIR_s refined (Object HalBench, "Response Hall") = same / responses mentioning >= 1 object
     recall  = sum over responses of distinct correct classes / sum of ground-truth classes
 
+CHAIR_i and CHAIR_s are `utils/chair.py`'s; recall is OPERA's `chair.py` formula and the refined
+CHAIR_s and `avg_length` are RLHF-V's `eval_gpt_obj_halbench.py` formulas (OPERA and RLHF-V
+compute recall the same way). How a caption's mentions are found is the reader's business: the
+official reading (`chair_official.official_coco_reader()`, the default) or chip's corrected one
+(`COCO_VOCABULARY`, also the shape of the synthetic world's vocabulary).
+
 A scorer here is a pure function of answers and ground truth; reading files is the CLI's job.
 
-    from chip.evaluation.chair import COCO_VOCABULARY, chair_scores
-    chair_scores({1: "A man rides a horse."}, {1: {"person", "horse"}}, COCO_VOCABULARY)
+    from chip.evaluation.chair import chair_scores, official_coco_reader
+    chair_scores({1: "A man rides a horse."}, {1: {"person", "horse"}}, official_coco_reader())
 """
 
 from __future__ import annotations
@@ -20,34 +26,50 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 from chip.errors import DataError
-from chip.evaluation.coco import COCO_VOCABULARY, load_coco_truth
-from chip.evaluation.text import word_count
+from chip.evaluation.chair_official import OfficialChairReader, official_coco_reader
+from chip.evaluation.coco import COCO_VOCABULARY, MentionReader, load_coco_truth
 from chip.evaluation.vocabulary import ObjectVocabulary, extract_mentions
 
 __all__ = [
     "COCO_VOCABULARY",
+    "MentionReader",
     "ObjectVocabulary",
+    "OfficialChairReader",
     "ResponseObjects",
     "chair_scores",
+    "coco_reader",
     "extract_mentions",
     "load_coco_truth",
+    "official_coco_reader",
     "score_response",
 ]
+
+
+def coco_reader(reading: str) -> MentionReader:
+    """The COCO mention reader of a reading: "official" (the reference's) or "corrected" (chip's)."""
+    if reading == "official":
+        return official_coco_reader()
+    if reading == "corrected":
+        return COCO_VOCABULARY
+    raise ValueError(f"unknown CHAIR reading {reading!r}; expected 'official' or 'corrected'")
 
 
 @dataclass(frozen=True)
 class ResponseObjects:
     """One response's object mentions split against its image's ground truth."""
 
-    mentions: tuple[str, ...]  # canonical classes in order, repeats kept
+    words: tuple[str, ...]  # the mentioning words (after singularising / phrase merging), in order
+    mentions: tuple[str, ...]  # their canonical classes, repeats kept
     hallucinated: tuple[str, ...]  # the mentions not in the ground truth, repeats kept
     covered: frozenset[str]  # distinct ground-truth classes the response mentions
 
 
-def score_response(text: str, truth: set[str] | frozenset[str], vocab: ObjectVocabulary) -> ResponseObjects:
+def score_response(text: str, truth: set[str] | frozenset[str], vocab: MentionReader) -> ResponseObjects:
     """Which of `text`'s object mentions are hallucinated, and which truth classes it covers."""
-    mentions = tuple(extract_mentions(text, vocab))
+    pairs = vocab.mentions(text)
+    mentions = tuple(cls for _, cls in pairs)
     return ResponseObjects(
+        words=tuple(word for word, _ in pairs),
         mentions=mentions,
         hallucinated=tuple(m for m in mentions if m not in truth),
         covered=frozenset(m for m in mentions if m in truth),
@@ -57,7 +79,7 @@ def score_response(text: str, truth: set[str] | frozenset[str], vocab: ObjectVoc
 def chair_scores(
     answers: Mapping[Hashable, str],
     truth: Mapping[Hashable, set[str]],
-    vocab: ObjectVocabulary,
+    vocab: MentionReader,
 ) -> dict:
     """CHAIR_i, CHAIR_s (plain and refined), recall and mean length over `answers`, as fractions.
 
@@ -81,7 +103,7 @@ def chair_scores(
         n_with_hallucination += bool(result.hallucinated)
         n_covered += len(result.covered)
         n_truth += len(truth[key])
-        total_words += word_count(text)
+        total_words += vocab.word_count(text)
 
     n = len(answers)
     return {

@@ -10,6 +10,9 @@
 
 Results are one JSON of metrics per run (fractions, written atomically) plus an optional
 Markdown table; `--compare` prints runs side by side with their differences from the first.
+`--reading official` (default) scores as the benchmark's reference code does, quirks included;
+`--reading corrected` applies chip's fixes (docs/evaluation.md lists them). Every metrics JSON
+names its `reading`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from pathlib import Path
 
 from chip.errors import ConfigError
-from chip.evaluation.benchmarks import BENCHMARKS, read_answers
+from chip.evaluation.benchmarks import BENCHMARKS, READINGS, read_answers
 from chip.evaluation.io import write_json_atomic, write_text_atomic
 from chip.evaluation.judge import JudgeClient
 from chip.evaluation.report import compare_table, load_runs, metrics_table
@@ -34,25 +37,48 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bench", choices=sorted(BENCHMARKS), help="benchmark to run")
     run.add_argument("--answers", help="answers JSONL to score (with --model: where answers are written)")
     run.add_argument("--annotations", help="COCO 2014 annotation folder (chair, objhal) or AMBER data folder")
-    run.add_argument("--questions", nargs="+", help="question file(s) (pope, mmhal, hallusionbench; generation)")
+    run.add_argument(
+        "--questions", nargs="+", help="question file(s) (pope, mmhal, hallusionbench; generation)"
+    )
     run.add_argument("--output", help="metrics JSON to write")
     run.add_argument("--markdown", help="also write the metrics (or the comparison) as a Markdown table")
+    run.add_argument(
+        "--reading",
+        choices=READINGS,
+        default="official",
+        help="official: as the reference scorers compute it (the numbers papers print); corrected: chip's fixes",
+    )
 
     gen = parser.add_argument_group("generation (with --model)")
     gen.add_argument("--model", help="model folder or hub id to generate answers with")
     gen.add_argument("--adapter", help="PEFT adapter folder to apply on top of --model")
-    gen.add_argument("--image-root", default=".", help="folder that question image paths are relative to")
+    gen.add_argument(
+        "--image-root",
+        "--image_root",
+        dest="image_root",
+        default=".",
+        help="folder that question image paths are relative to",
+    )
     gen.add_argument("--prompt", help="prompt for benchmarks whose questions have none (chair, objhal)")
     gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--num-beams", type=int, default=1, help="1 = greedy (EVAL.md default); the authors used 3")
+    gen.add_argument(
+        "--num-beams", type=int, default=1, help="1 = greedy (EVAL.md default); the authors used 3"
+    )
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--limit", type=int, help="answer only the first N questions")
     gen.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    gen.add_argument("--dtype", default="auto", help="torch dtype for the model (auto, float32, bfloat16, ...)")
+    gen.add_argument(
+        "--dtype", default="auto", help="torch dtype for the model (auto, float32, bfloat16, ...)"
+    )
 
-    judge = parser.add_argument_group("judge LLM (mmhal, hallusionbench)")
+    judge = parser.add_argument_group("judge LLM (mmhal, hallusionbench, objhal)")
     judge.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     judge.add_argument("--judge-model", default="gpt-4", help="model name sent to the endpoint")
+    judge.add_argument(
+        "--judge-prompt",
+        help="the reference script (mmhal: eval_gpt4.py; objhal: RLHF-V's eval_gpt_obj_halbench.py) "
+        "or a text file with its template, for the reference's exact judge prompt",
+    )
     judge.add_argument(
         "--judge-api-key-env", default="CHIP_JUDGE_API_KEY", help="environment variable holding the API key"
     )
@@ -92,7 +118,9 @@ def _generate(args: argparse.Namespace) -> Path:
 
     bench = BENCHMARKS[args.bench]
     if not args.questions:
-        raise ConfigError(f"--bench {args.bench} --model needs --questions (the prompts and images to answer)")
+        raise ConfigError(
+            f"--bench {args.bench} --model needs --questions (the prompts and images to answer)"
+        )
     questions = bench.questions(args)[: args.limit]
     answers_path = Path(args.answers) if args.answers else Path(args.output).with_suffix(".answers.jsonl")
     settings = GenerationSettings(
@@ -103,7 +131,13 @@ def _generate(args: argparse.Namespace) -> Path:
         dtype=args.dtype,
     )
     generate_answers(
-        args.model, questions, answers_path, args.image_root, settings, adapter=args.adapter, id_field=bench.id_field
+        args.model,
+        questions,
+        answers_path,
+        args.image_root,
+        settings,
+        adapter=args.adapter,
+        id_field=bench.id_field,
     )
     return answers_path
 
@@ -120,7 +154,9 @@ def main(argv: list[str]) -> int:
         if not getattr(args, option):
             raise ConfigError(f"--bench {args.bench} needs --{option}")
     if bench.needs_judge and not args.judge_url:
-        raise ConfigError(f"--bench {args.bench} needs a judge (--judge-url); EVAL.md gives it no rule-based scorer")
+        raise ConfigError(
+            f"--bench {args.bench} needs a judge (--judge-url); EVAL.md gives it no rule-based scorer"
+        )
     if args.model:
         answers_path = _generate(args)
     elif args.answers:
@@ -131,7 +167,13 @@ def main(argv: list[str]) -> int:
     answers = read_answers(answers_path, bench)
     judge = _judge(args)
     metrics = bench.score(args, answers, judge)
-    result = {"benchmark": bench.name, **metrics, "answers": str(answers_path), "n_answers": len(answers)}
+    result = {
+        "benchmark": bench.name,
+        "reading": args.reading,
+        **metrics,
+        "answers": str(answers_path),
+        "n_answers": len(answers),
+    }
     if judge is not None:
         result["judge"] = {**judge.describe(), **judge.stats.as_dict()}
     write_json_atomic(args.output, result)

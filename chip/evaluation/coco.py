@@ -12,9 +12,30 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from pathlib import Path
+from typing import Protocol
 
 from chip.errors import DataError
-from chip.evaluation.vocabulary import ObjectVocabulary, extract_mentions
+from chip.evaluation.vocabulary import ObjectVocabulary
+
+
+class MentionReader(Protocol):
+    """How a CHAIR-style scorer reads text: `ObjectVocabulary` (corrected) or `OfficialChairReader`."""
+
+    name: str  # the vocabulary, e.g. "coco"
+    reading: str  # "official" or "corrected"
+
+    def mentions(self, text: str) -> list[tuple[str, str]]:
+        """(word, class) for every object mention, in order, repeats kept."""
+        ...
+
+    def category_class(self, name: str) -> str | None:
+        """The class an annotation's category name stands for, or None."""
+        ...
+
+    def word_count(self, text: str) -> int:
+        """Response length in words, for `avg_length`."""
+        ...
+
 
 # canonical COCO class -> further surface forms (lower-case, singular)
 _COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -178,13 +199,13 @@ def _load_json(path: Path) -> dict:
 def load_coco_truth(
     folder: str | Path,
     image_ids: Collection[int] | None = None,
-    vocab: ObjectVocabulary = COCO_VOCABULARY,
+    vocab: MentionReader = COCO_VOCABULARY,
 ) -> dict[int, set[str]]:
     """Ground-truth classes per image: instance categories ∪ objects extracted from reference captions.
 
     Reads every `instances_*2014.json` and `captions_*2014.json` in `folder` (train and val may
     both be there; the CHAIR reference merges them). Only `image_ids` are kept when given, which
-    keeps memory small on the 80k-image train split.
+    keeps memory small on the 80k-image train split. `vocab` reads category names and captions.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -200,7 +221,7 @@ def load_coco_truth(
             if wanted is not None and image_id not in wanted:
                 continue
             name = names.get(ann.get("category_id"))
-            canonical = vocab.canonical(name) if name else None
+            canonical = vocab.category_class(name) if name else None
             if canonical is None:
                 raise DataError(
                     f"{path}: annotations[{index}]: field 'category_id': "
@@ -213,7 +234,7 @@ def load_coco_truth(
             image_id = ann.get("image_id")
             if wanted is not None and image_id not in wanted:
                 continue
-            truth.setdefault(image_id, set()).update(extract_mentions(ann.get("caption", ""), vocab))
+            truth.setdefault(image_id, set()).update(cls for _, cls in vocab.mentions(ann.get("caption", "")))
     # Every COCO image has captions, so an id seen nowhere is a wrong id or a wrong split, and
     # scoring it against an empty truth would call every mention a hallucination.
     unknown = sorted(wanted - truth.keys()) if wanted is not None else []

@@ -92,11 +92,15 @@ class JudgeClient:
         except urllib.error.HTTPError as err:
             return err.code, err.read() if err.fp else b""
 
-    def chat(self, prompt: str, system: str | None = None) -> str | None:
-        """The judge's reply text, or None when the request failed or the reply was malformed."""
+    def chat(self, prompt: str, system: str | None = None, role: str = "user") -> str | None:
+        """The judge's reply text, or None when the request failed or the reply was malformed.
+
+        `role` is the prompt's message role: RLHF-V's Object HalBench sends its prompt as the only,
+        system, message.
+        """
         self._count("requests")
         messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
+            {"role": role, "content": prompt}
         ]
         body = json.dumps(
             {
@@ -131,9 +135,11 @@ class JudgeClient:
         self._count("failed")
         return None
 
-    def ask(self, prompt: str, parse: Callable[[str], T | None], system: str | None = None) -> T | None:
+    def ask(
+        self, prompt: str, parse: Callable[[str], T | None], system: str | None = None, role: str = "user"
+    ) -> T | None:
         """`parse(reply)`, or None (counted) when there is no reply or `parse` cannot read it."""
-        reply = self.chat(prompt, system=system)
+        reply = self.chat(prompt, system=system, role=role)
         if reply is None:
             return None
         value = parse(reply)
@@ -147,9 +153,10 @@ class JudgeClient:
         parse: Callable[[str], T | None],
         system: str | None = None,
         workers: int = 4,
+        role: str = "user",
     ) -> list[T | None]:
         """`ask` for each prompt, `workers` at a time, results in prompt order."""
         if workers <= 1:
-            return [self.ask(p, parse, system) for p in prompts]
+            return [self.ask(p, parse, system, role) for p in prompts]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda p: self.ask(p, parse, system), prompts))
+            return list(pool.map(lambda p: self.ask(p, parse, system, role), prompts))

@@ -7,18 +7,26 @@ hallucination. Score = mean rating; hallucination rate = share of ratings below 
 
 There is no rule-based fallback: without a judge this benchmark cannot be scored (EVAL.md).
 Unparseable or failed judge replies count as rating 0 and are reported in `n_unparseable`.
+
+The official reading follows the reference `eval_gpt4.py`: its judge prompt (read from the
+user's copy of that script with `load_reference_template`, since chip does not ship its text;
+without it chip's own wording below is used and the metrics say so) filled with the image
+contents joined by ", ", the question, the reference answer and the model's answer, one user
+message at temperature 0; and its rating parse: the rating is the one X in 0-6 for which
+"rating: X" occurs in the lower-cased reply, and a reply with none or several counts as 0.
+The corrected reading takes the last "Rating: X" instead, so a judge that restates the scale
+before its verdict is still read.
 """
 
 from __future__ import annotations
 
+import ast
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
 
+from chip.errors import ConfigError
 from chip.evaluation.judge import JudgeClient
-
-QUESTION_TYPES = (
-    "attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other",
-)
 
 # The rubric of the reference evaluation, written out in our own words.
 _PROMPT = """You are grading an answer given by a vision-language assistant about an image you cannot see.
@@ -53,9 +61,44 @@ Explain your judgement briefly, then give exactly one rating on the last line as
 _RATING = re.compile(r"rating\s*[:=]?\s*\**\s*([0-6])\b", re.IGNORECASE)
 
 
-def build_prompt(row: Mapping[str, object], answer: str) -> str:
-    """The judge prompt for one MMHal-Bench row (`image_content`, `question`, `gt_answer`)."""
+def load_reference_template(path: str | Path) -> str:
+    """The judge prompt template of the reference: the string assigned to `template` in the user's
+    `eval_gpt4.py`, or a text file holding it; its four `{}` take image contents, question,
+    reference answer and model answer, in that order."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: judge prompt file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        found = [
+            node.value.value
+            for node in ast.walk(ast.parse(text, filename=str(path)))
+            if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "template" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ]
+        if not found:
+            raise ConfigError(
+                f"{path}: no string assigned to `template` (expected MMHal-Bench's eval_gpt4.py)"
+            )
+        text = found[-1]
+    try:
+        text.format("", "", "", "")
+    except (IndexError, KeyError, ValueError) as err:
+        raise ConfigError(f"{path}: the template must have four {{}} fields ({err})") from err
+    return text
+
+
+def build_prompt(row: Mapping[str, object], answer: str, template: str | None = None) -> str:
+    """The judge prompt for one MMHal-Bench row (`image_content`, `question`, `gt_answer`).
+
+    With the reference `template`, exactly as `eval_gpt4.py` fills it; else chip's own wording.
+    """
     content = row.get("image_content", [])
+    if template is not None:
+        objects = ", ".join(content) if isinstance(content, list) else str(content)
+        return template.format(objects, row.get("question", ""), row.get("gt_answer", ""), answer)
     objects = ", ".join(map(str, content)) if isinstance(content, list) else str(content)
     return _PROMPT.format(
         image_content=objects or "(none listed)",
@@ -66,9 +109,22 @@ def build_prompt(row: Mapping[str, object], answer: str) -> str:
 
 
 def parse_rating(reply: str) -> int | None:
-    """The last "Rating: X" (X in 0-6) in the judge's reply: the verdict follows the explanation."""
+    """Corrected reading: the last "Rating: X" (X in 0-6) in the reply; the verdict follows the explanation."""
     found = _RATING.findall(reply)
     return int(found[-1]) if found else None
+
+
+def parse_rating_official(reply: str) -> int | None:
+    """`eval_gpt4.py`'s reading: the one X in 0-6 with "rating: X" in the lower-cased reply, else None (scored 0)."""
+    found = [s for s in range(7) if f"rating: {s}" in reply.lower()]
+    return found[0] if len(found) == 1 else None
+
+
+# reading name -> judge reply -> rating or None
+RATING_PARSERS: dict[str, Callable[[str], int | None]] = {
+    "official": parse_rating_official,
+    "corrected": parse_rating,
+}
 
 
 def mmhal_scores(ratings: Mapping[Hashable, int | None], types: Mapping[Hashable, str]) -> dict:
@@ -92,8 +148,14 @@ def judge_mmhal(
     rows: Mapping[Hashable, Mapping[str, object]],
     judge: JudgeClient,
     workers: int = 4,
+    reading: str = "official",
+    template: str | None = None,
 ) -> dict[Hashable, int | None]:
-    """Ask the judge to rate every answer; None where the reply could not be read."""
+    """Ask the judge to rate every answer; None where the reply could not be read.
+
+    `reading` picks the rating parse (`RATING_PARSERS`); `template` is the reference prompt
+    (`load_reference_template`), or None for chip's own wording.
+    """
     keys = list(answers)
-    prompts = [build_prompt(rows[key], answers[key]) for key in keys]
-    return dict(zip(keys, judge.ask_many(prompts, parse_rating, workers=workers)))
+    prompts = [build_prompt(rows[key], answers[key], template) for key in keys]
+    return dict(zip(keys, judge.ask_many(prompts, RATING_PARSERS[reading], workers=workers)))

@@ -3,8 +3,10 @@ Vision-Language Models", EMNLP 2023).
 
 Questions are "Is there a {object} in the image?" with yes/no labels, in three splits (random,
 popular, adversarial) that differ in how the absent objects were sampled. An answer reads as
-"no" when its first sentence contains no/not (`chip.evaluation.yesno.reads_as_yes`). Positive
-is "yes"; yes_ratio shows a model's bias towards agreeing, which hallucination inflates.
+"no" when its first sentence contains no/not, by default exactly as the reference `evaluate.py`
+parses it (`chip.evaluation.yesno` has both readings). Positive is "yes"; yes_ratio shows a
+model's bias towards agreeing, which hallucination inflates. Papers print each split and the
+mean of the three splits' metrics (`average`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 from chip.errors import DataError
-from chip.evaluation.yesno import binary_metrics, parse_label, reads_as_yes
+from chip.evaluation.yesno import YES_READINGS, binary_metrics, parse_label
 
 _REPORTED = ("accuracy", "precision", "recall", "f1", "yes_ratio", "n")
+_AVERAGED = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 
 
 def _metrics(predicted: list[bool], actual: list[bool]) -> dict:
@@ -27,13 +30,21 @@ def pope_scores(
     answers: Mapping[Hashable, str],
     labels: Mapping[Hashable, object],
     splits: Mapping[Hashable, str] | None = None,
+    reading: str = "official",
 ) -> dict:
     """Accuracy, precision, recall, F1 and yes_ratio overall, and per split when `splits` is given.
 
-    `answers` and `labels` are keyed by question id; labels are "yes"/"no". Questions without an
-    answer are left out and counted in `n_unanswered`; an answer to an unknown question is an
-    error, since it means the two files do not belong together.
+    `answers` and `labels` are keyed by question id; labels are "yes"/"no". `reading` names how
+    an answer is read ("official" or "corrected", see `chip.evaluation.yesno`). The top-level
+    metrics pool every answer (what the reference prints for one file); with splits, `splits`
+    has each split's metrics and `average` their mean. Questions without an answer are left out
+    and counted in `n_unanswered`; an answer to an unknown question is an error, since it means
+    the two files do not belong together. Where the reference divides by zero (no "yes" answer
+    in a split) the ratio is reported as 0.0.
     """
+    if reading not in YES_READINGS:
+        raise ValueError(f"unknown POPE reading {reading!r}; expected one of {sorted(YES_READINGS)}")
+    reads_as_yes = YES_READINGS[reading]
     unknown = [key for key in answers if key not in labels]
     if unknown:
         raise DataError(f"{len(unknown)} answer(s) to unknown question ids, e.g. {unknown[:5]!r}")
@@ -58,5 +69,9 @@ def pope_scores(
         result["splits"] = {
             name: {k: v for k, v in _metrics(*by_split[name]).items() if k in _REPORTED}
             for name in sorted(by_split)
+        }
+        result["average"] = {
+            key: sum(split[key] for split in result["splits"].values()) / len(result["splits"])
+            for key in _AVERAGED
         }
     return result

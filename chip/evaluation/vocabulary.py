@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chip.errors import ConfigError
-from chip.evaluation.text import singularize, tokenize
+from chip.evaluation.text import singularize, tokenize, word_count
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,35 @@ class ObjectVocabulary:
 
         # Every single word the rules mention: singularisation only ever maps onto these.
         known: set[str] = set()
-        for text in (*self.synonyms, *pairs, *pairs.values(), *self.suppressed_by, *self.suppressed_by.values()):
+        for text in (
+            *self.synonyms,
+            *pairs,
+            *pairs.values(),
+            *self.suppressed_by,
+            *self.suppressed_by.values(),
+        ):
             known.update(text.split())
         object.__setattr__(self, "_known_words", frozenset(known))
+
+    # chip's corrected reading of CHAIR; `chip.evaluation.chair_official` is the reference's reading
+    reading = "corrected"
 
     @property
     def classes(self) -> frozenset[str]:
         """The canonical classes."""
         return frozenset(self.synonyms.values())
+
+    def mentions(self, text: str) -> list[tuple[str, str]]:
+        """(surface form, class) for every object mention in `text`, in order, repeats kept."""
+        return [(w, self.synonyms[w]) for w in self.words(text)]
+
+    def category_class(self, name: str) -> str | None:
+        """The class a category name (e.g. a COCO category) stands for, or None."""
+        return self.canonical(name)
+
+    def word_count(self, text: str) -> int:
+        """Response length in whitespace-separated words."""
+        return word_count(text)
 
     def canonical(self, surface: str) -> str | None:
         """The class of one surface form (after singularisation), or None if it is not an object word."""

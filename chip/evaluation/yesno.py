@@ -1,16 +1,23 @@
 """Reading a free-form answer as yes/no, and the binary-classification metrics built on it.
 
 POPE, AMBER's discriminative part and HallusionBench's offline scorer all ask yes/no questions.
-EVAL.md fixes one reading rule for them: the answer is "no" if its first sentence contains the
-word "no" or "not", else "yes". Because the rule only looks for negations, an empty or evasive
-answer reads as "yes"; contractions ("isn't") are not the word "not" and also read as "yes",
-as in the POPE reference script.
+EVAL.md's rule for them: the answer is "no" if its first sentence contains the word "no" or
+"not", else "yes". Two readings of that rule exist:
+
+- `reads_as_yes_official`: POPE's reference (RUCAIBox/POPE `evaluate.py`, parsed the same way by
+  LLaVA's `eval_pope.py`) keeps the text before the first ".", removes commas, splits on single
+  spaces and looks for the exact strings "No", "no" and "not". So "NO", "No!", "(no)", "Not" and
+  "no" followed by a newline read as yes, and "Yes! There is no zebra." reads as no.
+- `reads_as_yes` (chip's corrected reading): sentences also end at "!", "?" and newlines, and
+  words are matched case-insensitively with punctuation stripped.
+
+In both, an empty or evasive answer reads as "yes" and contractions ("isn't") are not "not".
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chip.evaluation.text import tokenize
 
@@ -18,8 +25,15 @@ _SENTENCE_END = re.compile(r"[.!?\n]")
 _NEGATIONS = frozenset({"no", "not"})
 
 
+def reads_as_yes_official(answer: str) -> bool:
+    """POPE's reference reading: False when "No", "no" or "not" is a space-separated word before the first "."."""
+    first_sentence = answer.split(".", 1)[0]
+    words = first_sentence.replace(",", "").split(" ")
+    return not ("No" in words or "no" in words or "not" in words)
+
+
 def reads_as_yes(answer: str) -> bool:
-    """EVAL.md's rule: False when the first sentence contains the word no/not, True otherwise."""
+    """chip's corrected reading: False when the first sentence contains the word no/not in any case."""
     first_sentence = _SENTENCE_END.split(answer.strip(), maxsplit=1)[0]
     return not (_NEGATIONS & set(tokenize(first_sentence)))
 
@@ -70,3 +84,10 @@ def binary_metrics(predicted: Sequence[bool], actual: Sequence[bool]) -> dict[st
         "tn": tn,
         "fn": fn,
     }
+
+
+# reading name -> answer -> reads as yes
+YES_READINGS: dict[str, Callable[[str], bool]] = {
+    "official": reads_as_yes_official,
+    "corrected": reads_as_yes,
+}

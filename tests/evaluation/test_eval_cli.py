@@ -180,7 +180,46 @@ def test_amber_through_the_cli(tmp_path) -> None:
     answers = tmp_path / "a.json"
     answers.write_text(json.dumps([{"id": 1, "response": "A dog and a cat."}, {"id": 2, "response": "No."}]))
     out = tmp_path / "m.json"
-    assert main(["--bench", "amber", "--answers", str(answers), "--annotations", str(data), "--output", str(out)]) == 0
+    argv = ["--bench", "amber", "--answers", str(answers), "--annotations", str(data), "--output", str(out)]
+    assert main([*argv, "--reading", "corrected"]) == 0
     m = json.loads(out.read_text())
     assert (m["chair"], m["cover"], m["hal"], m["cog"], m["f1"]) == pytest.approx((0.5, 1.0, 1.0, 1.0, 1.0))
-    assert m["amber_score"] == pytest.approx(0.75)
+    assert m["amber_score"] == pytest.approx(0.75) and m["reading"] == "corrected"
+
+    # Official reading: "No." is not exactly "No", so it is no answer at all; every denominator
+    # starts at 0.001 and numbers are rounded percentages: CHAIR round(100·1/2.001, 1) = 50.0,
+    # Cover and Cog round(100·1/1.001, 1) = 99.9, Hal 100.0; accuracy 0/1.001 = 0.
+    assert main(argv) == 0
+    m = json.loads(out.read_text())
+    assert (m["chair"], m["cover"], m["hal"], m["cog"]) == pytest.approx((0.5, 0.999, 1.0, 0.999))
+    assert (m["accuracy"], m["f1"]) == (0.0, 0.0) and m["reading"] == "official"
+    assert "no POS tagger" in m["noun_reading"] or "not installed" in m["noun_reading"]
+
+
+def test_objhal_with_local_judge_follows_rlhfv(tmp_path, coco_dir, fake_judge) -> None:
+    """Image 1 (truth person, dog, frisbee): the judge lists "man", "orange frisbee", "cup of coffee"
+    -> person, frisbee, cup; cup is hallucinated. Image 2 (truth toilet, sink): "A toilet." has 2 words,
+    so no judge call and no objects. CHAIR_i = 1/3, CHAIR_s = 1/2, refined = 1/1, recall = 2/5.
+    The prompt goes out as the one, system, message."""
+    listed = {"A man throws an orange frisbee next to a cup of coffee.": '["man", "orange frisbee", "cup of coffee"]'}
+    fake_judge.respond = lambda prompt: next(v for k, v in listed.items() if k in prompt)
+    answers = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"image_id": 1, "answer": next(iter(listed))}, {"image_id": 2, "answer": "A toilet."}],
+    )
+    out = tmp_path / "m.json"
+    argv = ["--bench", "objhal", "--answers", answers, "--annotations", str(coco_dir), "--output", str(out),
+            "--judge-url", fake_judge.url, "--judge-workers", "1"]  # fmt: skip
+    assert main(argv) == 0
+    m = json.loads(out.read_text())
+    assert (m["chair_i"], m["chair_s"], m["chair_s_refined"], m["recall"]) == pytest.approx((1 / 3, 0.5, 1.0, 0.4))
+    assert len(fake_judge.requests) == 1 and m["n_unparseable"] == 0
+    assert [msg["role"] for msg in fake_judge.requests[0]["messages"]] == ["system"]
+    assert "RLHF-V" in m["scorer"] and m["reading"] == "official"
+
+
+def test_image_root_takes_both_spellings() -> None:
+    from chip.evaluation.cli import build_parser
+
+    for option in ("--image-root", "--image_root"):
+        assert build_parser().parse_args(["--bench", "pope", option, "imgs"]).image_root == "imgs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chip.errors import ConfigError
 from chip.evaluation.hallusion import (
     hallusion_scores,
     judge_correctness,
@@ -12,7 +13,14 @@ from chip.evaluation.hallusion import (
     rule_correctness,
 )
 from chip.evaluation.judge import JudgeClient
-from chip.evaluation.mmhal import build_prompt, judge_mmhal, mmhal_scores, parse_rating
+from chip.evaluation.mmhal import (
+    build_prompt,
+    judge_mmhal,
+    load_reference_template,
+    mmhal_scores,
+    parse_rating,
+    parse_rating_official,
+)
 
 
 @pytest.mark.parametrize(
@@ -28,6 +36,36 @@ from chip.evaluation.mmhal import build_prompt, judge_mmhal, mmhal_scores, parse
 )
 def test_parse_rating(reply: str, rating: int | None) -> None:
     assert parse_rating(reply) == rating
+
+
+@pytest.mark.parametrize(
+    ("reply", "rating"),
+    [
+        ("Accurate and detailed. Rating: 5", 5),
+        ("RATING: 0", 0),  # the reply is lower-cased first
+        ("A rating: 2 would be harsh... Final verdict.\nRating: 4", None),  # two ratings: scored 0
+        ("**Rating:** 3", None),  # "rating:** 3" is not "rating: 3"
+        ("rating=0", None),
+        ("Rating: 56", 5),  # a substring test: "rating: 5" occurs
+        ("no idea", None),
+    ],
+)
+def test_parse_rating_official(reply: str, rating: int | None) -> None:
+    assert parse_rating_official(reply) == rating
+
+
+def test_reference_template_is_read_from_the_script(tmp_path) -> None:
+    """The reference script is not shipped; chip reads the string assigned to `template` from the user's copy."""
+    script = tmp_path / "eval_gpt4.py"
+    script.write_text('import json\ntemplate = """Objects: {}\nQ: {}\nRef: {}\nA: {}"""\nprint(1)\n')
+    template = load_reference_template(script)
+    row = {"image_content": ["dog", "frisbee"], "question": "What?", "gt_answer": "A frisbee."}
+    assert build_prompt(row, "A ball.", template) == "Objects: dog, frisbee\nQ: What?\nRef: A frisbee.\nA: A ball."
+    (tmp_path / "other.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="template"):
+        load_reference_template(tmp_path / "other.py")
+    with pytest.raises(ConfigError, match="not found"):
+        load_reference_template(tmp_path / "missing.py")
 
 
 def test_mmhal_scores_by_hand() -> None:
