@@ -39,15 +39,56 @@ _DIMENSIONS: dict[str, tuple[str, ...]] = {
 
 # A word right after one of these is read as a verb ("they watch", "to park", "can drink").
 _VERB_CONTEXT = frozenset(
-    {"to", "can", "could", "will", "would", "may", "might", "shall", "should", "must",
-     "i", "we", "you", "they", "he", "she", "it", "who"}
+    {
+        "to",
+        "can",
+        "could",
+        "will",
+        "would",
+        "may",
+        "might",
+        "shall",
+        "should",
+        "must",
+        "i",
+        "we",
+        "you",
+        "they",
+        "he",
+        "she",
+        "it",
+        "who",
+    }
 )
 # Vocabulary words that are far more often not nouns in descriptions ("you can see", "a hot
 # day", "sailing on"); they count only right after a determiner or number ("a can of soda").
 _NOUN_ONLY_AFTER_DETERMINER = frozenset({"can", "hot", "sailing", "drawing", "sound", "support", "switch"})
 _DETERMINERS = frozenset(
-    {"a", "an", "the", "this", "that", "these", "those", "his", "her", "their", "its", "our", "my",
-     "your", "some", "one", "two", "three", "four", "five", "several", "many", "another"}
+    {
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "his",
+        "her",
+        "their",
+        "its",
+        "our",
+        "my",
+        "your",
+        "some",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "several",
+        "many",
+        "another",
+    }
 )
 
 
@@ -89,9 +130,7 @@ def load_amber_annotations(folder: str | Path) -> AmberAnnotations:
             if name not in row:
                 raise DataError(f"{folder / 'annotations.json'}:item {index}: field {name!r}: missing")
         items[int(row["id"])] = row
-    association = {
-        key.lower(): frozenset(w.lower() for w in words) for key, words in relation.items()
-    }
+    association = {key.lower(): frozenset(w.lower() for w in words) for key, words in relation.items()}
     safe_text = safe_path.read_text(encoding="utf-8")
     safe = frozenset(w.strip().lower() for w in safe_text.splitlines() if w.strip())
     return AmberAnnotations(

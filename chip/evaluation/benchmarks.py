@@ -182,11 +182,16 @@ def _pope_questions(args: argparse.Namespace) -> list[Question]:
 def _score_amber(args: argparse.Namespace, answers: dict, judge: JudgeClient | None) -> dict:
     annotations = amber.load_amber_annotations(args.annotations)
     if args.reading == "corrected":
-        return {"scorer": "rule-based (AMBER vocabulary, offline)", **amber.amber_scores(answers, annotations)}
+        return {
+            "scorer": "rule-based (AMBER vocabulary, offline)",
+            **amber.amber_scores(answers, annotations),
+        }
     amber.check_answer_ids(answers, annotations)
     nouns, noun_reading = amber_official.reference_nouns()
     similar, similarity = amber_official.reference_similarity()
-    scores = amber_official.amber_official_scores(answers, annotations, nouns, similar, noun_reading, similarity)
+    scores = amber_official.amber_official_scores(
+        answers, annotations, nouns, similar, noun_reading, similarity
+    )
     return {"scorer": "rule-based (AMBER inference.py counting)", **scores}
 
 
@@ -281,7 +286,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("amber", "id", ("annotations",), _score_amber, _amber_questions, int),
         Benchmark("mmhal", "question_id", ("questions",), _score_mmhal, _mmhal_questions, needs_judge=True),
         Benchmark(
-            "hallusionbench", "question_id", ("questions",), _score_hallusion, _hallusion_questions,
+            "hallusionbench",
+            "question_id",
+            ("questions",),
+            _score_hallusion,
+            _hallusion_questions,
             row_id=_hallusion_row_id,
         ),
     )

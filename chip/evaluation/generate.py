@@ -61,7 +61,9 @@ def _base_and_adapter(model_path: str | Path, adapter: str | Path | None) -> tup
     if adapter is None and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
-            raise ConfigError(f"{path}/adapter_config.json names no base_model_name_or_path; pass --model BASE --adapter {path}")
+            raise ConfigError(
+                f"{path}/adapter_config.json names no base_model_name_or_path; pass --model BASE --adapter {path}"
+            )
         return str(base), str(path)
     return str(model_path), None if adapter is None else str(adapter)
 
@@ -73,8 +75,10 @@ def load_for_generation(
     from transformers import AutoModelForImageTextToText
 
     from chip.modeling import VLMAdapter
+    from chip.modeling.checks import check_model_path
 
     base, adapter_path = _base_and_adapter(model_path, adapter)
+    check_model_path(base)
     dtype = "auto" if settings.dtype == "auto" else _DTYPES[settings.dtype]
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype)
     if adapter_path is not None:
@@ -118,7 +122,9 @@ def read_answered(path: Path, id_field: str) -> tuple[set[str], dict[str, Any] |
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: invalid JSON ({err.msg}); cannot resume from this file") from err
+            raise DataError(
+                f"{path}:{number}: invalid JSON ({err.msg}); cannot resume from this file"
+            ) from err
         if id_field not in row:
             raise DataError(f"{path}:{number}: field {id_field!r}: missing; cannot resume from this file")
         answered.add(str(row[id_field]))
@@ -149,13 +155,19 @@ def _load_image(root: Path, question: Question) -> Image.Image:
 
 @torch.no_grad()
 def generate_batch(
-    model: torch.nn.Module, vlm: VLMAdapter, questions: Sequence[Question], image_root: Path, settings: GenerationSettings
+    model: torch.nn.Module,
+    vlm: VLMAdapter,
+    questions: Sequence[Question],
+    image_root: Path,
+    settings: GenerationSettings,
 ) -> list[str]:
     """Answers for one batch (all with images or all without), decoded without special tokens."""
     has_images = questions[0].image is not None
     texts = [vlm.format_prompt(q.prompt, 1 if has_images else 0) for q in questions]
     images = [[_load_image(image_root, q)] for q in questions] if has_images else None
-    inputs = vlm.processor(images=images, text=texts, padding=True, add_special_tokens=False, return_tensors="pt")
+    inputs = vlm.processor(
+        images=images, text=texts, padding=True, add_special_tokens=False, return_tensors="pt"
+    )
     inputs = inputs.to(model.device)
     output = model.generate(
         **inputs,
@@ -207,8 +219,14 @@ def generate_answers(
         for batch in _batches(todo, settings.batch_size):
             texts = generate_batch(model, vlm, batch, Path(image_root), settings)
             for question, text in zip(batch, texts):
-                row = {id_field: question.id, "prompt": question.prompt, "image": question.image, "answer": text,
-                       "model": identity, "settings": settings.decoding()}
+                row = {
+                    id_field: question.id,
+                    "prompt": question.prompt,
+                    "image": question.image,
+                    "answer": text,
+                    "model": identity,
+                    "settings": settings.decoding(),
+                }
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())

@@ -50,7 +50,9 @@ def rule_correctness(
     for key, answer in answers.items():
         label = parse_label(rows[key].get("gt_answer"))
         if label is None:
-            raise DataError(f"HallusionBench {key}: field 'gt_answer': {rows[key].get('gt_answer')!r} is not 0/1")
+            raise DataError(
+                f"HallusionBench {key}: field 'gt_answer': {rows[key].get('gt_answer')!r} is not 0/1"
+            )
         correct[key] = reads_as_yes(answer) == label
     return correct
 
@@ -87,7 +89,9 @@ def judge_correctness(
     return {k: bool(v) for k, v in zip(keys, verdicts)}
 
 
-def _all_correct_share(correct: Mapping[Hashable, bool], groups: Mapping[Hashable, tuple]) -> tuple[float, int]:
+def _all_correct_share(
+    correct: Mapping[Hashable, bool], groups: Mapping[Hashable, tuple]
+) -> tuple[float, int]:
     members: dict[tuple, list[bool]] = {}
     for key, group in groups.items():
         members.setdefault(group, []).append(correct[key])

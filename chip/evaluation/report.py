@@ -125,7 +125,11 @@ def load_runs(paths: Sequence[str | Path], names: Sequence[str] | None = None) -
         label = names[index] if names else Path(path).stem
         methods = data.get("methods")
         if isinstance(methods, dict):
-            runs += [(f"{label}:{m}" if len(paths) > 1 else m, v) for m, v in methods.items() if isinstance(v, dict)]
+            runs += [
+                (f"{label}:{m}" if len(paths) > 1 else m, v)
+                for m, v in methods.items()
+                if isinstance(v, dict)
+            ]
         else:
             runs.append((label, data))
     return runs

@@ -17,7 +17,9 @@ Reply = tuple[int, bytes, float]
 
 def completion(content: str) -> bytes:
     """A minimal chat-completions response body."""
-    return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
+    return json.dumps(
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    ).encode()
 
 
 @dataclass

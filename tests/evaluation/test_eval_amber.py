@@ -20,9 +20,18 @@ ANNOTATIONS = [
     {"id": 8, "type": "discriminative-attribute-action", "truth": "no"},
 ]
 RELATION = {
-    "dog": [], "grass": ["ground"], "person": ["man", "woman", "people"], "cat": [], "frisbee": [],
-    "car": ["vehicle"], "road": ["street"], "bus": ["vehicle"], "tree": ["forest"], "can": [],
-    "sign": [], "light": [],
+    "dog": [],
+    "grass": ["ground"],
+    "person": ["man", "woman", "people"],
+    "cat": [],
+    "frisbee": [],
+    "car": ["vehicle"],
+    "road": ["street"],
+    "bus": ["vehicle"],
+    "tree": ["forest"],
+    "can": [],
+    "sign": [],
+    "light": [],
 }
 
 

@@ -49,7 +49,14 @@ def test_custom_vocabulary_uses_the_same_rules() -> None:
     """A synthetic world's vocabulary: two-word surface forms, plurals and baby/adult animals."""
     vocab = ObjectVocabulary(
         name="toy",
-        synonyms={"red cube": "cube", "cube": "cube", "block": "cube", "ball": "sphere", "puppy": "dog", "dog": "dog"},
+        synonyms={
+            "red cube": "cube",
+            "cube": "cube",
+            "block": "cube",
+            "ball": "sphere",
+            "puppy": "dog",
+            "dog": "dog",
+        },
         animals=frozenset({"dog"}),
     )
     text = "Two red cubes, a baby puppy, three balls and a blue block."

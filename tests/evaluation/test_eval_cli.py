@@ -29,7 +29,10 @@ def test_chair_api_form(tmp_path, coco_dir) -> None:
     ]
     answers = write_jsonl(tmp_path / "a.jsonl", rows)
     out = tmp_path / "m.json"
-    assert main(["--bench", "chair", "--answers", answers, "--annotations", str(coco_dir), "--output", str(out)]) == 0
+    assert (
+        main(["--bench", "chair", "--answers", answers, "--annotations", str(coco_dir), "--output", str(out)])
+        == 0
+    )
     m = json.loads(out.read_text())
     assert m["chair_i"] == pytest.approx(1 / 5)
     assert m["chair_s"] == pytest.approx(1 / 2)
@@ -40,16 +43,39 @@ def test_chair_api_form(tmp_path, coco_dir) -> None:
 def test_pope_api_form_with_markdown(tmp_path) -> None:
     """q1 yes/"Yes." TP, q2 no/"No, there is not." TN, q3 no/"Yes, a dog." FP (split popular),
     q4 yes/"No." FN (popular): accuracy 2/4, yes_ratio 2/4; popular: accuracy 0, yes_ratio 1/2."""
-    questions = [("q1", "yes", "random", "Yes."), ("q2", "no", "random", "No, there is not."),
-                 ("q3", "no", "popular", "Yes, a dog."), ("q4", "yes", "popular", "No.")]
+    questions = [
+        ("q1", "yes", "random", "Yes."),
+        ("q2", "no", "random", "No, there is not."),
+        ("q3", "no", "popular", "Yes, a dog."),
+        ("q4", "yes", "popular", "No."),
+    ]
     qfile = write_jsonl(
         tmp_path / "q.jsonl",
-        [{"question_id": q, "image": f"{q}.jpg", "text": "Is there a dog?", "label": lab, "category": split}
-         for q, lab, split, _ in questions],
+        [
+            {
+                "question_id": q,
+                "image": f"{q}.jpg",
+                "text": "Is there a dog?",
+                "label": lab,
+                "category": split,
+            }
+            for q, lab, split, _ in questions
+        ],
     )
     afile = write_jsonl(tmp_path / "a.jsonl", [{"question_id": q, "answer": a} for q, _, _, a in questions])
     out, md = tmp_path / "m.json", tmp_path / "m.md"
-    argv = ["--bench", "pope", "--answers", afile, "--questions", qfile, "--output", str(out), "--markdown", str(md)]
+    argv = [
+        "--bench",
+        "pope",
+        "--answers",
+        afile,
+        "--questions",
+        qfile,
+        "--output",
+        str(out),
+        "--markdown",
+        str(md),
+    ]
     assert main(argv) == 0
     m = json.loads(out.read_text())
     assert {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")} == pytest.approx(
@@ -63,14 +89,31 @@ def test_hallusion_without_judge_is_labelled_rule_based(tmp_path) -> None:
     """Two figures of one question: fig 0 (gt yes) answered "Yes" ✓, fig 1 (gt no) answered
     "Yes" ✗ -> aAcc 1/2, fAcc 1/2, qAcc 0; ids come from the reference's five key fields."""
     rows = [
-        {"category": "VD", "subcategory": "map", "set_id": 0, "figure_id": f, "question_id": 0,
-         "question": "Is it?", "gt_answer": gt, "model_prediction": "Yes"}
+        {
+            "category": "VD",
+            "subcategory": "map",
+            "set_id": 0,
+            "figure_id": f,
+            "question_id": 0,
+            "question": "Is it?",
+            "gt_answer": gt,
+            "model_prediction": "Yes",
+        }
         for f, gt in ((0, "1"), (1, "0"))
     ]
     questions = tmp_path / "hb.json"
     questions.write_text(json.dumps(rows))
     out = tmp_path / "m.json"
-    argv = ["--bench", "hallusionbench", "--answers", str(questions), "--questions", str(questions), "--output", str(out)]
+    argv = [
+        "--bench",
+        "hallusionbench",
+        "--answers",
+        str(questions),
+        "--questions",
+        str(questions),
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     m = json.loads(out.read_text())
     assert m["scorer"].startswith("rule-based")
@@ -82,14 +125,34 @@ def test_mmhal_with_local_judge(tmp_path, fake_judge) -> None:
     replies = iter(["Rating: 5", "Rating: 1"])
     fake_judge.respond = lambda prompt: next(replies)
     template = tmp_path / "template.json"
-    template.write_text(json.dumps([
-        {"question_type": "attribute", "question": "q0", "gt_answer": "g0", "image_content": ["a"]},
-        {"question_type": "counting", "question": "q1", "gt_answer": "g1", "image_content": ["b"]},
-    ]))
-    answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": 0, "answer": "x"}, {"question_id": 1, "answer": "y"}])
+    template.write_text(
+        json.dumps(
+            [
+                {"question_type": "attribute", "question": "q0", "gt_answer": "g0", "image_content": ["a"]},
+                {"question_type": "counting", "question": "q1", "gt_answer": "g1", "image_content": ["b"]},
+            ]
+        )
+    )
+    answers = write_jsonl(
+        tmp_path / "a.jsonl", [{"question_id": 0, "answer": "x"}, {"question_id": 1, "answer": "y"}]
+    )
     out = tmp_path / "m.json"
-    argv = ["--bench", "mmhal", "--answers", answers, "--questions", str(template), "--output", str(out),
-            "--judge-url", fake_judge.url, "--judge-model", "local", "--judge-workers", "1"]
+    argv = [
+        "--bench",
+        "mmhal",
+        "--answers",
+        answers,
+        "--questions",
+        str(template),
+        "--output",
+        str(out),
+        "--judge-url",
+        fake_judge.url,
+        "--judge-model",
+        "local",
+        "--judge-workers",
+        "1",
+    ]
     assert main(argv) == 0
     m = json.loads(out.read_text())
     assert m["score"] == pytest.approx(3.0) and m["hallucination_rate"] == pytest.approx(0.5)
@@ -102,7 +165,9 @@ def test_mmhal_without_judge_refuses(tmp_path) -> None:
 
 
 def test_bad_inputs_name_file_line_and_field(tmp_path) -> None:
-    questions = write_jsonl(tmp_path / "q.jsonl", [{"question_id": "q1", "image": "i", "text": "t", "label": "yes"}])
+    questions = write_jsonl(
+        tmp_path / "q.jsonl", [{"question_id": "q1", "image": "i", "text": "t", "label": "yes"}]
+    )
     out = str(tmp_path / "m.json")
     base = ["--bench", "pope", "--questions", questions, "--output", out, "--answers"]
     with pytest.raises(DataError, match="missing.jsonl: file not found"):
@@ -121,8 +186,19 @@ def test_bad_inputs_name_file_line_and_field(tmp_path) -> None:
 
 
 def test_chip_command_prints_one_line_error(tmp_path, capsys) -> None:
-    code = chip_cli.main(["eval", "--bench", "pope", "--answers", str(tmp_path / "none.jsonl"),
-                          "--questions", str(tmp_path / "q.jsonl"), "--output", str(tmp_path / "m.json")])
+    code = chip_cli.main(
+        [
+            "eval",
+            "--bench",
+            "pope",
+            "--answers",
+            str(tmp_path / "none.jsonl"),
+            "--questions",
+            str(tmp_path / "q.jsonl"),
+            "--output",
+            str(tmp_path / "m.json"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("chip: error:") and "\n" not in err and "Traceback" not in err
 
@@ -171,10 +247,14 @@ def test_amber_through_the_cli(tmp_path) -> None:
     AMBER score = ((1 - 1/2) + 1) / 2 = 0.75."""
     data = tmp_path / "amber"
     data.mkdir()
-    (data / "annotations.json").write_text(json.dumps([
-        {"id": 1, "type": "generative", "truth": ["dog"], "hallu": ["cat"]},
-        {"id": 2, "type": "discriminative-hallucination", "truth": "no"},
-    ]))
+    (data / "annotations.json").write_text(
+        json.dumps(
+            [
+                {"id": 1, "type": "generative", "truth": ["dog"], "hallu": ["cat"]},
+                {"id": 2, "type": "discriminative-hallucination", "truth": "no"},
+            ]
+        )
+    )
     (data / "relation.json").write_text(json.dumps({"dog": [], "cat": []}))
     (data / "safe_words.txt").write_text("")
     answers = tmp_path / "a.json"
@@ -201,7 +281,9 @@ def test_objhal_with_local_judge_follows_rlhfv(tmp_path, coco_dir, fake_judge) -
     -> person, frisbee, cup; cup is hallucinated. Image 2 (truth toilet, sink): "A toilet." has 2 words,
     so no judge call and no objects. CHAIR_i = 1/3, CHAIR_s = 1/2, refined = 1/1, recall = 2/5.
     The prompt goes out as the one, system, message."""
-    listed = {"A man throws an orange frisbee next to a cup of coffee.": '["man", "orange frisbee", "cup of coffee"]'}
+    listed = {
+        "A man throws an orange frisbee next to a cup of coffee.": '["man", "orange frisbee", "cup of coffee"]'
+    }
     fake_judge.respond = lambda prompt: next(v for k, v in listed.items() if k in prompt)
     answers = write_jsonl(
         tmp_path / "a.jsonl",
@@ -212,7 +294,9 @@ def test_objhal_with_local_judge_follows_rlhfv(tmp_path, coco_dir, fake_judge) -
             "--judge-url", fake_judge.url, "--judge-workers", "1"]  # fmt: skip
     assert main(argv) == 0
     m = json.loads(out.read_text())
-    assert (m["chair_i"], m["chair_s"], m["chair_s_refined"], m["recall"]) == pytest.approx((1 / 3, 0.5, 1.0, 0.4))
+    assert (m["chair_i"], m["chair_s"], m["chair_s_refined"], m["recall"]) == pytest.approx(
+        (1 / 3, 0.5, 1.0, 0.4)
+    )
     assert len(fake_judge.requests) == 1 and m["n_unparseable"] == 0
     assert [msg["role"] for msg in fake_judge.requests[0]["messages"]] == ["system"]
     assert "RLHF-V" in m["scorer"] and m["reading"] == "official"

@@ -46,10 +46,22 @@ def test_batched_answers_equal_one_at_a_time(family, tiny_model, image_root, tmp
     """Left padding must not change greedy answers: batch 3 == batch 1, question by question."""
     model = tiny_model(family)
     qs = questions(6) + [Question("text-only", "Is the sky blue?", None)]
-    one = generate_answers(model, qs, tmp_path / "one.jsonl", image_root,
-                           GenerationSettings(batch_size=1, max_new_tokens=6), progress=False)
-    three = generate_answers(model, qs, tmp_path / "three.jsonl", image_root,
-                             GenerationSettings(batch_size=3, max_new_tokens=6), progress=False)
+    one = generate_answers(
+        model,
+        qs,
+        tmp_path / "one.jsonl",
+        image_root,
+        GenerationSettings(batch_size=1, max_new_tokens=6),
+        progress=False,
+    )
+    three = generate_answers(
+        model,
+        qs,
+        tmp_path / "three.jsonl",
+        image_root,
+        GenerationSettings(batch_size=3, max_new_tokens=6),
+        progress=False,
+    )
     assert [r["answer"] for r in rows(one)] == [r["answer"] for r in rows(three)]
     assert [r["question_id"] for r in rows(three)] == [q.id for q in qs]
 
@@ -58,14 +70,38 @@ def test_fifty_questions_end_to_end(tiny_model, image_root, tmp_path) -> None:
     """`chip eval --bench pope --model ...`: 50 questions generated, saved with prompt, settings and
     model identity, then scored."""
     qfile = tmp_path / "pope.jsonl"
-    qfile.write_text("".join(
-        json.dumps({"question_id": i, "image": f"{i % 4}.png", "text": "Is there a cat in the image?",
-                    "label": "yes" if i % 2 else "no", "category": "random"}) + "\n"
-        for i in range(50)
-    ))
+    qfile.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question_id": i,
+                    "image": f"{i % 4}.png",
+                    "text": "Is there a cat in the image?",
+                    "label": "yes" if i % 2 else "no",
+                    "category": "random",
+                }
+            )
+            + "\n"
+            for i in range(50)
+        )
+    )
     out = tmp_path / "m.json"
-    argv = ["--bench", "pope", "--model", str(tiny_model("llava")), "--questions", str(qfile),
-            "--image-root", str(image_root), "--output", str(out), "--batch-size", "10", "--max-new-tokens", "4"]
+    argv = [
+        "--bench",
+        "pope",
+        "--model",
+        str(tiny_model("llava")),
+        "--questions",
+        str(qfile),
+        "--image-root",
+        str(image_root),
+        "--output",
+        str(out),
+        "--batch-size",
+        "10",
+        "--max-new-tokens",
+        "4",
+    ]
     assert main(argv) == 0
     answers = rows(tmp_path / "m.answers.jsonl")
     ids = [r["question_id"] for r in answers]
@@ -78,7 +114,9 @@ def test_fifty_questions_end_to_end(tiny_model, image_root, tmp_path) -> None:
     assert metrics["n_answers"] == 50 and 0.0 <= metrics["accuracy"] <= 1.0
 
 
-def test_interrupted_run_resumes_without_duplicates_or_losses(tiny_model, image_root, tmp_path, monkeypatch) -> None:
+def test_interrupted_run_resumes_without_duplicates_or_losses(
+    tiny_model, image_root, tmp_path, monkeypatch
+) -> None:
     """Ctrl-C during the third batch: two batches (8 answers) are on disk; the restart answers the
     other 12 and the result equals an uninterrupted run."""
     model, qs = tiny_model("llava"), questions(20)
@@ -125,8 +163,11 @@ def test_killed_process_resumes(tiny_model, image_root, tmp_path) -> None:
         f"qs = [Question(f'q{{i}}', 'Is there a dog in the image?' * (1 + i % 3), f'{{i % 4}}.png') for i in range({n})];"
         f"generate_answers(sys.argv[1], qs, sys.argv[2], sys.argv[3], GenerationSettings(batch_size=1, max_new_tokens=32), progress=False)"
     )
-    child = subprocess.Popen([sys.executable, "-c", script, str(model), str(path), str(image_root)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(model), str(path), str(image_root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while (not path.exists() or path.read_text().count("\n") < 2) and time.monotonic() < deadline:
         assert child.poll() is None, "the generation process ended before it could be interrupted"
@@ -137,8 +178,14 @@ def test_killed_process_resumes(tiny_model, image_root, tmp_path) -> None:
     done_before = len(rows(path)) if path.read_text().endswith("\n") else path.read_text().count("\n")
     assert 2 <= done_before < n
 
-    generate_answers(model, questions(n), path, image_root, GenerationSettings(batch_size=8, max_new_tokens=32),
-                     progress=False)
+    generate_answers(
+        model,
+        questions(n),
+        path,
+        image_root,
+        GenerationSettings(batch_size=8, max_new_tokens=32),
+        progress=False,
+    )
     ids = [r["question_id"] for r in rows(path)]
     assert sorted(ids) == sorted(f"q{i}" for i in range(n)) and len(ids) == len(set(ids))
 
@@ -147,7 +194,9 @@ def test_resume_refuses_other_settings(tiny_model, image_root, tmp_path) -> None
     model = tiny_model("llava")
     path = generate_answers(model, questions(2), tmp_path / "a.jsonl", image_root, FAST, progress=False)
     with pytest.raises(ConfigError, match="another model or other settings"):
-        generate_answers(model, questions(3), path, image_root, GenerationSettings(max_new_tokens=5), progress=False)
+        generate_answers(
+            model, questions(3), path, image_root, GenerationSettings(max_new_tokens=5), progress=False
+        )
 
 
 def test_adapter_folder_is_loaded_on_its_base(tiny_model, image_root, tmp_path) -> None:
@@ -156,10 +205,14 @@ def test_adapter_folder_is_loaded_on_its_base(tiny_model, image_root, tmp_path) 
     from transformers import AutoModelForImageTextToText
 
     base = tiny_model("llava")
-    lora = get_peft_model(AutoModelForImageTextToText.from_pretrained(base),
-                          LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    lora = get_peft_model(
+        AutoModelForImageTextToText.from_pretrained(base),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"]),
+    )
     lora.peft_config["default"].base_model_name_or_path = str(base)
     lora.save_pretrained(tmp_path / "adapter")
-    path = generate_answers(tmp_path / "adapter", questions(2), tmp_path / "a.jsonl", image_root, FAST, progress=False)
+    path = generate_answers(
+        tmp_path / "adapter", questions(2), tmp_path / "a.jsonl", image_root, FAST, progress=False
+    )
     identity = rows(path)[0]["model"]
     assert identity["model"] == str(Path(base).resolve()) and identity["adapter"] == str(tmp_path / "adapter")

@@ -23,7 +23,10 @@ def test_reply_and_request_shape(fake_judge) -> None:
     assert judge.chat("hello", system="be strict") == "echo: hello"
     body = fake_judge.requests[0]
     assert body["model"] == "judge-x" and body["temperature"] == 0.0
-    assert body["messages"] == [{"role": "system", "content": "be strict"}, {"role": "user", "content": "hello"}]
+    assert body["messages"] == [
+        {"role": "system", "content": "be strict"},
+        {"role": "user", "content": "hello"},
+    ]
     assert fake_judge.headers[0]["Authorization"] == "Bearer secret"
     assert judge.stats.as_dict() == {"requests": 1, "retries": 0, "failed": 0, "unparseable": 0}
 
@@ -63,8 +66,11 @@ def test_timeout_then_recovery(fake_judge) -> None:
 
 
 def test_unparseable_bodies_are_counted(fake_judge) -> None:
-    fake_judge.script = [(200, b"<html>not json</html>", 0.0), (200, b'{"choices": []}', 0.0),
-                         (200, b'{"choices": [{"message": {"content": null}}]}', 0.0)]
+    fake_judge.script = [
+        (200, b"<html>not json</html>", 0.0),
+        (200, b'{"choices": []}', 0.0),
+        (200, b'{"choices": [{"message": {"content": null}}]}', 0.0),
+    ]
     judge = client(fake_judge.url)
     assert [judge.chat("x") for _ in range(3)] == [None, None, None]
     assert (judge.stats.unparseable, judge.stats.failed, judge.stats.retries) == (3, 0, 0)
@@ -91,5 +97,7 @@ def test_ask_many_keeps_prompt_order(fake_judge) -> None:
     judge = client(fake_judge.url)
     prompts = [str(i % 10) for i in range(20)]
     # ratings run 0-6, so the replies for 7, 8 and 9 are unreadable
-    assert judge.ask_many(prompts, parse_rating, workers=4) == [i % 10 if i % 10 <= 6 else None for i in range(20)]
+    assert judge.ask_many(prompts, parse_rating, workers=4) == [
+        i % 10 if i % 10 <= 6 else None for i in range(20)
+    ]
     assert judge.stats.unparseable == 6 and judge.stats.requests == 20

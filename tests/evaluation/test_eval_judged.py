@@ -60,7 +60,10 @@ def test_reference_template_is_read_from_the_script(tmp_path) -> None:
     script.write_text('import json\ntemplate = """Objects: {}\nQ: {}\nRef: {}\nA: {}"""\nprint(1)\n')
     template = load_reference_template(script)
     row = {"image_content": ["dog", "frisbee"], "question": "What?", "gt_answer": "A frisbee."}
-    assert build_prompt(row, "A ball.", template) == "Objects: dog, frisbee\nQ: What?\nRef: A frisbee.\nA: A ball."
+    assert (
+        build_prompt(row, "A ball.", template)
+        == "Objects: dog, frisbee\nQ: What?\nRef: A frisbee.\nA: A ball."
+    )
     (tmp_path / "other.py").write_text("x = 1\n")
     with pytest.raises(ConfigError, match="template"):
         load_reference_template(tmp_path / "other.py")
@@ -81,7 +84,11 @@ def test_mmhal_scores_by_hand() -> None:
 
 
 def test_mmhal_prompt_carries_the_row() -> None:
-    row = {"image_content": ["dog", "frisbee"], "question": "What is the dog holding?", "gt_answer": "A frisbee."}
+    row = {
+        "image_content": ["dog", "frisbee"],
+        "question": "What is the dog holding?",
+        "gt_answer": "A frisbee.",
+    }
     prompt = build_prompt(row, "A ball.")
     assert "dog, frisbee" in prompt and "What is the dog holding?" in prompt
     assert "A frisbee." in prompt and "A ball." in prompt and "Rating: X" in prompt
@@ -102,14 +109,19 @@ def test_judge_mmhal_through_local_server(fake_judge) -> None:
 
 ROWS = [
     # VD set 0: two questions over an original figure (0) and an edited one (1)
-    ("VD", "illusion", 0, 0, 0, "1"), ("VD", "illusion", 0, 0, 1, "0"),
-    ("VD", "illusion", 0, 1, 0, "0"), ("VD", "illusion", 0, 1, 1, "0"),
+    ("VD", "illusion", 0, 0, 0, "1"),
+    ("VD", "illusion", 0, 0, 1, "0"),
+    ("VD", "illusion", 0, 1, 0, "0"),
+    ("VD", "illusion", 0, 1, 1, "0"),
     # VS set 1: one question without a figure (0) and with one (1)
-    ("VS", "chart", 1, 0, 0, "1"), ("VS", "chart", 1, 1, 0, "0"),
+    ("VS", "chart", 1, 0, 0, "1"),
+    ("VS", "chart", 1, 1, 0, "0"),
 ]
 FIELDS = ("category", "subcategory", "set_id", "figure_id", "question_id", "gt_answer")
-HB_ROWS = {question_key(r): {**r, "question": "Is it so?", "gt_answer_details": "ref"}
-           for r in (dict(zip(FIELDS, row)) for row in ROWS)}
+HB_ROWS = {
+    question_key(r): {**r, "question": "Is it so?", "gt_answer_details": "ref"}
+    for r in (dict(zip(FIELDS, row)) for row in ROWS)
+}
 HB_ANSWERS = {
     "VD_illusion_0_0_0": "Yes, it is.",  # correct
     "VD_illusion_0_0_1": "No.",  # correct
@@ -133,7 +145,13 @@ def test_hallusion_scores_by_hand() -> None:
 
 @pytest.mark.parametrize(
     ("reply", "verdict"),
-    [("Correct", True), ("incorrect.", False), ("Unclear", False), ("The prediction is correct.", True), ("?", None)],
+    [
+        ("Correct", True),
+        ("incorrect.", False),
+        ("Unclear", False),
+        ("The prediction is correct.", True),
+        ("?", None),
+    ],
 )
 def test_parse_verdict(reply: str, verdict: bool | None) -> None:
     assert parse_verdict(reply) is verdict

@@ -49,9 +49,15 @@ def test_reads_as_yes_official(answer: str, is_yes: bool) -> None:
 
 
 QUESTIONS = {
-    "q1": ("yes", "random"), "q2": ("no", "random"), "q3": ("yes", "random"), "q4": ("no", "random"),
-    "q5": ("yes", "adversarial"), "q6": ("no", "adversarial"), "q7": ("no", "adversarial"),
-    "q8": ("yes", "adversarial"), "q9": ("yes", "random"),
+    "q1": ("yes", "random"),
+    "q2": ("no", "random"),
+    "q3": ("yes", "random"),
+    "q4": ("no", "random"),
+    "q5": ("yes", "adversarial"),
+    "q6": ("no", "adversarial"),
+    "q7": ("no", "adversarial"),
+    "q8": ("yes", "adversarial"),
+    "q9": ("yes", "random"),
 }
 ANSWERS = {
     "q1": "Yes, there is a dog in the image.",  # TP

@@ -180,3 +180,17 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, pairs
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert checkpoints and (checkpoints[-1] / "trainer_state.json").is_file(), err[-2000:]
     assert "--resume_from_checkpoint last" in err
+
+
+def test_chip_eval_with_a_text_only_model_is_one_line(tmp_path, run_chip):
+    text_model = tmp_path / "llama"
+    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2, vocab_size=64)).save_pretrained(text_model)  # fmt: skip
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        json.dumps({"question_id": 1, "image": "a.png", "text": "Is there a cat?", "label": "no"}) + "\n"
+    )
+    run = run_chip(["eval", "--bench", "pope", "--model", text_model, "--questions", questions,
+                    "--image_root", tmp_path, "--output", tmp_path / "m.json"])  # fmt: skip
+    message = assert_one_line_error(run, 2)
+    assert "is a 'llama' model, not a vision-language model" in message and len(message) < 400
