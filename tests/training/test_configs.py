@@ -27,3 +27,23 @@ def test_command_line_overrides_the_file(tmp_path):
     config = parse_config(["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true",
                            "--bf16", "false", "--visual_weight", "0", "--beta", "0.5"])  # fmt: skip
     assert config.visual_weight == 0.0 and config.beta == 0.5
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_runs_as_written_on_a_tiny_model(recipe, tmp_path, tiny_model):
+    """Each shipped recipe trains one step as written (bf16, gradient checkpointing, LoRA, tensorboard);
+    only the 7B model, the data, the paths and the batch size change."""
+    from chip.cli import main as chip_main
+    from tests.train_helpers import write_pairs
+
+    data = write_pairs(tmp_path / "data", n=8)
+    overrides = ["--model_name_or_path", str(tiny_model("llava")), "--dataset", str(data),
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--use_cpu", "true",
+                 "--max_length", "512", "--dataloader_num_workers", "0",
+                 "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]  # fmt: skip
+    assert chip_main(["train", "--config", str(recipe), *overrides]) == 0
+    state = yaml.safe_load((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 1
+    assert any((tmp_path / "out" / "runs").rglob("events.out.tfevents.*")), (
+        "the recipe's tensorboard log is missing"
+    )
