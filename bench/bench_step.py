@@ -86,6 +86,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class Runner:
+    """Builds the variants, times their steps and measures memory; `results` holds everything per variant."""
+
+    def __init__(self, args: argparse.Namespace, workload, device: torch.device, settings: dict[str, Any]):
+        self.args, self.workload, self.device, self.settings = args, workload, device, settings
+        self.results: dict[str, dict[str, Any]] = {}
+        self.kl_error: dict[str, Any] | None = None
+
+    def build(self, name: str) -> Variant:
+        started = time.perf_counter()
+        variant = VARIANTS[name](self.workload, self.settings)
+        self.results[name] = {"label": variant.label, "setup_seconds": time.perf_counter() - started,
+                              "step_seconds": [], "cpu_seconds": [], "losses": []}  # fmt: skip
+        return variant
+
+    def warm_up(self, variant: Variant) -> None:
+        for index in range(self.args.warmup):
+            variant.step(index)
+
+    def timed_step(self, variant: Variant, index: int) -> None:
+        _sync(self.device)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        loss = variant.step(index)
+        _sync(self.device)
+        result = self.results[variant.key]
+        result["step_seconds"].append(time.perf_counter() - started)
+        result["cpu_seconds"].append(time.process_time() - cpu_started)
+        result["losses"].append(loss)
+
+    def finish(self, variant: Variant) -> None:
+        """Untimed extra steps: peak memory, and the top-k KL error of the live CHiP variant."""
+        if not self.args.no_memory:
+            index = self.args.warmup + self.args.repeats
+            transient = step_peak_bytes(lambda: variant.step(index), self.device)
+            resident = variant.resident_bytes()
+            self.results[variant.key].update(
+                resident_bytes=resident, step_peak_bytes=transient, peak_bytes=resident + transient
+            )
+        if variant.key == "chip-live" and not self.args.no_kl_error:
+            reference = variant.trainer.reference.ref_model
+            self.kl_error = topk_kl_error(
+                variant.trainer.model, reference, variant.batches, self.args.kl_top_k
+            )
+
+    def run_sequential(self) -> None:
+        """One variant after another, each freed before the next (models too big to hold them all)."""
+        for name in self.args.variants:
+            variant = self.build(name)
+            self.warm_up(variant)
+            for index in range(self.args.repeats):
+                self.timed_step(variant, self.args.warmup + index)
+            self.finish(variant)
+            del variant
+            _free(self.device)
+
+    def run_interleaved(self) -> None:
+        variants = [self.build(name) for name in self.args.variants]
+        for variant in variants:
+            self.warm_up(variant)
+        for index in range(self.args.repeats):
+            # Rotate the order each round: a variant's step runs in the allocator state its predecessor
+            # left (e.g. after TRL's 4 GB step freed its memory), so no variant always follows the same one.
+            shift = index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                self.timed_step(variant, self.args.warmup + index)
+        for variant in variants:
+            self.finish(variant)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(
@@ -103,68 +172,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "learning_rate": args.learning_rate, "kl_top_k": args.kl_top_k, "num_batches": args.num_batches,
         "gradient_checkpointing": args.gradient_checkpointing, "output_dir": tempfile.mkdtemp(prefix="chip-bench-"),
     }  # fmt: skip
-    results: dict[str, dict[str, Any]] = {}
-    kl_error = None
-
-    def build(name: str) -> Variant:
-        started = time.perf_counter()
-        variant = VARIANTS[name](workload, settings)
-        results[name] = {
-            "label": variant.label,
-            "setup_seconds": time.perf_counter() - started,
-            "step_seconds": [],
-            "cpu_seconds": [],
-            "losses": [],
-        }
-        return variant
-
-    def timed_step(variant: Variant, index: int) -> None:
-        _sync(device)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        loss = variant.step(index)
-        _sync(device)
-        results[variant.key]["step_seconds"].append(time.perf_counter() - started)
-        results[variant.key]["cpu_seconds"].append(time.process_time() - cpu_started)
-        results[variant.key]["losses"].append(loss)
-
-    def finish(variant: Variant) -> None:
-        nonlocal kl_error
-        if not args.no_memory:
-            index = args.warmup + args.repeats
-            transient = step_peak_bytes(lambda: variant.step(index), device)
-            resident = variant.resident_bytes()
-            results[variant.key].update(
-                resident_bytes=resident, step_peak_bytes=transient, peak_bytes=resident + transient
-            )
-        if variant.key == "chip-live" and not args.no_kl_error:
-            reference = variant.trainer.reference.ref_model
-            kl_error = topk_kl_error(variant.trainer.model, reference, variant.batches, args.kl_top_k)
-
-    if sequential:
-        for name in args.variants:
-            variant = build(name)
-            for index in range(args.warmup):
-                variant.step(index)
-            for index in range(args.repeats):
-                timed_step(variant, args.warmup + index)
-            finish(variant)
-            del variant
-            _free(device)
-    else:
-        variants = [build(name) for name in args.variants]
-        for variant in variants:
-            for index in range(args.warmup):
-                variant.step(index)
-        for index in range(args.repeats):
-            # Rotate the order each round: a variant's step runs in the allocator state its predecessor
-            # left (e.g. after TRL's 4 GB step freed its memory), so no variant always follows the same one.
-            shift = index % len(variants)
-            for variant in variants[shift:] + variants[:shift]:
-                timed_step(variant, args.warmup + index)
-        for variant in variants:
-            finish(variant)
-
-    report = summarise(args, preset, device, results, kl_error, sequential)
+    runner = Runner(args, workload, device, settings)
+    runner.run_sequential() if sequential else runner.run_interleaved()
+    report = summarise(args, preset, device, runner.results, runner.kl_error, sequential)
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

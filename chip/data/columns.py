@@ -224,28 +224,7 @@ def detect_mapping(
             renames[alias] = field_name
             fields.add(field_name)
 
-    image_note = ""
-    overridden_image = next(
-        (name for name, target in overrides.items() if target in ("images", "image")), None
-    )
-    if overridden_image is not None:
-        image_note = _image_kind(_first_value(sample, overridden_image), image_works)
-    elif not (has("images") or has("image")) or _image_column_is_broken(columns, sample, image_works, has):
-        choice = _choose_image_column(columns, sample, image_works, exclude=set(renames))
-        if choice is not None:
-            column, target, image_note = choice
-            dropped += [n for n in ("images", "image") if n in columns and n != column and n not in dropped]
-            if column != target:
-                renames[column] = target
-            fields.add(target)
-    elif has("images") != has("image"):
-        column = "images" if has("images") else "image"
-        image_note = _image_kind(_first_value(sample, column), image_works)
-        others = [
-            name for name in IMAGE_COLUMNS if name in columns and name != column and name not in renames
-        ]
-        if others and column in columns:
-            image_note += f"; chosen over {', '.join(others)}"
+    image_note = _resolve_image_column(columns, sample, overrides, renames, fields, dropped, has, image_works)
 
     rlhfv = "text" in columns and not any(has(f) for f in ("prompt", "chosen", "rejected"))
     conversations = not has("prompt") and not rlhfv and "conversations" in columns
@@ -264,6 +243,45 @@ def detect_mapping(
     if sample:
         _refuse_unmappable(source, mapping, sample)
     return mapping
+
+
+def _resolve_image_column(
+    columns: Sequence[str],
+    sample: list[dict[str, Any]],
+    overrides: Mapping[str, str],
+    renames: dict[str, str],
+    fields: set[str],
+    dropped: list[str],
+    has: Callable[[str], bool],
+    image_works: Callable[[str], bool],
+) -> str:
+    """Pick the column that feeds the images (adding to ``renames``/``fields``/``dropped`` in place);
+    returns the note the summary shows about it."""
+    overridden_image = next(
+        (name for name, target in overrides.items() if target in ("images", "image")), None
+    )
+    if overridden_image is not None:
+        return _image_kind(_first_value(sample, overridden_image), image_works)
+    if not (has("images") or has("image")) or _image_column_is_broken(columns, sample, image_works, has):
+        choice = _choose_image_column(columns, sample, image_works, exclude=set(renames))
+        if choice is None:
+            return ""
+        column, target, image_note = choice
+        dropped += [n for n in ("images", "image") if n in columns and n != column and n not in dropped]
+        if column != target:
+            renames[column] = target
+        fields.add(target)
+        return image_note
+    if has("images") != has("image"):
+        column = "images" if has("images") else "image"
+        image_note = _image_kind(_first_value(sample, column), image_works)
+        others = [
+            name for name in IMAGE_COLUMNS if name in columns and name != column and name not in renames
+        ]
+        if others and column in columns:
+            image_note += f"; chosen over {', '.join(others)}"
+        return image_note
+    return ""
 
 
 def conversation_fields(value: Any) -> dict[str, Any] | None:
