@@ -33,9 +33,13 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse for chip's subcommands: mistakes are one `ConfigError` line, and every ``--a_b`` flag
     is also accepted as ``--a-b`` (and the other way round), so one spelling works everywhere."""
 
-    def add_argument(self, *names: str, **kwargs):
-        aliases = [_other_spelling(name) for name in names if name.startswith("--")]
-        return super().add_argument(*names, *[a for a in aliases if a not in names], **kwargs)
+    def parse_known_args(self, args=None, namespace=None):
+        for action in list(self._actions):  # groups' options too: they share this table
+            for flag in [f for f in action.option_strings if f.startswith("--")]:
+                alias = _other_spelling(flag)
+                if alias not in self._option_string_actions:
+                    self._option_string_actions[alias] = action
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see `{self.prog} --help`)")

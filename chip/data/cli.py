@@ -24,10 +24,21 @@ def check_main(argv: list[str]) -> int:
     Hugging Face hub), a folder written by save_to_disk, a hub id (owner/name), or load_dataset
     arguments (name=parquet,data_files=data/*.parquet,split=train). Columns are recognised from
     the published layouts (RLAIF-V, RLHF-V, TRL, LLaVA conversations...); the summary shows the
-    mapping, and --column_map COLUMN=FIELD changes it. Each image is opened and fully decoded (use --image_check header on very large datasets to
-    read headers only). Exit status: 0 when every row is usable, 1 when any row is bad; an
+    mapping, and --column_map COLUMN=FIELD changes it. Each image is opened and fully decoded
+    (use --image_check header on very large datasets to read headers only). Exit status: 0 when every row is usable, 1 when any row is bad; an
     unreadable file is reported on one line with status 1.
     """
+    args = _parser().parse_args(argv)
+    _, report = load_preference_rows(
+        args.file, image_root=args.image_root, on_bad_row="skip", max_pixels=args.max_pixels,
+        allow_outside_root=args.allow_outside_root, image_check=args.image_check, num_workers=args.workers,
+        progress=True, column_map=args.column_map, split=args.split,
+    )  # fmt: skip
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _parser() -> OneLineParser:
     parser = OneLineParser(prog="chip data check", description=check_main.__doc__)
     parser.add_argument(
         "file",
@@ -69,19 +80,4 @@ def check_main(argv: list[str]) -> int:
         help="decode every image (default) or only read headers (faster, misses truncated files)",
     )
     parser.add_argument("--workers", type=int, default=None, help="threads for image checks")
-    args = parser.parse_args(argv)
-
-    _, report = load_preference_rows(
-        args.file,
-        image_root=args.image_root,
-        on_bad_row="skip",
-        max_pixels=args.max_pixels,
-        allow_outside_root=args.allow_outside_root,
-        image_check=args.image_check,
-        num_workers=args.workers,
-        progress=True,
-        column_map=args.column_map,
-        split=args.split,
-    )
-    print(report)
-    return 0 if report.ok else 1
+    return parser

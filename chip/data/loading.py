@@ -110,6 +110,12 @@ def load_preference_rows(
     )
     results = _check_images(candidates, max_pixels, image_check, num_workers, progress)
 
+    examples = _usable_examples(candidates, results, report)
+    return apply_on_bad_row(examples, report, on_bad_row), report
+
+
+def _usable_examples(candidates: list, results: dict, report: DataReport) -> list[PreferenceExample]:
+    """Examples of the rows whose images all passed; image problems go to ``report`` (tiny ones as warnings)."""
     examples = []
     for candidate in candidates:
         raw, parsed = candidate.raw, candidate.parsed
@@ -125,7 +131,7 @@ def load_preference_rows(
                 )
         if parsed is not None:
             examples.append(_to_example(candidate, parsed, report.source))
-    return apply_on_bad_row(examples, report, on_bad_row), report
+    return examples
 
 
 def check_lengths(

@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from chip.cli import OneLineParser
 from chip.errors import ConfigError
 from chip.evaluation.benchmarks import BENCHMARKS, READINGS, read_answers
 from chip.evaluation.io import write_json_atomic, write_text_atomic
@@ -30,7 +31,7 @@ from chip.evaluation.report import compare_table, load_runs, metrics_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="chip eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     run = parser.add_argument_group("benchmark run")
@@ -52,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = parser.add_argument_group("generation (with --model)")
     gen.add_argument("--model", help="model folder or hub id to generate answers with")
     gen.add_argument("--adapter", help="PEFT adapter folder to apply on top of --model")
-    gen.add_argument(
-        "--image-root",
-        "--image_root",
-        dest="image_root",
-        default=".",
-        help="folder that question image paths are relative to",
-    )
+    gen.add_argument("--image_root", default=".", help="folder that question image paths are relative to")
     gen.add_argument("--prompt", help="prompt for benchmarks whose questions have none (chair, objhal)")
     gen.add_argument("--batch-size", type=int, default=8)
     gen.add_argument(
