@@ -12,6 +12,7 @@ in `unparseable`. The counts go into the metrics so a reader can see how much th
 
 from __future__ import annotations
 
+import ast
 import http.client
 import json
 import threading
@@ -21,7 +22,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TypeVar
+
+from chip.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -160,3 +164,25 @@ class JudgeClient:
             return [self.ask(p, parse, system, role) for p in prompts]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(lambda p: self.ask(p, parse, system, role), prompts))
+
+
+def read_script_string(path: str | Path, variable: str, script: str) -> str:
+    """The string assigned to ``variable`` in the user's copy of a reference ``script`` (a ``.py``
+    file, read without running it), or the whole text of any other file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: judge prompt file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".py":
+        return text
+    found = [
+        node.value.value
+        for node in ast.walk(ast.parse(text, filename=str(path)))
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    ]
+    if not found:
+        raise ConfigError(f"{path}: no string assigned to `{variable}` (expected {script})")
+    return found[-1]

@@ -20,13 +20,12 @@ before its verdict is still read.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 from chip.errors import ConfigError
-from chip.evaluation.judge import JudgeClient
+from chip.evaluation.judge import JudgeClient, read_script_string
 
 # The rubric of the reference evaluation, written out in our own words.
 _PROMPT = """You are grading an answer given by a vision-language assistant about an image you cannot see.
@@ -65,24 +64,7 @@ def load_reference_template(path: str | Path) -> str:
     """The judge prompt template of the reference: the string assigned to `template` in the user's
     `eval_gpt4.py`, or a text file holding it; its four `{}` take image contents, question,
     reference answer and model answer, in that order."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: judge prompt file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".py":
-        found = [
-            node.value.value
-            for node in ast.walk(ast.parse(text, filename=str(path)))
-            if isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "template" for t in node.targets)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ]
-        if not found:
-            raise ConfigError(
-                f"{path}: no string assigned to `template` (expected MMHal-Bench's eval_gpt4.py)"
-            )
-        text = found[-1]
+    text = read_script_string(path, "template", "MMHal-Bench's eval_gpt4.py")
     try:
         text.format("", "", "", "")
     except (IndexError, KeyError, ValueError) as err:

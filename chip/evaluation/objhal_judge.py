@@ -25,7 +25,6 @@ objects and is reported in `n_unparseable`.
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from chip.errors import ConfigError
 from chip.evaluation.chair_official import OfficialChairReader
-from chip.evaluation.judge import JudgeClient
+from chip.evaluation.judge import JudgeClient, read_script_string
 from chip.evaluation.official_text import pattern_singularize, word_tokenize
 
 # chip's own wording of RLHF-V's extraction instructions ({question} and {answer} are replaced).
@@ -55,24 +54,7 @@ _SPLITTERS = frozenset({"of", "with", "and", "or", "on", "in", "for", ",", "'s",
 def load_reference_prompt(path: str | Path) -> str:
     """RLHF-V's prompt: the string assigned to `prompt_template` in the user's
     `eval_gpt_obj_halbench.py`, or a text file holding it (with `{question}` and `{answer}`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: judge prompt file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".py":
-        found = [
-            node.value.value
-            for node in ast.walk(ast.parse(text, filename=str(path)))
-            if isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "prompt_template" for t in node.targets)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ]
-        if not found:
-            raise ConfigError(
-                f"{path}: no string assigned to `prompt_template` (expected eval_gpt_obj_halbench.py)"
-            )
-        text = found[-1]
+    text = read_script_string(path, "prompt_template", "eval_gpt_obj_halbench.py")
     if "{question}" not in text or "{answer}" not in text:
         raise ConfigError(f"{path}: the prompt must contain {{question}} and {{answer}}")
     return text
