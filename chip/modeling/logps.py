@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, modeling_utils
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from chip.modeling.batch import stack_pair_rows
+from chip.modeling.pair_attention import NAME as PAIR_SDPA
 from chip.modeling.pair_attention import decoder_config, pair_attention
 from chip.modeling.pairs import (
     PAIR_LENGTHS,
@@ -178,7 +179,8 @@ def _packed_plan(model: nn.Module, batch: dict[str, torch.Tensor]) -> _Plan:
     positions, predicting, mask = pair_token_index(lengths)  # (B, 2, R) each
     width = positions.shape[-1]
     targets = input_ids.gather(1, positions.view(num, 2 * width)).view(num, 2, width)  # (B, 2, R)
-    mask_dtype = torch.bool if decoder_config(core)._attn_implementation == "sdpa" else core.dtype
+    sdpa = decoder_config(core)._attn_implementation in ("sdpa", PAIR_SDPA)
+    mask_dtype = torch.bool if sdpa else core.dtype
     inputs = {key: value for key, value in batch.items() if key != PAIR_LENGTHS}
     inputs["attention_mask"] = pair_attention_mask(lengths, seq_len, mask_dtype)  # (B, 1, T, T)
     inputs["position_ids"] = _pair_positions(core, batch)  # (B, T) or (3, B, T)
@@ -314,7 +316,7 @@ def can_share_prefix(model: nn.Module) -> bool:
     )
     return (
         quirks_for(core.config).prefix_sharing
-        and text._attn_implementation in ("eager", "sdpa")
+        and text._attn_implementation in ("eager", "sdpa", PAIR_SDPA)
         and not sliding
     )
 

@@ -13,10 +13,16 @@ about half the products of the dense mask. :func:`pair_attention` switches the d
 attention to :func:`pair_sdpa` for one forward; it is only a speed-up: outside that block, or for
 any call it does not recognise, the same layers run HF's SDPA with the dense mask they are given,
 which gives the same numbers.
+
+Under gradient checkpointing the layers run again during backward, after the block has ended:
+:func:`pair_sdpa` then finds the pair lengths by the mask tensor the layer is called with (the
+same object the forward saw), and the switch stays on after the block (harmless: every call it
+does not recognise is plain SDPA), so the recomputation runs exactly what the forward ran.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,6 +36,21 @@ from chip.modeling.quirks import quirks_for
 
 NAME = "chip_pair_sdpa"
 _LENGTHS: ContextVar[list[list[int]] | None] = ContextVar("chip_pair_lengths", default=None)
+# Pair lengths by id of the dense mask a pair forward was given: what a checkpointed
+# layer's recomputation in backward looks them up by. An entry lives as long as its mask.
+_BY_MASK: dict[int, list[list[int]]] = {}
+
+
+def _lengths_for(attention_mask: torch.Tensor | None) -> list[list[int]] | None:
+    lengths = _LENGTHS.get()
+    if attention_mask is None:
+        return lengths
+    if lengths is None:
+        return _BY_MASK.get(id(attention_mask))
+    if id(attention_mask) not in _BY_MASK:  # reentrant checkpointing runs the forward without grad
+        _BY_MASK[id(attention_mask)] = lengths
+        weakref.finalize(attention_mask, _BY_MASK.pop, id(attention_mask), None)
+    return lengths
 
 
 def pair_sdpa(
@@ -48,7 +69,7 @@ def pair_sdpa(
     ``(B, T, heads, D)`` like HF's attention functions (zeros at padding positions, which no real
     token attends to).
     """
-    lengths = _LENGTHS.get()
+    lengths = _lengths_for(attention_mask)
     if lengths is None or len(lengths) != query.shape[0] or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -90,19 +111,19 @@ def pair_attention(core: PreTrainedModel, lengths: torch.Tensor) -> Iterator[Non
     """Within the block, the decoder's SDPA layers attend as :func:`pair_sdpa` for ``lengths`` ``(B, 3)``.
 
     Models on eager attention keep the dense mask (they asked for eager for a reason, e.g. to
-    return attention weights), and so do forwards whose layers gradient checkpointing will
-    recompute during backward, after this block has ended: the recomputation must save exactly
-    the tensors the forward saved.
+    return attention weights). With gradient checkpointing the switch is left on after the block
+    (see the module docstring), so the layers' recomputation in backward runs :func:`pair_sdpa` too.
     """
     config = decoder_config(core)
-    recomputed = torch.is_grad_enabled() and core.is_gradient_checkpointing
-    if config._attn_implementation != "sdpa" or recomputed:
+    if config._attn_implementation not in ("sdpa", NAME):
         yield
         return
+    recomputed = torch.is_grad_enabled() and core.is_gradient_checkpointing
     token = _LENGTHS.set(lengths.tolist())
     config._attn_implementation = NAME
     try:
         yield
     finally:
-        config._attn_implementation = "sdpa"
+        if not recomputed:
+            config._attn_implementation = "sdpa"
         _LENGTHS.reset(token)

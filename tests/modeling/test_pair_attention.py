@@ -71,25 +71,43 @@ def test_the_decoder_uses_it_under_sdpa_only(tiny_model_dir, make_image, monkeyp
     assert_close(pairs.logps, rows.logps, atol=2e-6, rtol=0)
 
 
-def test_gradient_checkpointing_keeps_the_dense_mask_and_the_gradients(tiny_model, make_image):
-    """Checkpointed layers are recomputed in backward, after the pair forward has ended, so such a
-    forward keeps HF's SDPA with the dense mask throughout (the recomputation must save what the
-    forward saved); the gradients are those of the uncheckpointed pair forward."""
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_gradient_checkpointing_runs_pair_attention_with_the_same_gradients(tiny_model, make_image, monkeypatch,
+                                                                              reentrant):  # fmt: skip
+    """Checkpointed layers are recomputed in backward, after the pair forward has ended; they find
+    the pair lengths by their mask and run `pair_sdpa` again, and the gradients are those of the
+    uncheckpointed forward."""
     model_dir = tiny_model("llava")
     adapter = VLMAdapter.from_pretrained(model_dir)
     prompts = [adapter.encode_prompt([make_image(i, 32, 32)], "Describe.") for i in range(2)]
     pairs = adapter.collate_pairs(
         list(zip(prompts, [adapter.encode_response("A red star.")] * 2, [adapter.encode_response("No")] * 2))
     )
+    split_calls: list[int] = []
+
+    def counting(module, query, key, value, attention_mask, **kwargs):
+        from chip.modeling.pair_attention import _lengths_for
+
+        split_calls.append(_lengths_for(attention_mask) is not None)
+        return pair_sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, NAME, counting)
 
     def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
         model = AutoModelForImageTextToText.from_pretrained(model_dir).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        if reentrant:
+            model.enable_input_require_grads()
+        split_calls.clear()
         response_logps(model, pairs).logps.sum().backward()
         return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
-    plain, checkpointed = grads(False), grads(True)
+    plain = grads(False)
+    layers = AutoModelForImageTextToText.from_pretrained(model_dir).config.get_text_config().num_hidden_layers
+    assert split_calls == [True] * layers
+    checkpointed = grads(True)
+    assert split_calls == [True] * (2 * layers)  # forward and recomputation, both split per row
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
