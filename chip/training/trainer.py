@@ -19,6 +19,7 @@ from chip.losses import TokenScores, chip_loss
 from chip.modeling import ResponseScores, response_logps
 from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, split_pairs
 from chip.training.config import ChipConfig
+from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
 from chip.training.nonfinite import NonFiniteGuard
 from chip.training.reference import LiveReference, Reference
 
@@ -43,7 +44,7 @@ class ChipTrainer(NonFiniteGuard):
         enable_fsdp_on_cpu()
         super().create_accelerator_and_postprocess()
         if self.is_fsdp_enabled:
-            wrap_only_present_layers(self.accelerator.state.fsdp_plugin, self.model)
+            wrap_only_present_layers(self.accelerator, self.model)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer.save_model`, plus the full weights when FSDP shards the state dict.
@@ -63,9 +64,7 @@ class ChipTrainer(NonFiniteGuard):
                 self._save(output_dir, state_dict=state_dict)
 
     def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
-        if self.is_deepspeed_enabled:
-            return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
-        return ref_model.to(self.args.device).eval()
+        return place_reference_model(self.accelerator, ref_model)
 
     def _logps(self, model: nn.Module, rows: dict, need_logits: bool = False) -> ResponseScores:
         """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``)."""
@@ -145,44 +144,6 @@ class ChipTrainer(NonFiniteGuard):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
-
-
-def enable_fsdp_on_cpu() -> None:
-    """Let ``accelerate launch`` with an FSDP config shard over CPU processes (gloo), as it does over GPUs.
-
-    accelerate 1.x turns an FSDP launch into FSDP only for GPU-like process groups: with
-    ``--use_cpu true`` its state stays ``MULTI_CPU`` and the FSDP plugin is silently dropped, so the
-    run would be plain DDP. torch's FSDP2 (``fully_shard``) itself runs on CPU tensors over gloo;
-    marking the CPU group as a multi-device one before the `Accelerator` is built lets accelerate
-    take its ordinary FSDP path (the device stays the CPU).
-    """
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, parse_flag_from_env
-
-    state = PartialState._shared_state
-    if (
-        parse_flag_from_env("ACCELERATE_USE_FSDP")
-        and state.get("distributed_type") == DistributedType.MULTI_CPU
-    ):
-        state["distributed_type"] = DistributedType.MULTI_GPU
-
-
-def wrap_only_present_layers(plugin, model: nn.Module) -> None:
-    """Shard along the ``_no_split_modules`` layer classes the model really holds.
-
-    accelerate's ``TRANSFORMER_BASED_WRAP`` wraps every class of ``model._no_split_modules`` and
-    refuses the model when one is absent; composite models inherit names of parts they do not
-    have (LLaVA lists ``CLIPTextEmbeddings`` beside its CLIP vision tower), so the shipped FSDP
-    configs would refuse every LLaVA. An explicit ``fsdp_transformer_layer_cls_to_wrap`` is kept.
-    """
-    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
-
-    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy or plugin.transformer_cls_names_to_wrap:
-        return
-    present = {type(module).__name__ for module in model.modules()}
-    plugin.transformer_cls_names_to_wrap = [
-        name for name in getattr(model, "_no_split_modules", None) or [] if name in present
-    ]
 
 
 def _rows(
