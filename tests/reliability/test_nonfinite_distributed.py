@@ -19,11 +19,15 @@ from safetensors.torch import load_file
 
 from tests.reliability.poisoned_chip import POISONED
 from tests.train_helpers import train_args, write_pairs
-from tests.training.launch_helpers import launch, log_history
+from tests.training.launch_helpers import DEEPSPEED_CONFIGS, launch, log_history, needs_deepspeed
 
 SCRIPT = Path(__file__).with_name("poisoned_chip.py")
 STEPS = 2  # 8 pairs, 2 processes x 2: one epoch, so the poisoned example is in exactly one step
-CONFIGS = ["fsdp_cpu.yaml", pytest.param("ddp_cpu.yaml", marks=pytest.mark.slow)]
+CONFIGS = [
+    "fsdp_cpu.yaml",
+    pytest.param("ddp_cpu.yaml", marks=pytest.mark.slow),
+    *(pytest.param(c, marks=[pytest.mark.slow, needs_deepspeed]) for c in DEEPSPEED_CONFIGS),
+]
 
 
 def _run(config: str, tiny_model, tmp_path: Path, on_nonfinite: str):
