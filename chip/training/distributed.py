@@ -102,12 +102,15 @@ def deepspeed_reference(ref_model: nn.Module, policy_config: dict) -> nn.Module:
 
 def fsdp2_reference(accelerator: Accelerator, ref_model: nn.Module) -> nn.Module:
     """The reference sharded with FSDP2 like the policy: each wrapped layer class, then the root."""
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     plugin = accelerator.state.fsdp_plugin
     ref_model = ref_model.to(accelerator.device)
     wrap = set(plugin.transformer_cls_names_to_wrap or ())
-    options = {"reshard_after_forward": plugin.reshard_after_forward}
+    options = {
+        "reshard_after_forward": plugin.reshard_after_forward,
+        "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy(),  # computes as the policy does
+    }
     for module in list(ref_model.modules())[1:]:
         if type(module).__name__ in wrap:
             fully_shard(module, **options)

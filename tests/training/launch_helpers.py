@@ -32,12 +32,13 @@ needs_deepspeed = pytest.mark.skipif(
 
 
 def launch_command(
-    config: str, args: list[str], script: Path | None = None
+    config: str, args: list[str], script: Path | None = None, overrides: tuple[str, ...] = ()
 ) -> tuple[list[str], dict[str, str]]:
     """The `accelerate launch` command line and environment for ``configs/accelerate/CONFIG``.
 
     DeepSpeed on CPU: its CPU accelerator, gloo, and no ``--use_cpu`` (which would make accelerate
     drop DeepSpeed); every other config runs with the ``--use_cpu true`` of ``train_args``.
+    ``overrides`` go to `accelerate launch` (``--num_processes 2`` for a GPU config).
     """
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
@@ -46,13 +47,15 @@ def launch_command(
         args = [*args, "--use_cpu", "false", "--ddp_backend", "gloo"]
     target = [str(script)] if script else ["-m", "chip"]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-               *target, "train", *map(str, args)]  # fmt: skip
+               *overrides, *target, "train", *map(str, args)]  # fmt: skip
     return command, env
 
 
-def launch(config: str, args: list[str], script: Path | None = None) -> subprocess.CompletedProcess:
+def launch(
+    config: str, args: list[str], script: Path | None = None, overrides: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """Run two ranks to the end; ``script`` replaces ``-m chip`` (a test entry point)."""
-    command, env = launch_command(config, args, script)
+    command, env = launch_command(config, args, script, overrides)
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
 
 

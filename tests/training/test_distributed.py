@@ -132,3 +132,27 @@ def test_lora_matches_one_process(config, reference, tiny_model, tmp_path):
     assert adapter.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(adapter[name], expected[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config, overrides",
+    [
+        ("ddp.yaml", ()),
+        ("fsdp.yaml", ()),
+        # DeepSpeed in bf16 needs `--bf16 true`, which TrainingArguments refuses without a GPU
+        # ("Your setup doesn't support bf16/gpu"), so on CPU these run in float32.
+        *(pytest.param(c, ("--mixed_precision", "no"), marks=needs_deepspeed)
+          for c in ("deepspeed_zero2.yaml", "deepspeed_zero3.yaml")),
+    ],
+)  # fmt: skip
+def test_shipped_gpu_configs_run_on_two_cpu_processes(config, overrides, tiny_model, tmp_path):
+    """The GPU launch configs as shipped, with two processes instead of 4 or 8 (bf16 autocast on CPU
+    for DDP and FSDP): the run finishes, starts at log 2 and saves a model `from_pretrained` loads."""
+    model_dir, data = tiny_model("llava"), write_pairs(tmp_path / "data")
+    args = train_args(model_dir, data, tmp_path / "multi", per_device_train_batch_size=2, max_steps=3)
+    _finished(launch(config, args, overrides=("--num_processes", "2", *overrides)))
+    history = log_history(tmp_path / "multi")
+    assert history[0]["loss"] == pytest.approx(0.6931, abs=2e-3)  # policy == reference at step 1
+    assert history[-1]["loss"] < history[0]["loss"]
+    AutoModelForImageTextToText.from_pretrained(tmp_path / "multi")
