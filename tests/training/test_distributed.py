@@ -63,7 +63,9 @@ def test_ddp_two_processes_match_one_process(tiny_model, tmp_path):
     data = write_pairs(tmp_path / "data")
     single, args = _single_and_args(tiny_model("llava"), data, tmp_path, steps=3)
     _finished(launch("ddp_cpu.yaml", args))
-    assert_same_history(single, log_history(tmp_path / "multi"))
+    history = log_history(tmp_path / "multi")
+    print(f"ddp_cpu.yaml full: max relative difference {max_difference(single, history):.1e}")
+    assert_same_history(single, history)
     assert [h["step"] for h in single] == [1, 2, 3]
 
 
