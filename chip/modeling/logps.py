@@ -324,7 +324,8 @@ def can_share_prefix(model: nn.Module) -> bool:
 def _choose_route(model: nn.Module) -> Route:
     core = core_model(model)
     lora_style_peft = isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
-    wrapped = (model is not core and not lora_style_peft) or _is_fsdp2(core)
+    # FSDP2 shards in place: the root may be the PEFT wrapper (LoRA) or the model itself
+    wrapped = (model is not core and not lora_style_peft) or _is_fsdp2(core) or _is_fsdp2(model)
     keeps = "logits_to_keep" in inspect.signature(core.forward).parameters and _slices_per_row()
     if wrapped:
         return "keep" if keeps else "full"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForImageTextToText
+from transformers import AutoModelForImageTextToText, set_seed
 
 from chip.errors import ConfigError
 from chip.training.config import ChipConfig
@@ -97,4 +97,7 @@ def wrap_lora(model: nn.Module, config: ChipConfig) -> nn.Module:
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
+    # The adapter's random initial weights depend on the seed alone, not on how much randomness
+    # loading took (DeepSpeed ZeRO-3 loads under `zero.Init`, which draws from the generator).
+    set_seed(config.seed)
     return get_peft_model(model, lora)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from chip.errors import ConfigError
 from chip.losses import token_kl, topk_token_kl
@@ -87,6 +88,12 @@ class LiveReference(Reference):
     def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> LiveReference:
         if config.use_peft:
             return cls(None)
+        if is_deepspeed_zero3_enabled():
+            # ZeRO-3 loaded the policy partitioned (`zero.Init`): a deep copy would hold empty
+            # parameters. A second load is partitioned the same way (as TRL loads its reference).
+            from chip.training.models import load_model
+
+            return cls(load_model(config).eval().requires_grad_(False))
         return cls(copy.deepcopy(model).eval().requires_grad_(False))
 
     def bind(

@@ -19,6 +19,7 @@ from chip.losses import TokenScores, chip_loss
 from chip.modeling import ResponseScores, response_logps
 from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, split_pairs
 from chip.training.config import ChipConfig
+from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
 from chip.training.nonfinite import NonFiniteGuard
 from chip.training.reference import LiveReference, Reference
 
@@ -39,10 +40,31 @@ class ChipTrainer(NonFiniteGuard):
         self.reference.bind(self._logps, self.accelerator.unwrap_model, self._place_reference_model)
         self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
+    def create_accelerator_and_postprocess(self) -> None:
+        enable_fsdp_on_cpu()
+        super().create_accelerator_and_postprocess()
+        if self.is_fsdp_enabled:
+            wrap_only_present_layers(self.accelerator, self.model)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus the full weights when FSDP shards the state dict.
+
+        With ``fsdp_state_dict_type: SHARDED_STATE_DICT`` transformers 5.24 writes no weights at all
+        here (checkpoints get their shards from the optimizer-state save), so the final
+        ``output_dir`` of a sharded run would hold no model. The shards are gathered (a collective:
+        every process calls this) and written by the main process for `from_pretrained`.
+        """
+        super().save_model(output_dir, _internal_call)
+        sharded = self.is_fsdp_enabled and "FULL_STATE_DICT" not in str(
+            self.accelerator.state.fsdp_plugin.state_dict_type
+        )
+        if sharded and not _internal_call:
+            state_dict = self.accelerator.get_state_dict(self.model)
+            if self.args.should_save:
+                self._save(output_dir, state_dict=state_dict)
+
     def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
-        if self.is_deepspeed_enabled:
-            return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
-        return ref_model.to(self.args.device).eval()
+        return place_reference_model(self.accelerator, ref_model)
 
     def _logps(self, model: nn.Module, rows: dict, need_logits: bool = False) -> ResponseScores:
         """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``)."""
