@@ -118,12 +118,14 @@ def pair_attention(core: PreTrainedModel, lengths: torch.Tensor) -> Iterator[Non
     if config._attn_implementation not in ("sdpa", NAME):
         yield
         return
-    recomputed = torch.is_grad_enabled() and core.is_gradient_checkpointing
+    # With checkpointing, a forward with gradients is recomputed in a later backward, possibly after
+    # other forwards (a reference without gradients): keep the switch on for the model from then on.
+    sticky = core.is_gradient_checkpointing or config._attn_implementation == NAME
     token = _LENGTHS.set(lengths.tolist())
     config._attn_implementation = NAME
     try:
         yield
     finally:
-        if not recomputed:
+        if not sticky:
             config._attn_implementation = "sdpa"
         _LENGTHS.reset(token)

@@ -111,3 +111,27 @@ def test_gradient_checkpointing_runs_pair_attention_with_the_same_gradients(tiny
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_checkpointed_lora_policy_then_its_reference_without_grad(tiny_model, make_image):
+    """The LoRA reference (adapter disabled, no gradients) runs between the policy's forward and its
+    backward; the recomputation must still run the split attention the forward ran."""
+    from peft import LoraConfig, get_peft_model
+
+    from chip.modeling import adapter_disabled
+
+    model_dir = tiny_model("llava")
+    adapter = VLMAdapter.from_pretrained(model_dir)
+    prompts = [adapter.encode_prompt([make_image(i, 32, 32)], "Describe.") for i in range(2)]
+    pairs = adapter.collate_pairs(
+        list(zip(prompts, [adapter.encode_response("A red star.")] * 2, [adapter.encode_response("No")] * 2))
+    )
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    policy = response_logps(model, pairs).logps
+    with torch.no_grad(), adapter_disabled(model):
+        reference = response_logps(model, pairs).logps
+    (policy - reference).sum().backward()  # raised CheckpointError when the reference reset the switch
+    assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
