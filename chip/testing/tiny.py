@@ -42,8 +42,11 @@ from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionCo
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.utils import is_torchvision_available
 
 from chip.modeling.processors import Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
+from chip.testing.families import FAMILIES as SHRUNK_FAMILIES
+from chip.testing.families import NEEDS_TORCHVISION, build_family
 from chip.testing.tiny_tokenizer import (
     IDEFICS3_TEMPLATE,
     IDEFICS3_TOKENS,
@@ -56,6 +59,9 @@ from chip.testing.tiny_tokenizer import (
 )
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3")
+# Every family chip builds: the five above (hand-sized, every TinySize override) and the families
+# of `chip.testing.families` (shrunk stock configs; only `vocab_size` can be overridden).
+ALL_FAMILIES = FAMILIES + tuple(SHRUNK_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -328,8 +334,14 @@ def tiny_config(family: str, **size_overrides: Any) -> tuple[ProcessorMixin, Pre
     bf16 (``AutoModelForImageTextToText.from_config(config, dtype=...)``), where writing random
     weights to disk first would only cost time.
     """
+    if family in SHRUNK_FAMILIES:
+        if set(size_overrides) - {"vocab_size"}:
+            raise ValueError(f"{family} takes only a vocab_size override, got {sorted(size_overrides)}")
+        if family in NEEDS_TORCHVISION and not is_torchvision_available():
+            raise ImportError(f"the stock {family} processor needs torchvision (pip install torchvision)")
+        return build_family(family, size_overrides.get("vocab_size"))
     if family not in _FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+        raise ValueError(f"unknown family {family!r}; choose one of {ALL_FAMILIES}")
     spec = _FAMILIES[family]
     size = _resolve_size(spec, size_overrides)
     tokenizer = byte_level_tokenizer(spec.tokens)
