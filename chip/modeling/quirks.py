@@ -135,7 +135,8 @@ QUIRKS: dict[str, ModelQuirks] = {
     "aya_vision": replace(LLAVA_LIKE, prefix_sharing=False),
     "internvl": LLAVA_LIKE,
     "cohere2_vision": replace(LLAVA_LIKE, prefix_sharing=False),
-    "lfm2_vl": LLAVA_LIKE,
+    # LFM2 interleaves short causal convolutions, which a block mask cannot separate.
+    "lfm2_vl": replace(LLAVA_LIKE, prefix_sharing=False),
     "idefics2": LLAVA_LIKE,
     "idefics3": LLAVA_LIKE,
     "smolvlm": LLAVA_LIKE,
@@ -149,7 +150,7 @@ QUIRKS: dict[str, ModelQuirks] = {
     "glm4v": QWEN_VL,
     "glm4v_moe": QWEN_VL,
     "gemma3": ModelQuirks(images_once=True),
-    "gemma4": ModelQuirks(images_once=True),
+    "gemma4": ModelQuirks(images_once=True, projector_modules=(*PROJECTOR_MODULES, "embed_vision")),
     # PaliGemma's prefix (image + prompt, token type 0) attends bidirectionally; the response is
     # its causal suffix (token type 1).
     "paligemma": ModelQuirks(
@@ -157,7 +158,8 @@ QUIRKS: dict[str, ModelQuirks] = {
         images_once=True,
         token_keys=(TokenKey("token_type_ids", response=1),),
     ),  # fmt: skip
-    "mllama": ModelQuirks(images_once=True, token_keys=(TokenKey("cross_attention_mask", response=None),)),
+    # Mllama's trunk takes no precomputed image features; text tokens cross-attend to the image.
+    "mllama": ModelQuirks(token_keys=(TokenKey("cross_attention_mask", response=None),)),
     # Llama-4's forward reads `outputs.image_outputs` from its language model's output, which has
     # none, in transformers 5.24: every call fails, so chip reports it in one line.
     "llama4": ModelQuirks(trunk=None),

@@ -491,6 +491,7 @@ FAMILIES: dict[str, Family] = {
         _lfm2_vl,
         {"image_token_id": "<image>"},
         config={"projector_hidden_size": 64, "downsample_factor": 2},
+        text={"layer_types": ["conv", "full_attention"], "full_attn_idxs": [1]},
         vision={"patch_size": 8, "num_patches": 16},
     ),  # fmt: skip
     "cohere2_vision": Family(
@@ -553,7 +554,7 @@ FAMILIES["glm4v_moe"] = FAMILIES["glm4v"]
 # image processor that only exists in its torchvision version).
 NEEDS_TORCHVISION = frozenset(
     {"llava_onevision", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "smolvlm", "internvl",
-     "llama4", "glm4v", "glm4v_moe", "lfm2_vl", "cohere2_vision", "gemma4"}
+     "llama4", "glm4v", "glm4v_moe", "lfm2_vl", "cohere2_vision", "gemma4", "mistral3"}
 )  # fmt: skip
 
 
