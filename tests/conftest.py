@@ -1,8 +1,10 @@
 """Shared fixtures: tiny models of every supported family, built once per test session.
 
-Use ``tiny_model("qwen2_vl")`` (any family, any size overrides, built on first use) or the
-``tiny_model_dir`` fixture, which runs a test once per family of ``chip.testing.FAMILIES``;
+Use ``tiny_model("qwen2_vl")`` (any family of ``chip.testing.ALL_FAMILIES``, built on first use) or
+the ``tiny_model_dir`` fixture, which runs a test once per family of ``chip.testing.FAMILIES``;
 narrow it with ``@pytest.mark.parametrize("tiny_model_dir", ["llava"], indirect=True)``.
+``family_params(families)`` parametrizes over any families, skipping (with the reason) those
+whose stock processor needs torchvision when it is not installed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from transformers.utils import is_torchvision_available
 
-from chip.testing import FAMILIES, build_tiny_model
+from chip.testing import FAMILIES, NEEDS_TORCHVISION, build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +42,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 def tiny_model_dir(request: pytest.FixtureRequest, tiny_model: Callable[..., Path]) -> Path:
     """A tiny model folder per family; narrow with ``parametrize("tiny_model_dir", [...], indirect=True)``."""
     return tiny_model(request.param)
+
+
+def family_params(families) -> list:
+    """``pytest.param`` per family; those needing torchvision are skipped without it, with the reason."""
+    needs = pytest.mark.skipif(
+        not is_torchvision_available(),
+        reason="the family's stock processor needs torchvision (the test command installs it)",
+    )
+    return [pytest.param(f, marks=needs if f in NEEDS_TORCHVISION else ()) for f in families]
 
 
 def random_image(seed: int, width: int = 32, height: int = 32) -> Image.Image:

@@ -25,7 +25,6 @@ import pytest
 import torch
 from torch.testing import assert_close
 from transformers import AutoModelForImageTextToText
-from transformers.utils import is_torchvision_available
 
 from chip.corruption import diffusion_noise
 from chip.evaluation.benchmarks import Question
@@ -33,20 +32,13 @@ from chip.evaluation.generate import GenerationSettings, generate_answers
 from chip.modeling import VLMAdapter, can_share_prefix, response_logps
 from chip.modeling.logps import _images_once_allowed
 from chip.modeling.quirks import quirks_for
-from chip.testing import ALL_FAMILIES, NEEDS_TORCHVISION
-from tests.conftest import random_image
+from chip.testing import ALL_FAMILIES
+from tests.conftest import family_params, random_image
 from tests.train_helpers import train, write_pairs
 
 # Llama-4's own forward fails in transformers 5.24 (tests/families/test_robustness.py).
 BROKEN_UPSTREAM = {"llama4"}
 TRAINABLE = [f for f in ALL_FAMILIES if f not in BROKEN_UPSTREAM]
-
-
-def _family_params(families) -> list:
-    needs = pytest.mark.skipif(
-        not is_torchvision_available(), reason="the stock processor of this family needs torchvision"
-    )
-    return [pytest.param(f, marks=needs if f in NEEDS_TORCHVISION else ()) for f in families]
 
 
 def _examples(adapter: VLMAdapter):
@@ -99,7 +91,7 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return grads
 
 
-@pytest.mark.parametrize("family", _family_params(TRAINABLE))
+@pytest.mark.parametrize("family", family_params(TRAINABLE))
 def test_every_layout_matches_a_plain_forward(tiny_model, family):
     model_dir = tiny_model(family)
     adapter = VLMAdapter.from_pretrained(model_dir)
@@ -146,7 +138,7 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
 
 
 @pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
-@pytest.mark.parametrize("family", _family_params(TRAINABLE))
+@pytest.mark.parametrize("family", family_params(TRAINABLE))
 def test_chip_train_runs_the_full_loss(tiny_model, tmp_path, family, use_peft, caplog):
     data = write_pairs(tmp_path / "data", n=4)
     with caplog.at_level(logging.WARNING, logger="chip.modeling.logps"):
@@ -166,7 +158,7 @@ def _reference_params() -> list:
     return [
         pytest.param(p.values[0], reference, marks=[*p.marks, *(() if p.values[0] in default else [pytest.mark.slow])],
                      id=f"{p.values[0]}-{reference}")
-        for p in _family_params(TRAINABLE) for reference in ("precomputed", "none")
+        for p in family_params(TRAINABLE) for reference in ("precomputed", "none")
     ]  # fmt: skip
 
 
@@ -190,7 +182,7 @@ def test_chip_train_with_other_references(tiny_model, tmp_path, family, referenc
         assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
 
 
-@pytest.mark.parametrize("family", _family_params(TRAINABLE))
+@pytest.mark.parametrize("family", family_params(TRAINABLE))
 def test_generation_answers(tiny_model, tmp_path, family):
     random_image(0, 40, 32).save(tmp_path / "0.png")
     questions = [Question("q0", "Is there a dog?", "0.png"), Question("q1", "Is it red? Answer.", "0.png")]
