@@ -192,3 +192,31 @@ def test_generation_answers(tiny_model, tmp_path, family):
     )  # fmt: skip
     lines = out.read_text().splitlines()
     assert len(lines) == 2
+
+
+@pytest.mark.parametrize(
+    ("family", "key"),
+    [("mllama", "cross_attention_mask"), ("paligemma", "token_type_ids"), ("gemma3", "token_type_ids"),
+     ("qwen2_vl", "mm_token_type_ids")],
+)  # fmt: skip
+def test_per_token_inputs_continue_as_the_processor_marks_a_full_text(tiny_model, family, key):
+    """Collation gives response tokens what the family's processor gives them in prompt + response.
+
+    PaliGemma's processor takes the response as ``suffix`` (token type 1, the causal part); the
+    others read it as more text after the prompt (Mllama: still attending to the image).
+    """
+    adapter = VLMAdapter.from_pretrained(tiny_model(family))
+    image, response = random_image(3, 40, 32), "A red star."
+    text = adapter.format_prompt("Describe.", 1)
+    batch = adapter.collate(
+        [(adapter.encode_prompt([image], "Describe."), adapter.encode_response(response))]
+    )
+    if family == "paligemma":
+        full = adapter.processor(images=[image], text=[text], suffix=[response], return_tensors="pt")
+    else:
+        full = adapter.processor(images=[image], text=[text + response], add_special_tokens=False,
+                                 return_tensors="pt")  # fmt: skip
+    length = min(full["input_ids"].shape[1], batch["input_ids"].shape[1])
+    assert length > int(batch["response_mask"].int().argmax()) + 3  # the span covers response tokens
+    assert torch.equal(full["input_ids"][0, :length], batch["input_ids"][0, :length])
+    assert torch.equal(full[key][0, :length], batch[key][0, :length].to(full[key].dtype))
