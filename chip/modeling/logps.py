@@ -42,6 +42,7 @@ from transformers import PreTrainedModel, modeling_utils
 
 from chip.errors import ChipError
 from chip.modeling.batch import stack_pair_rows
+from chip.modeling.errors import ModelError, one_line
 from chip.modeling.pair_attention import decoder_config, pair_attention
 from chip.modeling.pairs import (
     PAIR_LENGTHS,
@@ -58,10 +59,6 @@ from chip.modeling.quirks import ModelQuirks, quirks_for
 Route = Literal["auto", "trunk", "keep", "full"]
 
 logger = logging.getLogger(__name__)
-
-
-class ModelError(ChipError):
-    """The model's own forward failed on chip's inputs, with every layout chip could choose."""
 
 
 @dataclass
@@ -141,20 +138,15 @@ def response_logps(
             logger.warning(
                 "%s (%s): %s failed on the first batch (%s: %s); using %s for this model from now on",
                 type(core).__name__, core.config.model_type, failed[0].describe(),
-                type(failed[1]).__name__, _one_line(failed[1]), layout.describe(),
+                type(failed[1]).__name__, one_line(failed[1]), layout.describe(),
             )  # fmt: skip
             _PLAIN[core] = layout.route
         _VERIFIED.add(core)
         return scores
     raise ModelError(
         f"{type(core).__name__} ({core.config.model_type}) cannot score a batch: its own forward fails "
-        f"with {type(last_error).__name__}: {_one_line(last_error)}"
+        f"with {type(last_error).__name__}: {one_line(last_error)}"
     ) from last_error
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # Core models that scored a batch (their layout is known to work) and those moved to the plain

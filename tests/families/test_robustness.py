@@ -21,9 +21,9 @@ from transformers import AutoModelForImageTextToText
 from transformers.utils import is_torchvision_available
 
 from chip.cli import main as chip_main
-from chip.modeling import QUIRKS, VLMAdapter, response_logps
+from chip.modeling import QUIRKS, ModelError, VLMAdapter, response_logps
 from chip.modeling import logps as logps_module
-from chip.modeling.logps import ModelError, _choose_route
+from chip.modeling.logps import _choose_route
 from chip.modeling.quirks import DEFAULT_QUIRKS, quirks_for
 from chip.testing import ALL_FAMILIES
 from chip.training.models import freeze_vision_tower, is_projector_parameter, language_linear_modules
@@ -152,3 +152,15 @@ def test_quirk_rows_are_frozen_and_defaults_are_plain():
     assert not DEFAULT_QUIRKS.prefix_sharing and not DEFAULT_QUIRKS.images_once
     with pytest.raises(dataclasses.FrozenInstanceError):
         QUIRKS["llava"].prefix_sharing = False  # type: ignore[misc]
+
+
+def test_a_processor_missing_a_package_is_one_line(tiny_model, monkeypatch):
+    from chip.modeling import load_processor
+    from chip.modeling import processors
+
+    def missing(*args, **kwargs):
+        raise ImportError("SmolVLMProcessor requires the num2words library but it was not found.\nInstall it.")
+
+    monkeypatch.setattr(processors.AutoProcessor, "from_pretrained", missing)
+    with pytest.raises(ModelError, match=r"the llava processor cannot be loaded here: .*num2words.* Install it\.$"):
+        load_processor(tiny_model("llava"))
