@@ -155,12 +155,15 @@ def test_quirk_rows_are_frozen_and_defaults_are_plain():
 
 
 def test_a_processor_missing_a_package_is_one_line(tiny_model, monkeypatch):
-    from chip.modeling import load_processor
-    from chip.modeling import processors
+    from chip.modeling import load_processor, processors
 
     def missing(*args, **kwargs):
-        raise ImportError("SmolVLMProcessor requires the num2words library but it was not found.\nInstall it.")
+        raise ImportError(
+            "SmolVLMProcessor requires the num2words library but it was not found.\nInstall it."
+        )
 
     monkeypatch.setattr(processors.AutoProcessor, "from_pretrained", missing)
-    with pytest.raises(ModelError, match=r"the llava processor cannot be loaded here: .*num2words.* Install it\.$"):
+    with pytest.raises(
+        ModelError, match=r"the llava processor cannot be loaded here: .*num2words.* Install it\.$"
+    ):
         load_processor(tiny_model("llava"))
