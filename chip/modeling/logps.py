@@ -121,7 +121,7 @@ def response_logps(
     if route != "auto":
         return _score(model, batch, layouts[0], return_logits)
     if core in _PLAIN:
-        layouts = [layout for layout in layouts if layout.route == _PLAIN[core]] or layouts[-1:]
+        layouts = [_PLAIN[core]]
     failed: tuple[_Layout, Exception] | None = None
     for layout in layouts:
         try:
@@ -129,7 +129,7 @@ def response_logps(
         except (torch.OutOfMemoryError, ChipError):
             raise
         except Exception as error:
-            if core in _VERIFIED:  # this layout worked before: a real error, not a family quirk
+            if layout in _VERIFIED.get(core, ()):  # it worked before: a real error, not a family quirk
                 raise
             failed = failed or (layout, error)
             last_error = error
@@ -140,18 +140,18 @@ def response_logps(
                 type(core).__name__, core.config.model_type, failed[0].describe(),
                 type(failed[1]).__name__, one_line(failed[1]), layout.describe(),
             )  # fmt: skip
-            _PLAIN[core] = layout.route
-        _VERIFIED.add(core)
+            _PLAIN[core] = layout
+        _VERIFIED.setdefault(core, set()).add(layout)
         return scores
     raise ModelError(
-        f"{type(core).__name__} ({core.config.model_type}) cannot score a batch: its own forward fails "
-        f"with {type(last_error).__name__}: {one_line(last_error)}"
+        f"{type(core).__name__} ({core.config.model_type}) cannot score a batch, not even through its "
+        f"own forward: {type(last_error).__name__}: {one_line(last_error)}"
     ) from last_error
 
 
-# Core models that scored a batch (their layout is known to work) and those moved to the plain
-# layout by the first-batch check; weak, so a model's entry goes with the model.
-_VERIFIED: weakref.WeakSet = weakref.WeakSet()
+# The layouts each core model has scored a batch with, and the plain layout of the models the
+# first-batch check moved there; weak, so a model's entries go with the model.
+_VERIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PLAIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _WARNED: weakref.WeakSet = weakref.WeakSet()
 

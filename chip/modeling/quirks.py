@@ -51,8 +51,11 @@ class TokenKey:
 DEFAULT_TOKEN_KEYS = (TokenKey("mm_token_type_ids"), TokenKey("token_type_ids"))
 
 # Vision encoders and projectors under the names most families use (LLaVA layout).
-VISION_MODULES = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder")
-PROJECTOR_MODULES = ("multi_modal_projector", "connector", "visual.merger", "visual.deepstack_merger_list")
+# Audio encoders count as vision here: chip never feeds them, so they are frozen and no LoRA target.
+VISION_MODULES = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder", "audio_tower")
+PROJECTOR_MODULES = (
+    "multi_modal_projector", "connector", "visual.merger", "visual.deepstack_merger_list", "embed_audio",
+)  # fmt: skip
 
 
 def _softcap(attribute_owner: str) -> LogitsTransform:
