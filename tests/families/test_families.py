@@ -152,12 +152,18 @@ def test_chip_train_runs_the_full_loss(tiny_model, tmp_path, family, use_peft, c
 
 
 def _reference_params() -> list:
-    # One family per layout kind in the default run (plain, shared prefix + M-RoPE, images once,
-    # per-token cross-attention mask); every family under -m slow.
-    default = {"llava", "qwen3_vl", "gemma3", "mllama"}
+    # A representative slice in the default run (llava's are in tests/training/test_trainer.py):
+    # shared prefix + M-RoPE + DeepStack, images once + bidirectional image attention, per-token
+    # cross-attention mask, a causal suffix after a bidirectional prefix. Every family under -m slow.
+    default = {
+        ("qwen3_vl", "precomputed"),
+        ("gemma3", "none"),
+        ("mllama", "precomputed"),
+        ("paligemma", "none"),
+    }
     return [
-        pytest.param(p.values[0], reference, marks=[*p.marks, *(() if p.values[0] in default else [pytest.mark.slow])],
-                     id=f"{p.values[0]}-{reference}")
+        pytest.param(p.values[0], reference, id=f"{p.values[0]}-{reference}",
+                     marks=[*p.marks, *(() if (p.values[0], reference) in default else [pytest.mark.slow])])
         for p in family_params(TRAINABLE) for reference in ("precomputed", "none")
     ]  # fmt: skip
 
