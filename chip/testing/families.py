@@ -60,9 +60,10 @@ def shrink(config: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
     return small
 
 
-# Config fields computed from others in the config class (per-layer overrides of Gemma-4).
+# Top-level size fields of composite configs (PaliGemma's projection width).
 TOP_SIZES = {"projection_dim": 64, "hidden_size": 64}
 
+# Config fields the config class derives from others (Gemma-4's per-layer overrides) or writes itself.
 DERIVED = ("per_layer_config", "transformers_version", "architectures", "model_type", "dtype")
 
 
@@ -94,6 +95,7 @@ class Family:
 
 
 def _cls(name: str) -> Any:
+    """A transformers class looked up when a family is built, so only that family needs its backends."""
     return getattr(transformers, name)
 
 
