@@ -127,7 +127,8 @@ QWEN_VL = ModelQuirks(prefix_sharing=True, images_once=True, mrope=True)
 
 # Each row mirrors the family's `forward` in transformers 5.x. Gemma-3's multimodal model does not
 # soft-cap (Gemma 3 replaced capping by QK-norm); its text-only model keeps the option, as Gemma-2
-# and PaliGemma-2 (a Gemma-2 decoder) do.
+# and PaliGemma-2 (a Gemma-2 decoder) do. The Aya-Vision and Cohere2-Vision forwards do not apply
+# their Cohere decoder's `logit_scale`.
 QUIRKS: dict[str, ModelQuirks] = {
     "llava": LLAVA_LIKE,
     "llava_next": LLAVA_LIKE,
@@ -153,7 +154,12 @@ QUIRKS: dict[str, ModelQuirks] = {
     "glm4v": QWEN_VL,
     "glm4v_moe": QWEN_VL,
     "gemma3": ModelQuirks(images_once=True),
-    "gemma4": ModelQuirks(images_once=True, projector_modules=(*PROJECTOR_MODULES, "embed_vision")),
+    # Gemma-4's multimodal forward soft-caps with its text config's cap (30 in released checkpoints).
+    "gemma4": ModelQuirks(
+        logits_transform=_softcap("text"),
+        images_once=True,
+        projector_modules=(*PROJECTOR_MODULES, "embed_vision"),
+    ),  # fmt: skip
     # PaliGemma's prefix (image + prompt, token type 0) attends bidirectionally; the response is
     # its causal suffix (token type 1).
     "paligemma": ModelQuirks(

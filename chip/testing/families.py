@@ -330,6 +330,7 @@ FAMILIES: dict[str, Family] = {
         "",
         _paligemma,
         {"image_token_index": "<image>"},
+        text={"final_logit_softcapping": 0.5},  # PaliGemma-2's Gemma-2 decoder caps; small, to matter here
         vision={"image_size": 32, "patch_size": 8},
     ),  # fmt: skip
     "idefics2": Family(
@@ -544,6 +545,7 @@ FAMILIES: dict[str, Family] = {
             "video_token_id": "<|video|>",
         },
         config={"audio_config": None},
+        text={"final_logit_softcapping": 0.5},  # released checkpoints cap at 30; small, to matter here
         vision={"patch_size": 8, "pooling_kernel_size": 2, "position_embedding_size": 64},
         template_bos=True,
         vision_type="gemma4_vision",

@@ -23,6 +23,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 from transformers import AutoModelForImageTextToText
 
@@ -59,19 +60,25 @@ def _corrupted(adapter: VLMAdapter, prompt):
     )
 
 
-def _plain_logps(model, rows: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The textbook computation: full logits, log-softmax, the log-prob of token t read at t - 1."""
+def _plain_logps(model, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The textbook computation: full logits, log-softmax, the log-prob of token t read at t - 1.
+
+    Returns ``(logps (B, R), logits (B, R, V))``, zero-padded on the right.
+    """
     inputs = {
         k: v.to(model.dtype) if v.is_floating_point() else v for k, v in rows.items() if k != "response_mask"
     }
-    logps = torch.log_softmax(model(**inputs).logits.float(), dim=-1)  # (B, T, V)
-    out = []
+    logits = model(**inputs).logits.float()  # (B, T, V)
+    logps = torch.log_softmax(logits, dim=-1)  # (B, T, V)
+    out, out_logits = [], []
     for row in range(len(logps)):
         positions = rows["response_mask"][row].nonzero().flatten()
         tokens = rows["input_ids"][row, positions]
         out.append(logps[row, positions - 1].gather(-1, tokens[:, None]).squeeze(-1))
+        out_logits.append(logits[row, positions - 1].detach())
     longest = max(len(r) for r in out)
-    return torch.stack([torch.nn.functional.pad(r, (0, longest - len(r))) for r in out])  # (B, R)
+    padded = torch.stack([F.pad(r, (0, longest - len(r))) for r in out])  # (B, R)
+    return padded, torch.stack([F.pad(r, (0, 0, 0, longest - len(r))) for r in out_logits])  # (B, R, V)
 
 
 def _assert_grads_close(model, expected: dict[str, torch.Tensor], label: str) -> None:
@@ -106,10 +113,10 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
         4, rows["response_mask"].sum(1).max().item(), generator=torch.Generator().manual_seed(1)
     )
 
-    expected = _plain_logps(model, rows)  # (2B, R) W rows then L rows
+    expected, expected_logits = _plain_logps(model, rows)  # (2B, R) W rows then L rows
     (expected * weights[:, : expected.shape[1]]).sum().backward()
     expected_grads = _grads(model)
-    expected_corrupt = _plain_logps(model, corrupt)  # (B, R) C rows
+    expected_corrupt, _ = _plain_logps(model, corrupt)  # (B, R) C rows
     expected_corrupt.sum().backward()
     expected_corrupt_grads = _grads(model)
 
@@ -125,9 +132,11 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
     for route, route_layouts in layouts.items():
         for layout in route_layouts:
             label = f"{family} {route} {layout}"
-            scores = response_logps(model, pairs, route=route, **layout)
+            scores = response_logps(model, pairs, route=route, return_logits=True, **layout)
             assert scores.mask.sum(1).tolist() == rows["response_mask"].sum(1).tolist()
             assert_close(scores.logps, expected, atol=2e-5, rtol=1e-5, msg=label)
+            # logits too: a post-head transform (soft-capping) left out would show here first
+            assert_close(scores.logits.detach(), expected_logits, atol=1e-5, rtol=1e-5, msg=label)
             (scores.logps * weights[:, : expected.shape[1]]).sum().backward()
             _assert_grads_close(model, expected_grads, label)
     route = "trunk" if quirks.trunk else "keep"
