@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from transformers.utils import is_torchvision_available
 
-from chip.testing import FAMILIES, NEEDS_TORCHVISION, build_tiny_model
+from chip.testing import FAMILIES, build_tiny_model, missing_packages
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +44,15 @@ def tiny_model_dir(request: pytest.FixtureRequest, tiny_model: Callable[..., Pat
 
 
 def family_params(families) -> list:
-    """``pytest.param`` per family; those needing torchvision are skipped without it, with the reason."""
-    needs = pytest.mark.skipif(
-        not is_torchvision_available(),
-        reason="the family's stock processor needs torchvision (the test command installs it)",
-    )
-    return [pytest.param(f, marks=needs if f in NEEDS_TORCHVISION else ()) for f in families]
+    """``pytest.param`` per family; one whose stock processor needs a package not installed here
+    (torchvision for most, num2words for SmolVLM; the test command installs them) is skipped with
+    that reason."""
+    params = []
+    for family in families:
+        missing = missing_packages(family)
+        reason = f"the stock {family} processor needs {', '.join(missing)}"
+        params.append(pytest.param(family, marks=pytest.mark.skipif(bool(missing), reason=reason)))
+    return params
 
 
 def random_image(seed: int, width: int = 32, height: int = 32) -> Image.Image:

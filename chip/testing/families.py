@@ -10,11 +10,13 @@ special tokens; the chat template is a plain ``<|role|> … eos`` layout that wr
 the family's placeholder.
 
 Families whose stock processor holds a video processor (or whose image processor only exists in
-its torchvision version) need torchvision to be built: :data:`NEEDS_TORCHVISION`.
+its torchvision version) need torchvision to be built: :data:`NEEDS_TORCHVISION`;
+:func:`missing_packages` lists what a family still lacks on this machine.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -560,6 +562,14 @@ NEEDS_TORCHVISION = frozenset(
     {"llava_onevision", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "smolvlm", "internvl",
      "llama4", "glm4v", "glm4v_moe", "lfm2_vl", "cohere2_vision", "gemma4", "mistral3"}
 )  # fmt: skip
+# Other packages a family's stock processor imports (SmolVLM writes tile positions as words).
+NEEDS_PACKAGES: dict[str, tuple[str, ...]] = {"smolvlm": ("num2words",)}
+
+
+def missing_packages(family: str) -> list[str]:
+    """The packages building ``family``'s tiny model needs that are not installed here."""
+    needed = (*(("torchvision",) if family in NEEDS_TORCHVISION else ()), *NEEDS_PACKAGES.get(family, ()))
+    return [name for name in needed if importlib.util.find_spec(name) is None]
 
 
 def build_family(model_type: str, vocab_size: int | None = None) -> tuple[ProcessorMixin, PretrainedConfig]:

@@ -42,11 +42,10 @@ from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionCo
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.utils import is_torchvision_available
 
 from chip.modeling.processors import Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
 from chip.testing.families import FAMILIES as SHRUNK_FAMILIES
-from chip.testing.families import NEEDS_TORCHVISION, build_family
+from chip.testing.families import build_family, missing_packages
 from chip.testing.tiny_tokenizer import (
     IDEFICS3_TEMPLATE,
     IDEFICS3_TOKENS,
@@ -337,8 +336,9 @@ def tiny_config(family: str, **size_overrides: Any) -> tuple[ProcessorMixin, Pre
     if family in SHRUNK_FAMILIES:
         if set(size_overrides) - {"vocab_size"}:
             raise ValueError(f"{family} takes only a vocab_size override, got {sorted(size_overrides)}")
-        if family in NEEDS_TORCHVISION and not is_torchvision_available():
-            raise ImportError(f"the stock {family} processor needs torchvision (pip install torchvision)")
+        missing = missing_packages(family)
+        if missing:
+            raise ImportError(f"the stock {family} processor needs {', '.join(missing)} (pip install them)")
         return build_family(family, size_overrides.get("vocab_size"))
     if family not in _FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {ALL_FAMILIES}")
