@@ -1,8 +1,10 @@
 """Shared fixtures: tiny models of every supported family, built once per test session.
 
-Use ``tiny_model("qwen2_vl")`` (any family, any size overrides, built on first use) or the
-``tiny_model_dir`` fixture, which runs a test once per family of ``chip.testing.FAMILIES``;
+Use ``tiny_model("qwen2_vl")`` (any family of ``chip.testing.ALL_FAMILIES``, built on first use) or
+the ``tiny_model_dir`` fixture, which runs a test once per family of ``chip.testing.FAMILIES``;
 narrow it with ``@pytest.mark.parametrize("tiny_model_dir", ["llava"], indirect=True)``.
+``family_params(families)`` parametrizes over any families, skipping (with the reason) those
+whose stock processor needs torchvision when it is not installed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chip.testing import FAMILIES, build_tiny_model
+from chip.testing import FAMILIES, build_tiny_model, missing_packages
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 def tiny_model_dir(request: pytest.FixtureRequest, tiny_model: Callable[..., Path]) -> Path:
     """A tiny model folder per family; narrow with ``parametrize("tiny_model_dir", [...], indirect=True)``."""
     return tiny_model(request.param)
+
+
+def family_params(families) -> list:
+    """``pytest.param`` per family; one whose stock processor needs a package not installed here
+    (torchvision for most, num2words for SmolVLM; the test command installs them) is skipped with
+    that reason."""
+    params = []
+    for family in families:
+        missing = missing_packages(family)
+        reason = f"the stock {family} processor needs {', '.join(missing)}"
+        params.append(pytest.param(family, marks=pytest.mark.skipif(bool(missing), reason=reason)))
+    return params
 
 
 def random_image(seed: int, width: int = 32, height: int = 32) -> Image.Image:

@@ -9,6 +9,7 @@
 """
 
 from chip.modeling.adapter import PromptInputs, VLMAdapter
+from chip.modeling.errors import ModelError
 from chip.modeling.logps import (
     ResponseScores,
     adapter_disabled,
@@ -23,6 +24,7 @@ from chip.modeling.quirks import QUIRKS, ModelQuirks, quirks_for
 
 __all__ = [
     "QUIRKS",
+    "ModelError",
     "ModelQuirks",
     "PromptInputs",
     "ResponseScores",

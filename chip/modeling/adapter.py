@@ -26,7 +26,7 @@ from transformers import AutoConfig, PretrainedConfig, ProcessorMixin
 from chip.errors import DataError
 from chip.modeling.pairs import PAIR_LENGTHS
 from chip.modeling.processors import hub_kwargs, load_processor
-from chip.modeling.quirks import TOKEN_LEVEL_KEYS, quirks_for
+from chip.modeling.quirks import quirks_for
 
 
 def special_text_reason(tokens: list[str]) -> str:
@@ -41,12 +41,13 @@ class PromptInputs:
     ``image_inputs`` holds the processor's other outputs exactly as it returns them for this one
     example (``pixel_values``, ``image_sizes``, ``image_grid_thw``, ``pixel_attention_mask``, ...).
     ``token_inputs`` holds the outputs that have one value per prompt token (Qwen-VL's
-    ``mm_token_type_ids``), which collation must pad along the sequence like ``input_ids``.
+    ``mm_token_type_ids``, Mllama's ``cross_attention_mask``), which collation must pad along the
+    sequence like ``input_ids``; the family's quirks say which (``token_keys``).
     """
 
     input_ids: torch.Tensor  # (P,) long, image tokens already expanded
     image_inputs: dict[str, torch.Tensor]
-    token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # each (P,)
+    token_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # each (P, ...)
 
     def __len__(self) -> int:
         return int(self.input_ids.numel())
@@ -152,8 +153,11 @@ class VLMAdapter:
             images=list(images) or None, text=[text], add_special_tokens=False, return_tensors="pt"
         )
         input_ids = encoded.pop("input_ids")[0]  # (P,)
-        encoded.pop("attention_mask", None)
-        token_inputs = {key: encoded.pop(key)[0] for key in TOKEN_LEVEL_KEYS if key in encoded}  # each (P,)
+        for unused in ("attention_mask", "labels"):  # PaliGemma's processor adds all-ignored labels
+            encoded.pop(unused, None)
+        token_inputs = {
+            key.name: encoded.pop(key.name)[0] for key in self.quirks.token_keys if key.name in encoded
+        }  # each (P, ...)
         image_inputs = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
         return PromptInputs(input_ids=input_ids.long(), image_inputs=image_inputs, token_inputs=token_inputs)
 
@@ -278,16 +282,28 @@ class VLMAdapter:
         lengths = torch.tensor([[len(p), *map(len, responses)] for p, responses in kept])  # (B, 1 + n)
         seq_len = int(lengths.sum(-1).max())
         input_ids = torch.full((batch_size, seq_len), self.pad_token_id, dtype=torch.long)  # (B, T)
-        token_keys = sorted({key for prompt, _ in kept for key in prompt.token_inputs})
-        token_inputs = {
-            key: torch.zeros(batch_size, seq_len, dtype=kept[0][0].token_inputs[key].dtype)
-            for key in token_keys
-        }  # each (B, T)
+        token_keys = [key for key in self.quirks.token_keys if key.name in kept[0][0].token_inputs]
+        token_inputs = {}
+        for key in token_keys:
+            first = kept[0][0].token_inputs[key.name]  # (P, ...)
+            trailing = [
+                max(p.token_inputs[key.name].shape[d] for p, _ in kept) for d in range(1, first.dim())
+            ]
+            token_inputs[key.name] = torch.zeros(
+                batch_size, seq_len, *trailing, dtype=first.dtype
+            )  # (B, T, ...)
         for row, (prompt, responses) in enumerate(kept):
             ids = torch.cat([prompt.input_ids, *(torch.tensor(r, dtype=torch.long) for r in responses)])
             input_ids[row, : len(ids)] = ids
             for key in token_keys:
-                token_inputs[key][row, : len(prompt)] = prompt.token_inputs[key]
+                value = prompt.token_inputs[key.name]  # (P, ...)
+                target = token_inputs[key.name][row]  # (T, ...)
+                target[(slice(0, len(prompt)), *map(slice, value.shape[1:]))] = value
+                response = slice(len(prompt), len(ids))
+                if key.response is None:  # continue the prompt's last value
+                    target[(response, *map(slice, value.shape[1:]))] = value[-1]
+                else:
+                    target[response] = key.response
 
         batch: dict[str, torch.Tensor] = {"input_ids": input_ids, **token_inputs}
         image_keys = {frozenset(prompt.image_inputs) for prompt, _ in kept}

@@ -15,11 +15,20 @@ Three routes, chosen per model (``route="auto"``):
   PEFT prompt learning), since calling a wrapped model's submodules directly skips the wrapper's
   gradient synchronisation, parameter gathering or virtual tokens.
 - ``"full"``: a plain forward and a gather, for a model exposing neither.
+
+Which layouts a family may use (shared prefix, images encoded once, the trunk route) comes from
+its row in :mod:`chip.modeling.quirks`; a family not in the table goes through its own
+``forward`` with neither, after one warning. The first batch a model scores is also a check: if
+a faster layout fails inside the model, that model falls back to the plain layout for the rest
+of the run (one warning naming what failed); if the plain layout fails too, :class:`ModelError`
+says in one line which model could not run.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -30,9 +39,10 @@ import torch
 from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel, modeling_utils
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from chip.errors import ChipError
 from chip.modeling.batch import stack_pair_rows
+from chip.modeling.errors import ModelError, one_line
 from chip.modeling.pair_attention import NAME as PAIR_SDPA
 from chip.modeling.pair_attention import decoder_config, pair_attention
 from chip.modeling.pairs import (
@@ -45,9 +55,11 @@ from chip.modeling.pairs import (
     pair_token_index,
     unpack_pairs,
 )
-from chip.modeling.quirks import quirks_for
+from chip.modeling.quirks import ModelQuirks, quirks_for
 
 Route = Literal["auto", "trunk", "keep", "full"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,21 +106,109 @@ def response_logps(
     ``response_mask`` goes to the model) or :meth:`VLMAdapter.collate_pairs` (2B scored rows,
     ``[chosen_1..chosen_B, rejected_1..rejected_B]``). A pair batch runs as one sequence per pair
     with a block mask when ``share_prefix`` is set and :func:`can_share_prefix` allows it;
-    otherwise it is unpacked into two rows per pair, and with ``encode_images_once`` (and a model
-    that accepts ``mm_encoder_outputs``) each example's image features are computed once and fed
-    to both rows. Every layout gives the same numbers. Log-softmax runs in float32 whatever the
-    model's dtype. Works under ``no_grad`` or with gradients, with gradient checkpointing, and on
-    PEFT-wrapped models.
+    otherwise it is unpacked into two rows per pair, and with ``encode_images_once`` (where the
+    family's quirks allow it) each example's image features are computed once and fed to both
+    rows. Every layout gives the same numbers. Log-softmax runs in float32 whatever the model's
+    dtype. Works under ``no_grad`` or with gradients, with gradient checkpointing, and on
+    PEFT-wrapped models. With ``route="auto"`` a layout that fails inside the model on the first
+    batch is replaced by the plain one (see the module docstring).
     """
-    route = _choose_route(model) if route == "auto" else route
+    core = core_model(model)
+    _warn_if_untested(core)
+    batch = {
+        key: value.to(core.dtype) if value.is_floating_point() else value for key, value in batch.items()
+    }  # processors may return other float types than the model's (Llama-4: bfloat16 pixels)
+    layouts = _layouts(model, batch, route, share_prefix, encode_images_once)
+    if route != "auto":
+        return _score(model, batch, layouts[0], return_logits)
+    if core in _PLAIN:
+        layouts = [_PLAIN[core]]
+    failed: tuple[_Layout, Exception] | None = None
+    for layout in layouts:
+        try:
+            scores = _score(model, batch, layout, return_logits)
+        except (torch.OutOfMemoryError, ChipError):
+            raise
+        except Exception as error:
+            if layout in _VERIFIED.get(core, ()):  # it worked before: a real error, not a family quirk
+                raise
+            failed = failed or (layout, error)
+            last_error = error
+            continue
+        if failed is not None:
+            logger.warning(
+                "%s (%s): %s failed on the first batch (%s: %s); using %s for this model from now on",
+                type(core).__name__, core.config.model_type, failed[0].describe(),
+                type(failed[1]).__name__, one_line(failed[1]), layout.describe(),
+            )  # fmt: skip
+            _PLAIN[core] = layout
+        _VERIFIED.setdefault(core, set()).add(layout)
+        return scores
+    raise ModelError(
+        f"{type(core).__name__} ({core.config.model_type}) cannot score a batch, not even through its "
+        f"own forward: {type(last_error).__name__}: {one_line(last_error)}"
+    ) from last_error
+
+
+# The layouts each core model has scored a batch with, and the plain layout of the models the
+# first-batch check moved there; weak, so a model's entries go with the model.
+_VERIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PLAIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_WARNED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _warn_if_untested(core: PreTrainedModel) -> None:
+    if quirks_for(core.config).known or core in _WARNED:
+        return
+    _WARNED.add(core)
+    logger.warning(
+        "%s (model type %r) is not in chip's quirks table: prefix sharing, images encoded once and the "
+        "trunk route are off; chip scores it through its own forward (see docs/models.md)",
+        type(core).__name__, getattr(core.config, "model_type", "?"),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How one batch is scored: the logits route, a shared prefix, image features computed once."""
+
+    route: Route
+    packed: bool
+    images_once: bool
+
+    def describe(self) -> str:
+        parts = [f"the {self.route} route"]
+        parts += ["a shared prefix"] if self.packed else []
+        parts += ["images encoded once"] if self.images_once else []
+        return " with ".join([parts[0], " and ".join(parts[1:])]) if len(parts) > 1 else parts[0]
+
+
+def _layouts(
+    model: nn.Module, batch: dict[str, torch.Tensor], route: Route, share_prefix: bool, images_once: bool
+) -> list[_Layout]:
+    """The layout asked for, then (for ``route="auto"``) the plain fallbacks, without repeats."""
+    chosen = _choose_route(model) if route == "auto" else route
+    pairs = is_pair_batch(batch)
+    packed = pairs and share_prefix and can_share_prefix(model)
+    once = pairs and not packed and images_once and chosen == "trunk" and _images_once_allowed(model)
+    layouts = [_Layout(chosen, packed, once)]
+    if route == "auto":
+        own_forward = _own_forward_route(model)
+        layouts += [_Layout(own_forward, False, False), _Layout("full", False, False)]
+    return list(dict.fromkeys(layouts))
+
+
+def _score(
+    model: nn.Module, batch: dict[str, torch.Tensor], layout: _Layout, return_logits: bool
+) -> ResponseScores:
     if not is_pair_batch(batch):
         plan = _row_plan(batch)
-    elif share_prefix and can_share_prefix(model):
+    elif layout.packed:
         plan = _packed_plan(model, batch)
     else:
-        plan = _unpacked_plan(model, batch, share_images=encode_images_once and route == "trunk")
+        plan = _unpacked_plan(model, batch, share_images=layout.images_once)
 
-    logits = _LOGITS_BY_ROUTE[route](model, plan).float()  # (S, R, V)
+    logits = _LOGITS_BY_ROUTE[layout.route](model, plan).float()  # (S, R, V)
     # Zero rows at padding: a KL between two padded rows is then exactly 0, never garbage.
     logits = logits.masked_fill(~plan.mask[..., None], 0.0)  # (S, R, V)
     logps = _TargetLogProb.apply(logits, plan.targets).masked_fill(~plan.mask, 0.0)  # (S, R)
@@ -204,7 +304,7 @@ def _pair_positions(core: PreTrainedModel, batch: dict[str, torch.Tensor]) -> to
     lengths, input_ids = batch[PAIR_LENGTHS], batch["input_ids"]
     if not quirks_for(core.config).mrope:
         return pair_text_positions(lengths, input_ids.shape[1])  # (B, T)
-    rope_index = getattr(core, quirks_for(core.config).trunk).get_rope_index
+    rope_index = getattr(core, str(quirks_for(core.config).trunk)).get_rope_index
     grids = {key: batch[key] for key in ("image_grid_thw", "video_grid_thw") if key in batch}
     chosen_row, rejected_row = pair_row_masks(lengths, input_ids.shape[1])  # (B, T) each
     by_row = [
@@ -228,32 +328,59 @@ def _unpacked_plan(model: nn.Module, batch: dict[str, torch.Tensor], share_image
     return _row_plan({**rows, **shared})
 
 
+def _images_once_allowed(model: nn.Module) -> bool:
+    core = core_model(model)
+    quirks = quirks_for(core.config)
+    owner = getattr(core, quirks.trunk, None) if quirks.trunk else None
+    return (
+        quirks.images_once
+        and callable(getattr(owner, "get_image_features", None))
+        and "mm_encoder_outputs" in inspect.signature(owner.forward).parameters
+    )
+
+
 def _shared_image_inputs(core: PreTrainedModel, images: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     """Image inputs for the 2B unpacked rows with each example's vision features computed once.
 
     The features go in through ``mm_encoder_outputs`` (transformers 5's input for precomputed
-    encoder outputs), listed once per row in row order; the other image inputs (grids, sizes)
-    are repeated so the model's positions and checks see 2B rows. ``None`` when the family's
-    model takes no precomputed features.
+    encoder outputs) in the form ``get_image_features`` returns them, with every per-image or
+    per-token field repeated for the second B rows; the other image inputs (grids, sizes) are
+    repeated so the model's positions and checks see 2B rows. ``None`` when the family's model
+    takes no precomputed features.
     """
-    owner = getattr(core, quirks_for(core.config).trunk, None)
+    quirks = quirks_for(core.config)
+    owner = getattr(core, quirks.trunk, None) if quirks.trunk else None
     get_features = getattr(owner, "get_image_features", None)
-    if get_features is None or "mm_encoder_outputs" not in inspect.signature(owner.forward).parameters:
+    if get_features is None:
         return None
     accepted = inspect.signature(get_features).parameters
     features = get_features(**{k: v for k, v in images.items() if k in accepted}, return_dict=True)
-    pooled = tuple(features.pooler_output)  # one tensor per image (or per example), in row order
-    pixel_key = quirks_for(core.config).pixel_key
+    doubled = type(features)(**{name: _twice(name, value) for name, value in features.items()})
     out: dict[str, Any] = {
-        key: torch.cat([value, value]) for key, value in images.items() if key != pixel_key
+        key: torch.cat([value, value]) for key, value in images.items() if key != quirks.pixel_key
     }
-    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled + pooled)}
+    out["mm_encoder_outputs"] = {"image": doubled}
     return out
+
+
+# Encoder output fields that hold one entry per vision layer (each entry per image or per token).
+_PER_LAYER_FIELDS = ("hidden_states", "attentions", "deepstack_features")
+
+
+def _twice(name: str, value: Any) -> Any:
+    """An encoder output field for the images of ``[rows, same rows]``: per image or token, repeated."""
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value, value])  # (2n, ...)
+    if isinstance(value, (tuple, list)) and name in _PER_LAYER_FIELDS:
+        return type(value)(_twice("", item) for item in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)([*value, *value])
+    return value
 
 
 def _logits_trunk(model: nn.Module, plan: _Plan) -> torch.Tensor:
     core = core_model(model)
-    quirks = quirks_for(core.config)
+    quirks: ModelQuirks = quirks_for(core.config)
     with plan.context():
         hidden = getattr(core, quirks.trunk)(**plan.inputs, use_cache=False).last_hidden_state  # (N, T, H)
     picked = hidden.gather(1, plan.predicting[..., None].expand(-1, -1, hidden.shape[-1]))  # (N, K, H)
@@ -310,10 +437,12 @@ def can_share_prefix(model: nn.Module) -> bool:
     if isinstance(outer, PeftModel) and outer.active_peft_config.is_prompt_learning:
         return False
     core = core_model(model)
+    if not quirks_for(core.config).prefix_sharing:
+        return False
     text = decoder_config(core)
-    sliding = getattr(text, "use_sliding_window", False) or "sliding_attention" in (
-        getattr(text, "layer_types", None) or ()
-    )
+    # A ready mask would bypass a sliding window, and linear-attention (recurrent) layers take no mask.
+    other_layers = set(getattr(text, "layer_types", None) or ()) - {"full_attention"}
+    sliding = getattr(text, "use_sliding_window", False) or bool(other_layers)
     return (
         quirks_for(core.config).prefix_sharing
         and text._attn_implementation in ("eager", "sdpa", PAIR_SDPA)
@@ -326,13 +455,17 @@ def _choose_route(model: nn.Module) -> Route:
     lora_style_peft = isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
     # FSDP2 shards in place: the root may be the PEFT wrapper (LoRA) or the model itself
     wrapped = (model is not core and not lora_style_peft) or _is_fsdp2(core) or _is_fsdp2(model)
-    keeps = "logits_to_keep" in inspect.signature(core.forward).parameters and _slices_per_row()
-    if wrapped:
-        return "keep" if keeps else "full"
-    trunk = getattr(core, quirks_for(core.config).trunk, None)
-    if isinstance(trunk, nn.Module) and core.get_output_embeddings() is not None:
+    trunk_name = quirks_for(core.config).trunk
+    trunk = getattr(core, trunk_name, None) if trunk_name else None
+    if not wrapped and isinstance(trunk, nn.Module) and core.get_output_embeddings() is not None:
         return "trunk"
-    return "keep" if keeps else "full"
+    return _own_forward_route(model)
+
+
+def _own_forward_route(model: nn.Module) -> Route:
+    """``"keep"`` where the model's ``forward`` takes a per-row ``logits_to_keep``, else ``"full"``."""
+    keeps = "logits_to_keep" in inspect.signature(core_model(model).forward).parameters
+    return "keep" if keeps and _slices_per_row() else "full"
 
 
 @cache

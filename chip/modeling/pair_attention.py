@@ -101,7 +101,8 @@ AttentionInterface.register(NAME, pair_sdpa)
 
 def decoder_config(core: PreTrainedModel):
     """The config object the language decoder's attention layers read (their own copy in some families)."""
-    owner = getattr(core, quirks_for(core.config).trunk)
+    trunk = quirks_for(core.config).trunk
+    owner = getattr(core, trunk, None) if trunk else None
     decoder = getattr(owner, "language_model", None) or getattr(owner, "text_model", None)
     return decoder.config if decoder is not None else core.config.get_text_config()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from chip.modeling.batch import pair_rows
-from chip.modeling.quirks import TOKEN_LEVEL_KEYS
+from chip.modeling.quirks import ALL_TOKEN_KEYS
 
 PAIR_LENGTHS = "pair_lengths"  # (B, 3) long: prompt, kept chosen and kept rejected lengths per row
 
@@ -118,7 +118,7 @@ def pair_text_positions(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
 
 def image_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The processor's image outputs in a collated batch (everything that is not per token)."""
-    per_token = {"input_ids", "attention_mask", "response_mask", PAIR_LENGTHS, *TOKEN_LEVEL_KEYS}
+    per_token = {"input_ids", "attention_mask", "response_mask", PAIR_LENGTHS, *ALL_TOKEN_KEYS}
     return {key: value for key, value in batch.items() if key not in per_token}
 
 
@@ -127,8 +127,8 @@ def unpack_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
     Returns what :meth:`VLMAdapter.collate` would have built for those rows, minus the image
     inputs, which the caller either repeats (``torch.cat([v, v])``) or feeds once as shared
-    features. Other ``(B, T)`` tensors (per-token processor outputs) are unpacked like
-    ``input_ids``, 0 at padding. Padding ids repeat each row's last real token (never an image
+    features. Per-token processor outputs ``(B, T, ...)`` are unpacked like ``input_ids``, 0 at
+    padding. Padding ids repeat each row's last real token (never an image
     placeholder); the attention mask hides them.
     """
     lengths = batch[PAIR_LENGTHS]  # (B, 3)
@@ -145,12 +145,15 @@ def unpack_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     source = torch.where(valid, source, (row_len - 1 + skip)[:, None])  # (2B, T')
 
     out: dict[str, torch.Tensor] = {}
-    for key in ("input_ids", *TOKEN_LEVEL_KEYS):
+    for key in ("input_ids", *ALL_TOKEN_KEYS):
         if key not in batch:
             continue
-        value = batch[key]  # (B, T)
-        gathered = value.repeat(2, 1).gather(1, source)  # (2B, T')
-        out[key] = gathered if key == "input_ids" else gathered.masked_fill(~valid, 0)
+        value = torch.cat([batch[key], batch[key]])  # (2B, T, ...)
+        rows = torch.arange(len(value), device=value.device)[:, None]  # (2B, 1)
+        gathered = value[rows, source]  # (2B, T', ...)
+        if key != "input_ids":
+            gathered = gathered * valid.view(*valid.shape, *[1] * (value.dim() - 2)).to(gathered.dtype)
+        out[key] = gathered
     out["attention_mask"] = valid.long()  # (2B, T')
     out["response_mask"] = valid & (index >= prompt[:, None])  # (2B, T')
     return out

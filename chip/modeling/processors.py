@@ -19,6 +19,7 @@ from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProce
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.utils import is_torchvision_available
 
+from chip.modeling.errors import ModelError, one_line
 from chip.modeling.quirks import quirks_for
 
 
@@ -71,9 +72,16 @@ def load_processor(path: str | Path, **kwargs: Any) -> ProcessorMixin:
 
     Uses ``AutoProcessor`` except for a family whose quirks name an image-only processor on a
     machine without torchvision, where ``AutoProcessor`` cannot build the stock processor at all.
+    A processor missing a package (torchvision for most video-capable families) is one
+    :class:`~chip.modeling.errors.ModelError` line.
     """
     config = AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
     image_only = quirks_for(config).image_only_processor
     if image_only is not None and not is_torchvision_available():
         return IMAGE_ONLY_PROCESSORS[image_only].from_pretrained(path, **kwargs)
-    return AutoProcessor.from_pretrained(path, **kwargs)
+    try:
+        return AutoProcessor.from_pretrained(path, **kwargs)
+    except ImportError as error:  # a stock processor needing torchvision, num2words, ...
+        raise ModelError(
+            f"{path}: the {config.model_type} processor cannot be loaded here: {one_line(error)}"
+        ) from error

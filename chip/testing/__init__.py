@@ -1,5 +1,14 @@
 """Test helpers shipped with chip: tiny models of each supported family, built offline."""
 
-from chip.testing.tiny import FAMILIES, TinySize, build_tiny_model, tiny_config
+from chip.testing.families import NEEDS_TORCHVISION, missing_packages
+from chip.testing.tiny import ALL_FAMILIES, FAMILIES, TinySize, build_tiny_model, tiny_config
 
-__all__ = ["FAMILIES", "TinySize", "build_tiny_model", "tiny_config"]
+__all__ = [
+    "ALL_FAMILIES",
+    "FAMILIES",
+    "NEEDS_TORCHVISION",
+    "TinySize",
+    "build_tiny_model",
+    "missing_packages",
+    "tiny_config",
+]

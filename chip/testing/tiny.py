@@ -44,6 +44,8 @@ from transformers.models.llava_next.image_processing_pil_llava_next import Llava
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from chip.modeling.processors import Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
+from chip.testing.families import FAMILIES as SHRUNK_FAMILIES
+from chip.testing.families import build_family, missing_packages
 from chip.testing.tiny_tokenizer import (
     IDEFICS3_TEMPLATE,
     IDEFICS3_TOKENS,
@@ -56,6 +58,9 @@ from chip.testing.tiny_tokenizer import (
 )
 
 FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3")
+# Every family chip builds: the five above (hand-sized, every TinySize override) and the families
+# of `chip.testing.families` (shrunk stock configs; only `vocab_size` can be overridden).
+ALL_FAMILIES = FAMILIES + tuple(SHRUNK_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -328,8 +333,15 @@ def tiny_config(family: str, **size_overrides: Any) -> tuple[ProcessorMixin, Pre
     bf16 (``AutoModelForImageTextToText.from_config(config, dtype=...)``), where writing random
     weights to disk first would only cost time.
     """
+    if family in SHRUNK_FAMILIES:
+        if set(size_overrides) - {"vocab_size"}:
+            raise ValueError(f"{family} takes only a vocab_size override, got {sorted(size_overrides)}")
+        missing = missing_packages(family)
+        if missing:
+            raise ImportError(f"the stock {family} processor needs {', '.join(missing)} (pip install them)")
+        return build_family(family, size_overrides.get("vocab_size"))
     if family not in _FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+        raise ValueError(f"unknown family {family!r}; choose one of {ALL_FAMILIES}")
     spec = _FAMILIES[family]
     size = _resolve_size(spec, size_overrides)
     tokenizer = byte_level_tokenizer(spec.tokens)

@@ -23,6 +23,7 @@ class TokenSpec:
     bos: str | None = None
     extra: tuple[str, ...] = ()
     bos_by_tokenizer: bool = False
+    named: tuple[tuple[str, str], ...] = ()  # (attribute, token): e.g. ("boi_token", "<start_of_image>")
 
 
 def _content(image_text: str) -> str:
@@ -83,7 +84,8 @@ def byte_level_tokenizer(tokens: TokenSpec) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     specials = [t for t in (tokens.bos, tokens.eos, tokens.pad, tokens.image) if t is not None]
-    backend.add_special_tokens([*specials, *tokens.extra])
+    named = [token for _, token in tokens.named]
+    backend.add_special_tokens(list(dict.fromkeys([*specials, *tokens.extra, *named])))
     if tokens.bos_by_tokenizer:
         bos_id = backend.token_to_id(tokens.bos)
         backend.post_processor = processors.TemplateProcessing(
@@ -96,5 +98,5 @@ def byte_level_tokenizer(tokens: TokenSpec) -> PreTrainedTokenizerFast:
         bos_token=tokens.bos,
         eos_token=tokens.eos,
         pad_token=tokens.pad,
-        extra_special_tokens={"image_token": tokens.image},
+        extra_special_tokens={"image_token": tokens.image, **dict(tokens.named)},
     )

@@ -7,6 +7,7 @@ Any checkpoint `AutoModelForImageTextToText` + `AutoProcessor` load works. LoRA 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -15,15 +16,10 @@ from torch import nn
 from transformers import AutoModelForImageTextToText, set_seed
 
 from chip.errors import ConfigError
+from chip.modeling.quirks import DEFAULT_QUIRKS, ModelQuirks, quirks_for
 from chip.training.config import ChipConfig
 
-# Parameter-name fragments of vision encoders across families (LLaVA/NeXT, Qwen-VL, Idefics3,
-# Gemma3, PaliGemma, ...). The projector is deliberately not listed: the recipe trains it.
-VISION_TOWER_PATTERN = re.compile(
-    r"(^|\.)(vision_tower|vision_model|visual(?!_)|vision_encoder|image_encoder)\."
-)
-# The projector's merger inside Qwen's `visual` module is trained with the LLM in the authors' recipe.
-PROJECTOR_INSIDE_VISION = re.compile(r"(^|\.)visual\.merger\.")
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -34,30 +30,54 @@ def resolve_dtype(config: ChipConfig) -> torch.dtype:
     return DTYPES[config.model_dtype]
 
 
-def is_vision_parameter(name: str) -> bool:
-    """Whether a parameter belongs to the vision encoder (projectors excluded)."""
-    return bool(VISION_TOWER_PATTERN.search(name)) and not PROJECTOR_INSIDE_VISION.search(name)
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern:
+    """Matches a parameter or module path holding one of ``names`` (dotted suffixes) as components."""
+    return re.compile(r"(^|\.)(" + "|".join(re.escape(name) for name in names) + r")(\.|$)")
+
+
+def is_projector_parameter(name: str, quirks: ModelQuirks = DEFAULT_QUIRKS) -> bool:
+    """Whether a parameter (or module) belongs to the projector between vision encoder and LM."""
+    return bool(_names_pattern(quirks.projector_modules).search(name))
+
+
+def is_vision_parameter(name: str, quirks: ModelQuirks = DEFAULT_QUIRKS) -> bool:
+    """Whether a parameter (or module) belongs to the vision encoder (projectors excluded).
+
+    The names come from the family's row of the quirks table (``vision_modules``,
+    ``projector_modules``); the defaults cover the LLaVA, Qwen-VL and Idefics layouts.
+    """
+    return bool(_names_pattern(quirks.vision_modules).search(name)) and not is_projector_parameter(
+        name, quirks
+    )
 
 
 def freeze_vision_tower(model: nn.Module) -> int:
     """Stop gradients into the vision encoder; returns how many parameters were frozen."""
+    quirks = quirks_for(model.config)
     frozen = 0
     for name, param in model.named_parameters():
-        if is_vision_parameter(name):
+        if is_vision_parameter(name, quirks):
             param.requires_grad_(False)
             frozen += param.numel()
     return frozen
 
 
 def language_linear_modules(model: nn.Module) -> list[str]:
-    """Full names of every `nn.Linear` of the language model (LoRA's default targets)."""
-    names = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not is_vision_parameter(name + ".") and "lm_head" not in name:
-            if "multi_modal_projector" in name or "visual.merger" in name or "connector" in name:
-                continue
-            names.append(name)
-    return names
+    """Full names of every `nn.Linear` of the language model (LoRA's default targets).
+
+    Vision encoder, projector and LM head are left out; their names come from the quirks table.
+    """
+    quirks = quirks_for(model.config)
+    head = model.get_output_embeddings()
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and module is not head
+        and not is_vision_parameter(name, quirks)
+        and not is_projector_parameter(name, quirks)
+        and not _names_pattern(("lm_head",)).search(name)
+    ]
 
 
 def load_model(config: ChipConfig, path: str | None = None) -> nn.Module:
@@ -67,9 +87,13 @@ def load_model(config: ChipConfig, path: str | None = None) -> nn.Module:
         raise ConfigError("model_name_or_path is required")
     if Path(path).expanduser().exists():  # absolute, so a saved adapter's base path works from anywhere
         path = str(Path(path).expanduser().resolve())
-    return AutoModelForImageTextToText.from_pretrained(
-        path, dtype=resolve_dtype(config), trust_remote_code=config.trust_remote_code
-    )
+    try:
+        return AutoModelForImageTextToText.from_pretrained(
+            path, dtype=resolve_dtype(config), trust_remote_code=config.trust_remote_code
+        )
+    except ValueError as error:  # e.g. a config class with no image-text-to-text model
+        message = " ".join(str(error).split())[:300]
+        raise ConfigError(f"{path}: AutoModelForImageTextToText cannot load it: {message}") from error
 
 
 def prepare_policy(model: nn.Module, config: ChipConfig) -> nn.Module:
@@ -90,10 +114,16 @@ def wrap_lora(model: nn.Module, config: ChipConfig) -> nn.Module:
     targets = config.lora_target_modules or language_linear_modules(model)
     if not targets:
         raise ConfigError("no linear layers found for LoRA; pass --lora_target_modules")
+    dropout = config.lora_dropout
+    if dropout and _has_fused_experts(model):
+        # PEFT moves gate/up/down_proj targets onto fused MoE expert weights (GLM-4.5V, ...), whose
+        # LoRA wrapper takes no dropout; it would refuse the whole model.
+        logger.warning("fused MoE expert weights: LoRA dropout %s -> 0 (PEFT supports none there)", dropout)
+        dropout = 0.0
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
+        lora_dropout=dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
@@ -101,3 +131,11 @@ def wrap_lora(model: nn.Module, config: ChipConfig) -> nn.Module:
     # loading took (DeepSpeed ZeRO-3 loads under `zero.Init`, which draws from the generator).
     set_seed(config.seed)
     return get_peft_model(model, lora)
+
+
+def _has_fused_experts(model: nn.Module) -> bool:
+    """Whether the language model keeps MoE experts as 3D parameters ``(experts, out, in)``."""
+    quirks = quirks_for(model.config)
+    return any(
+        param.dim() == 3 and not is_vision_parameter(name, quirks) for name, param in model.named_parameters()
+    )

@@ -1,0 +1,602 @@
+"""Tiny models of the other families of transformers' image-text-to-text mapping, built offline.
+
+:mod:`chip.testing.tiny` builds the five original families with hand-sized configs. The families
+here are built from each family's *default* config (``AutoConfig.for_model``) with every width,
+depth and vocabulary shrunk (:func:`shrink`) and the vision geometry (image size, patch size,
+image tokens per image) kept or lowered just enough to stay cheap, so the family's stock processor
+and its model agree on the number of image tokens the same way a real checkpoint's do. The
+processor is the family's stock class around a byte-level tokenizer holding the family's real
+special tokens; the chat template is a plain ``<|role|> … eos`` layout that writes each image as
+the family's placeholder.
+
+Families whose stock processor holds a video processor (or whose image processor only exists in
+its torchvision version) need torchvision to be built: :data:`NEEDS_TORCHVISION`;
+:func:`missing_packages` lists what a family still lacks on this machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import transformers
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerFast, ProcessorMixin
+
+from chip.testing.tiny_tokenizer import TokenSpec, byte_level_tokenizer
+
+# Shrunk values of the size fields every family's text and vision configs name the same way.
+TEXT_SIZES: dict[str, int] = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, global_head_dim=16, moe_intermediate_size=32,
+    shared_expert_intermediate_size=32, num_experts=4, num_local_experts=4, num_experts_per_tok=2,
+    n_routed_experts=4, n_shared_experts=1, max_position_embeddings=4096, hidden_size_per_layer_input=8,
+    linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+    first_k_dense_replace=1, num_kv_shared_layers=0, kv_lora_rank=16, q_lora_rank=16,
+    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+)  # fmt: skip
+VISION_SIZES: dict[str, int] = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_heads=2,
+    head_dim=16, depth=2, embed_dim=32, num_key_value_heads=2, projection_dim=64, out_hidden_size=64,
+    vision_output_dim=64, num_global_layers=1,
+)  # fmt: skip
+
+
+def shrink(config: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
+    """``config`` (a config dict) with every size field that ``sizes`` names set to the small value.
+
+    ``layer_types`` keeps each kind of layer the family mixes (sliding/full attention, linear
+    attention), cycled over the fewer layers and ending with the family's last kind, so the tiny
+    model still exercises all of them. Fields derived from the layer layout are dropped, so the
+    config class derives them again.
+    """
+    small = {k: v for k, v in config.items() if k not in DERIVED}
+    for name, value in sizes.items():
+        if isinstance(small.get(name), int) and not isinstance(small.get(name), bool):
+            small[name] = value
+    layer_types = small.get("layer_types")
+    if layer_types and "num_hidden_layers" in small:
+        kinds = list(dict.fromkeys(reversed(layer_types)))
+        small["layer_types"] = [kinds[i % len(kinds)] for i in range(small["num_hidden_layers"])][::-1]
+    return small
+
+
+# Top-level size fields of composite configs (PaliGemma's projection width).
+TOP_SIZES = {"projection_dim": 64, "hidden_size": 64}
+
+# Config fields the config class derives from others (Gemma-4's per-layer overrides) or writes itself.
+DERIVED = ("per_layer_config", "transformers_version", "architectures", "model_type", "dtype")
+
+
+def _template(image_text: str, eos: str, bos: str = "") -> str:
+    content = (
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for block in message['content'] %}{% if block['type'] == 'image' %}" + image_text + "{% elif "
+        "block['type'] == 'text' %}{{ block['text'] }}{% endif %}{% endfor %}{% endif %}"
+    )
+    return (
+        bos + "{% for message in messages %}<|{{ message['role'] }}|>\n" + content + eos + "\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to build one family: tokens, template placeholder, processor and config overrides."""
+
+    tokens: TokenSpec
+    image_text: str  # what the chat template writes for one image
+    processor: Callable[[PreTrainedTokenizerFast, str], ProcessorMixin]  # (tokenizer, template)
+    token_ids: dict[str, str] = field(default_factory=dict)  # config attribute -> special token
+    config: dict[str, Any] = field(default_factory=dict)  # top-level config overrides
+    text: dict[str, Any] = field(default_factory=dict)  # text config overrides after shrinking
+    vision: dict[str, Any] = field(default_factory=dict)  # vision config overrides after shrinking
+    template_bos: bool = False  # the template writes BOS (Gemma, Llama 3 style)
+    vision_type: str | None = None  # vision config model type, where the default config has none
+
+
+def _cls(name: str) -> Any:
+    """A transformers class looked up when a family is built, so only that family needs its backends."""
+    return getattr(transformers, name)
+
+
+def _qwen3_processor(pixels: int = 32 * 32, patch: int = 8) -> Callable:
+    def build(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+        image = _cls("Qwen2VLImageProcessorPil")(
+            size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=patch, merge_size=2,
+            temporal_patch_size=2,
+        )  # fmt: skip
+        video = _cls("Qwen3VLVideoProcessor")(patch_size=patch, merge_size=2, temporal_patch_size=2)
+        return _cls("Qwen3VLProcessor")(image, tok, video, chat_template=template)
+
+    return build
+
+
+QWEN3_TOKENS = TokenSpec(
+    eos="<|im_end|>", pad="<|endoftext|>", image="<|image_pad|>",
+    extra=("<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"),
+    named=(("video_token", "<|video_pad|>"), ("vision_start_token", "<|vision_start|>"),
+           ("vision_end_token", "<|vision_end|>")),
+)  # fmt: skip
+QWEN3_IDS = {
+    "image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>",
+}  # fmt: skip
+QWEN3_VISION = dict(patch_size=8, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
+
+
+def _qwen3_text() -> dict[str, Any]:
+    return {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                "mrope_interleaved": True}}  # fmt: skip
+
+
+def _clip_llava(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("CLIPImageProcessorPil")(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return _cls("LlavaProcessor")(
+        image, tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=template,
+    )  # fmt: skip
+
+
+def _gemma3(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("Gemma3ImageProcessorPil")(size={"height": 32, "width": 32})
+    return _cls("Gemma3Processor")(image, tok, chat_template=template, image_seq_length=4)
+
+
+def _paligemma(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("SiglipImageProcessorPil")(size={"height": 32, "width": 32})
+    image.image_seq_length = 16
+    return _cls("PaliGemmaProcessor")(image, tok, chat_template=template)
+
+
+def _idefics2(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("Idefics2ImageProcessorPil")(
+        size={"shortest_edge": 32, "longest_edge": 64}, do_image_splitting=False
+    )
+    return _cls("Idefics2Processor")(image, tok, image_seq_len=4, chat_template=template)
+
+
+def _smolvlm(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("SmolVLMImageProcessorPil")(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    video = _cls("SmolVLMVideoProcessor")(size={"longest_edge": 32}, max_image_size={"longest_edge": 32})
+    return _cls("SmolVLMProcessor")(image, tok, video, image_seq_len=4, chat_template=template)
+
+
+def _internvl(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("GotOcr2ImageProcessorPil")(size={"height": 32, "width": 32}, crop_to_patches=False)
+    video = _cls("InternVLVideoProcessor")(size={"height": 32, "width": 32})
+    return _cls("InternVLProcessor")(image, tok, video, image_seq_length=4, chat_template=template)
+
+
+def _pixtral(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("PixtralImageProcessorPil")(size={"longest_edge": 32}, patch_size=8)
+    return _cls("PixtralProcessor")(image, tok, patch_size=8, spatial_merge_size=2, chat_template=template)
+
+
+def _aya(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("GotOcr2ImageProcessorPil")(size={"height": 32, "width": 32}, crop_to_patches=False)
+    return _cls("AyaVisionProcessor")(
+        image, tok, patch_size=16, img_size=32, downsample_factor=2, chat_template=template
+    )
+
+
+def _mllama(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("MllamaImageProcessorPil")(size={"height": 32, "width": 32}, max_image_tiles=2)
+    return _cls("MllamaProcessor")(image, tok, chat_template=template)
+
+
+def _llama4(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("Llama4ImageProcessor")(size={"height": 32, "width": 32}, max_patches=2)
+    return _cls("Llama4Processor")(image, tok, patch_size=8, pixel_shuffle_ratio=0.5, chat_template=template)
+
+
+def _glm4v(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    pixels = 32 * 32
+    image = _cls("Glm4vImageProcessorPil")(
+        size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=8, merge_size=2,
+        temporal_patch_size=2,
+    )  # fmt: skip
+    video = _cls("Glm4vVideoProcessor")(patch_size=8, merge_size=2, temporal_patch_size=2)
+    return _cls("Glm4vProcessor")(image, tok, video, chat_template=template)
+
+
+def _lfm2_vl(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("Lfm2VlImageProcessor")(
+        tile_size=32, encoder_patch_size=8, downsample_factor=2, min_image_tokens=4, max_image_tokens=16,
+        max_num_patches=64, do_image_splitting=False,
+    )  # fmt: skip
+    return _cls("Lfm2VlProcessor")(image, tok, chat_template=template)
+
+
+def _cohere2_vision(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("Cohere2VisionImageProcessor")(
+        size={"height": 32, "width": 32}, patch_size=2, crop_to_patches=False, max_patches=1
+    )
+    return _cls("Cohere2VisionProcessor")(image, tok, chat_template=template)
+
+
+def _llava_onevision(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("LlavaOnevisionImageProcessorPil")(
+        size={"height": 32, "width": 32}, image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]]
+    )
+    video = _cls("LlavaOnevisionVideoProcessor")(size={"height": 32, "width": 32})
+    return _cls("LlavaOnevisionProcessor")(
+        image, tok, video, num_image_tokens=16, vision_feature_select_strategy="full",
+        chat_template=template, vision_aspect_ratio="anyres_max_9",
+    )  # fmt: skip
+
+
+def _gemma4(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+    image = _cls("Gemma4ImageProcessorPil")(patch_size=8, max_soft_tokens=70, pooling_kernel_size=2)
+    video = _cls("Gemma4VideoProcessor")(patch_size=8, max_soft_tokens=70, pooling_kernel_size=2)
+    audio = _cls("Gemma4AudioFeatureExtractor")()
+    return _cls("Gemma4Processor")(audio, image, tok, video, chat_template=template, image_seq_length=70)
+
+
+LLAVA_TOKENS = TokenSpec(eos="</s>", pad="<pad>", image="<image>", bos="<s>", bos_by_tokenizer=True)
+GEMMA_TOKENS = TokenSpec(
+    eos="<end_of_turn>", pad="<pad>", image="<image_soft_token>", bos="<bos>",
+    extra=("<start_of_image>", "<end_of_image>"),
+    named=(("boi_token", "<start_of_image>"), ("eoi_token", "<end_of_image>")),
+)  # fmt: skip
+IDEFICS_TOKENS = TokenSpec(
+    eos="<end_of_utterance>", pad="<|finetune_right_pad_id|>", image="<image>", bos="<|begin_of_text|>",
+    extra=("<fake_token_around_image>", "<global-img>",
+           *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))),
+    named=(("image_boundary_token", "<fake_token_around_image>"),),
+)  # fmt: skip
+INTERNVL_TOKENS = TokenSpec(
+    eos="<|im_end|>", pad="<|endoftext|>", image="<IMG_CONTEXT>",
+    extra=("<img>", "</img>", "<video>"),
+    named=(("start_image_token", "<img>"), ("end_image_token", "</img>"),
+           ("context_image_token", "<IMG_CONTEXT>"), ("video_token", "<video>")),
+)  # fmt: skip
+COHERE_IMAGE_TOKENS = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>")
+
+FAMILIES: dict[str, Family] = {
+    "vipllava": Family(
+        LLAVA_TOKENS,
+        "<image>\n",
+        _clip_llava,
+        {"image_token_index": "<image>"},
+        config={"vision_feature_layers": [-2, -1]},
+        vision={"image_size": 32, "patch_size": 8},
+    ),
+    "llava_onevision": Family(
+        TokenSpec(
+            eos="<|im_end|>",
+            pad="<|endoftext|>",
+            image="<image>",
+            extra=("<video>",),
+            named=(("video_token", "<video>"),),
+        ),
+        "<image>\n",
+        _llava_onevision,
+        {"image_token_index": "<image>", "video_token_index": "<video>"},
+        config={
+            "image_grid_pinpoints": [[32, 32], [32, 64], [64, 32]],
+            "vision_feature_select_strategy": "full",
+        },
+        vision={"image_size": 32, "patch_size": 8},
+    ),  # fmt: skip
+    "qwen3_vl": Family(
+        QWEN3_TOKENS,
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        _qwen3_processor(),
+        QWEN3_IDS,
+        text=_qwen3_text(),
+        vision={**QWEN3_VISION, "deepstack_visual_indexes": [0]},
+    ),
+    "qwen3_vl_moe": Family(
+        QWEN3_TOKENS,
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        _qwen3_processor(),
+        QWEN3_IDS,
+        text=_qwen3_text(),
+        vision={**QWEN3_VISION, "deepstack_visual_indexes": [0]},
+    ),
+    "qwen3_5": Family(
+        QWEN3_TOKENS,
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        _qwen3_processor(),
+        QWEN3_IDS,
+        text=_qwen3_text(),
+        vision=QWEN3_VISION,
+    ),
+    "qwen3_5_moe": Family(
+        QWEN3_TOKENS,
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        _qwen3_processor(),
+        QWEN3_IDS,
+        text=_qwen3_text(),
+        vision=QWEN3_VISION,
+    ),
+    "gemma3": Family(
+        GEMMA_TOKENS,
+        "<start_of_image>",
+        _gemma3,
+        {
+            "boi_token_index": "<start_of_image>",
+            "eoi_token_index": "<end_of_image>",
+            "image_token_index": "<image_soft_token>",
+        },
+        config={"mm_tokens_per_image": 4},
+        vision={"image_size": 32, "patch_size": 8},
+        template_bos=True,
+    ),  # fmt: skip
+    "paligemma": Family(
+        TokenSpec(eos="<eos>", pad="<pad>", image="<image>", bos="<bos>"),
+        "",
+        _paligemma,
+        {"image_token_index": "<image>"},
+        text={"final_logit_softcapping": 0.5},  # PaliGemma-2's Gemma-2 decoder caps; small, to matter here
+        vision={"image_size": 32, "patch_size": 8},
+    ),  # fmt: skip
+    "idefics2": Family(
+        IDEFICS_TOKENS,
+        "<image>",
+        _idefics2,
+        {"image_token_id": "<image>"},
+        vision={"image_size": 32, "patch_size": 8},
+        config={
+            "perceiver_config": {
+                "hidden_size": 64,
+                "resampler_n_latents": 4,
+                "resampler_depth": 1,
+                "resampler_n_heads": 2,
+                "resampler_head_dim": 16,
+                "num_key_value_heads": 1,
+                "intermediate_size": 128,
+            }
+        },
+    ),
+    "smolvlm": Family(
+        IDEFICS_TOKENS,
+        "<image>",
+        _smolvlm,
+        {"image_token_id": "<image>"},
+        config={"scale_factor": 2},
+        vision={"image_size": 32, "patch_size": 8},
+    ),
+    "internvl": Family(
+        INTERNVL_TOKENS,
+        "<IMG_CONTEXT>",
+        _internvl,
+        {"image_token_id": "<IMG_CONTEXT>"},
+        config={"downsample_ratio": 0.5},
+        vision={"image_size": [32, 32], "patch_size": [8, 8]},
+    ),
+    "mistral3": Family(
+        TokenSpec(eos="</s>", pad="<pad>", image="[IMG]", bos="<s>", extra=("[IMG_BREAK]", "[IMG_END]")),
+        "[IMG]",
+        _pixtral,
+        {"image_token_index": "[IMG]"},
+        config={"spatial_merge_size": 2},
+        vision={"image_size": 32, "patch_size": 8},
+        template_bos=True,
+    ),  # fmt: skip
+    "aya_vision": Family(
+        TokenSpec(
+            eos="<|END_OF_TURN_TOKEN|>",
+            pad="<PAD>",
+            image="<image>",
+            bos="<BOS_TOKEN>",
+            extra=COHERE_IMAGE_TOKENS + ("TILE", "TILE_GLOBAL"),
+        ),
+        "<image>",
+        _aya,
+        {"image_token_index": "<|IMG_PATCH|>"},
+        config={"downsample_factor": 2},
+        vision={"image_size": 32, "patch_size": 16},
+        template_bos=True,
+    ),  # fmt: skip
+    "mllama": Family(
+        TokenSpec(
+            eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", image="<|image|>", bos="<|begin_of_text|>"
+        ),
+        "<|image|>",
+        _mllama,
+        {"image_token_index": "<|image|>"},
+        text={"cross_attention_layers": [1]},
+        vision={
+            "image_size": 32,
+            "patch_size": 8,
+            "max_num_tiles": 2,
+            "intermediate_layers_indices": [0],
+            "num_global_layers": 1,
+            "vision_output_dim": 64,
+            "supported_aspect_ratios": [[1, 1], [1, 2], [2, 1]],
+        },
+        template_bos=True,
+    ),  # fmt: skip
+    "llama4": Family(
+        TokenSpec(
+            eos="<|eot|>",
+            pad="<|finetune_right_pad|>",
+            image="<|image|>",
+            bos="<|begin_of_text|>",
+            extra=(
+                "<|image_start|>",
+                "<|image_end|>",
+                "<|patch|>",
+                "<|tile_x_separator|>",
+                "<|tile_y_separator|>",
+            ),
+        ),
+        "<|image|>",
+        _llama4,
+        {
+            "boi_token_index": "<|image_start|>",
+            "eoi_token_index": "<|image_end|>",
+            "image_token_index": "<|patch|>",
+        },
+        text={"interleave_moe_layer_step": 1, "no_rope_layers": [1, 1], "moe_layers": [1]},
+        vision={
+            "image_size": 32,
+            "patch_size": 8,
+            "pixel_shuffle_ratio": 0.5,
+            "projector_input_dim": 64,
+            "intermediate_size": 128,
+            "projector_output_dim": 64,
+            "vision_output_dim": 64,
+        },
+        template_bos=True,
+    ),  # fmt: skip
+    "glm4v": Family(
+        TokenSpec(
+            eos="<|endoftext|>",
+            pad="<|pad|>",
+            image="<|image|>",
+            extra=(
+                "<|begin_of_image|>",
+                "<|end_of_image|>",
+                "<|video|>",
+                "<|begin_of_video|>",
+                "<|end_of_video|>",
+            ),
+            named=(("video_token", "<|video|>"),),
+        ),
+        "<|begin_of_image|><|image|><|end_of_image|>",
+        _glm4v,
+        {
+            "image_token_id": "<|image|>",
+            "video_token_id": "<|video|>",
+            "image_start_token_id": "<|begin_of_image|>",
+            "image_end_token_id": "<|end_of_image|>",
+            "video_start_token_id": "<|begin_of_video|>",
+            "video_end_token_id": "<|end_of_video|>",
+        },
+        text={
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": [2, 1, 1],
+                "partial_rotary_factor": 0.5,
+            }
+        },
+        vision={"image_size": 32, "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2},
+    ),  # fmt: skip
+    "lfm2_vl": Family(
+        TokenSpec(
+            eos="<|im_end|>",
+            pad="<|pad|>",
+            image="<image>",
+            bos="<|startoftext|>",
+            extra=(
+                "<|image_start|>",
+                "<|image_end|>",
+                "<|img_thumbnail|>",
+                *(f"<|img_row_{r}_col_{c}|>" for r in range(1, 4) for c in range(1, 4)),
+            ),
+        ),
+        "<image>",
+        _lfm2_vl,
+        {"image_token_id": "<image>"},
+        config={"projector_hidden_size": 64, "downsample_factor": 2},
+        text={"layer_types": ["conv", "full_attention"], "full_attn_idxs": [1]},
+        vision={"patch_size": 8, "num_patches": 16},
+    ),  # fmt: skip
+    "cohere2_vision": Family(
+        TokenSpec(
+            eos="<|END_OF_TURN_TOKEN|>",
+            pad="<PAD>",
+            image="<|IMG_PATCH|>",
+            bos="<BOS_TOKEN>",
+            extra=COHERE_IMAGE_TOKENS,
+            named=(
+                ("boi_token", "<|START_OF_IMG|>"),
+                ("eoi_token", "<|END_OF_IMG|>"),
+                ("img_line_break_token", "<|IMG_LINE_BREAK|>"),
+            ),
+        ),
+        "<|IMG_PATCH|>",
+        _cohere2_vision,
+        {"image_token_id": "<|IMG_PATCH|>"},
+        config={"downsample_factor": 2, "alignment_intermediate_size": 64},
+        vision={"image_size": 32, "patch_size": 8},
+        template_bos=True,
+    ),  # fmt: skip
+    "gemma4": Family(
+        TokenSpec(
+            eos="<turn|>",
+            pad="<pad>",
+            image="<|image|>",
+            bos="<bos>",
+            extra=("<|image>", "<image|>", "<|audio|>", "<|audio>", "<audio|>", "<|video|>"),
+            named=(
+                ("boi_token", "<|image>"),
+                ("eoi_token", "<image|>"),
+                ("audio_token", "<|audio|>"),
+                ("boa_token", "<|audio>"),
+                ("eoa_token", "<audio|>"),
+                ("video_token", "<|video|>"),
+            ),
+        ),
+        "<|image|>",
+        _gemma4,
+        {
+            "boi_token_id": "<|image>",
+            "eoi_token_id": "<image|>",
+            "image_token_id": "<|image|>",
+            "audio_token_id": "<|audio|>",
+            "boa_token_id": "<|audio>",
+            "eoa_token_index": "<audio|>",
+            "video_token_id": "<|video|>",
+        },
+        config={"audio_config": None},
+        text={"final_logit_softcapping": 0.5},  # released checkpoints cap at 30; small, to matter here
+        vision={"patch_size": 8, "pooling_kernel_size": 2, "position_embedding_size": 64},
+        template_bos=True,
+        vision_type="gemma4_vision",
+    ),  # fmt: skip
+}
+
+FAMILIES["glm4v_moe"] = FAMILIES["glm4v"]
+
+# Families whose stock processor cannot be built without torchvision (a video processor, or an
+# image processor that only exists in its torchvision version).
+NEEDS_TORCHVISION = frozenset(
+    {"llava_onevision", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "smolvlm", "internvl",
+     "llama4", "glm4v", "glm4v_moe", "lfm2_vl", "cohere2_vision", "gemma4", "mistral3"}
+)  # fmt: skip
+# Other packages a family's stock processor imports (SmolVLM writes tile positions as words).
+NEEDS_PACKAGES: dict[str, tuple[str, ...]] = {"smolvlm": ("num2words",)}
+
+
+def missing_packages(family: str) -> list[str]:
+    """The packages building ``family``'s tiny model needs that are not installed here."""
+    needed = (*(("torchvision",) if family in NEEDS_TORCHVISION else ()), *NEEDS_PACKAGES.get(family, ()))
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def build_family(model_type: str, vocab_size: int | None = None) -> tuple[ProcessorMixin, PretrainedConfig]:
+    """The stock processor and a shrunk config of ``model_type`` (a key of :data:`FAMILIES`)."""
+    spec = FAMILIES[model_type]
+    tok = byte_level_tokenizer(spec.tokens)
+    template = _template(spec.image_text, spec.tokens.eos, "{{ bos_token }}" if spec.template_bos else "")
+    processor = spec.processor(tok, template)
+    defaults = AutoConfig.for_model(model_type).to_dict()
+    text = {
+        **shrink(defaults["text_config"], TEXT_SIZES), **spec.text, "vocab_size": vocab_size or len(tok),
+        "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+    }  # fmt: skip
+    if "vocab_size_per_layer_input" in text:  # Gemma-4's per-layer embeddings
+        text["vocab_size_per_layer_input"] = text["vocab_size"]
+    parts: dict[str, Any] = {"text_config": text}
+    vision = defaults.get("vision_config") or (
+        AutoConfig.for_model(spec.vision_type).to_dict() if spec.vision_type else None
+    )
+    if vision is not None:
+        parts["vision_config"] = {**shrink(vision, VISION_SIZES), **spec.vision}
+    top = {
+        k: v
+        for k, v in shrink(defaults, TOP_SIZES).items()
+        if not isinstance(v, dict) or k == "perceiver_config"
+    }
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in spec.token_ids.items()}
+    config = AutoConfig.for_model(model_type, **{**top, **parts, **spec.config, **ids})
+    # A save/load round trip re-derives what constructors copy between sub-configs (projector widths).
+    return processor, type(config).from_dict(config.to_dict())
