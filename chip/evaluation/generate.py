@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from chip.errors import ConfigError, DataError
+from chip.modeling.errors import ModelError, one_line
 
 if TYPE_CHECKING:
     from chip.evaluation.benchmarks import Question
@@ -169,14 +170,24 @@ def generate_batch(
         images=images, text=texts, padding=True, add_special_tokens=False, return_tensors="pt"
     )
     inputs = inputs.to(model.device)
-    output = model.generate(
-        **inputs,
-        max_new_tokens=settings.max_new_tokens,
-        num_beams=settings.num_beams,
-        do_sample=False,
-        eos_token_id=vlm.eos_token_id,
-        pad_token_id=vlm.pad_token_id,
-    )  # (B, P + new)
+    for key, value in inputs.items():  # processors may return another float type than the model's
+        if torch.is_tensor(value) and value.is_floating_point():
+            inputs[key] = value.to(model.dtype)
+    try:
+        output = model.generate(
+            **inputs,
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
+            do_sample=False,
+            eos_token_id=vlm.eos_token_id,
+            pad_token_id=vlm.pad_token_id,
+        )  # (B, P + new)
+    except (torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a family whose own generate cannot run (e.g. Llama-4 on transformers 5.24)
+        raise ModelError(
+            f"{type(model).__name__} cannot generate: {type(error).__name__}: {one_line(error)}"
+        ) from error
     new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (B, new)
     return [text.strip() for text in vlm.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
