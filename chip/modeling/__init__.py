@@ -3,24 +3,18 @@
 - :class:`VLMAdapter` formats, encodes and batches prompts and responses (``adapter.py``),
 - :func:`response_logps` scores response tokens without full-sequence logits (``logps.py``),
   a chosen/rejected pair in one sequence that holds its image and prompt once (``pairs.py``),
-- :func:`adapter_disabled` runs a PEFT model as its own reference model (``logps.py``),
+- :func:`adapter_disabled` runs a PEFT model as its own reference model (``wrappers.py``),
 - the per-family quirk table (``quirks.py``) and processor loading without torchvision
   (``processors.py``).
 """
 
 from chip.modeling.adapter import PromptInputs, VLMAdapter
 from chip.modeling.errors import ModelError
-from chip.modeling.logps import (
-    ResponseScores,
-    adapter_disabled,
-    can_share_prefix,
-    core_model,
-    has_adapter,
-    response_logps,
-)
+from chip.modeling.logps import ResponseScores, can_share_prefix, response_logps
 from chip.modeling.pairs import is_pair_batch, scored_lengths
 from chip.modeling.processors import load_processor
 from chip.modeling.quirks import QUIRKS, ModelQuirks, quirks_for
+from chip.modeling.wrappers import adapter_disabled, core_model, has_adapter
 
 __all__ = [
     "QUIRKS",

@@ -19,8 +19,8 @@ from torch.testing import assert_close
 from transformers import AutoModelForImageTextToText
 
 from chip.modeling import QUIRKS, VLMAdapter, can_share_prefix, response_logps
-from chip.modeling.logps import core_model
 from chip.modeling.quirks import quirks_for
+from chip.modeling.wrappers import core_model
 
 VISION_MODULES = ("vision_tower", "visual", "vision_model")
 
