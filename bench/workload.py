@@ -93,6 +93,30 @@ PRESETS: dict[str, Preset] = {
         batch_size=2,
         notes="LLaVA-1.5-shaped, ~28M parameters, float32",
     ),
+    # Qwen2-VL's 151,936-token vocabulary with 512-token responses, on a small decoder: the shape
+    # where (rows, response, vocabulary) float32 tensors dominate memory (logits_chunk_size).
+    "qwen-vocab": Preset(
+        family="llava",
+        sizes=dict(
+            num_image_tokens=64,
+            patch_size=14,
+            vocab_size=151_936,
+            hidden_size=128,
+            intermediate_size=256,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=4,
+            vision_hidden_size=64,
+            vision_intermediate_size=128,
+            vision_layers=1,
+            vision_heads=2,
+        ),  # fmt: skip
+        dtype="float32",
+        batch_size=2,
+        prompt_tokens=40,
+        response_tokens=512,
+        notes="152k vocabulary, 512-token responses, small decoder (memory of the logits)",
+    ),
     # A few-second model for checking the harness itself (tests/perf/test_bench.py), not for timing.
     "smoke": Preset(
         family="llava",

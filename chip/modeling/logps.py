@@ -69,6 +69,18 @@ class ResponseScores:
     logits: torch.Tensor | None = (
         None  # (B, R, V) float32 logits predicting each response token, 0 at padding
     )
+    # With a chunked head (`chunk_size`), the states the head reads instead of ``logits``:
+    hidden: torch.Tensor | None = None  # (B, R, H) states predicting each response token
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None  # states -> logits, family transform included
+    targets: torch.Tensor | None = None  # (B, R) the response token ids
+    chunk_size: int = 0  # positions per head application (0: logits were computed whole)
+
+    def token_kl(self, reference: ResponseScores | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """KL(π_ref ‖ π_θ) per response token ``(B, R)``: against another `ResponseScores` (its logits
+        or states), or a cached top-k ``(logps, ids)`` of the reference (`chip.losses.topk_token_kl`)."""
+        from chip.modeling.chunked_head import kl_against
+
+        return kl_against(self, reference)
 
 
 def response_positions(response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +109,13 @@ def response_logps(
     route: Route = "auto",
     share_prefix: bool = True,
     encode_images_once: bool = True,
+    chunk_size: int = 0,
 ) -> ResponseScores:
     """Log-probabilities of the response tokens of ``batch`` under ``model``.
+
+    With ``chunk_size`` > 0 (and the trunk route) the LM head runs over that many positions at a
+    time (`chip.modeling.chunked_head`): no ``(S, R, V)`` tensor is kept, and ``return_logits``
+    returns the states and the head instead of the logits (`ResponseScores.token_kl` takes either).
 
     ``batch`` comes from :meth:`VLMAdapter.collate` (one scored row per row; every key but
     ``response_mask`` goes to the model) or :meth:`VLMAdapter.collate_pairs` (2B scored rows,
@@ -118,13 +135,13 @@ def response_logps(
     }  # processors may return other float types than the model's (Llama-4: bfloat16 pixels)
     layouts = _layouts(model, batch, route, share_prefix, encode_images_once)
     if route != "auto":
-        return _score(model, batch, layouts[0], return_logits)
+        return _score(model, batch, layouts[0], return_logits, chunk_size)
     if core in _PLAIN:
         layouts = [_PLAIN[core]]
     failed: tuple[_Layout, Exception] | None = None
     for layout in layouts:
         try:
-            scores = _score(model, batch, layout, return_logits)
+            scores = _score(model, batch, layout, return_logits, chunk_size)
         except (torch.OutOfMemoryError, ChipError):
             raise
         except Exception as error:
@@ -197,7 +214,11 @@ def _layouts(
 
 
 def _score(
-    model: nn.Module, batch: dict[str, torch.Tensor], layout: _Layout, return_logits: bool
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    layout: _Layout,
+    return_logits: bool,
+    chunk_size: int = 0,
 ) -> ResponseScores:
     if not is_pair_batch(batch):
         plan = _row_plan(batch)
@@ -206,6 +227,13 @@ def _score(
     else:
         plan = _unpacked_plan(model, batch, share_images=layout.images_once)
 
+    if chunk_size > 0 and layout.route == "trunk":
+        from chip.modeling.chunked_head import chunked_head_scores
+
+        hidden, head = _hidden_trunk(model, plan)  # (S, R, H)
+        logps, _ = chunked_head_scores(hidden, head, plan.targets, plan.mask, chunk_size)  # (S, R)
+        kept = dict(hidden=hidden, head=head, targets=plan.targets) if return_logits else {}
+        return ResponseScores(logps=logps, mask=plan.mask, chunk_size=chunk_size, **kept)
     logits = _LOGITS_BY_ROUTE[layout.route](model, plan).float()  # (S, R, V)
     # Zero rows at padding: a KL between two padded rows is then exactly 0, never garbage.
     logits = logits.masked_fill(~plan.mask[..., None], 0.0)  # (S, R, V)
@@ -377,15 +405,29 @@ def _twice(name: str, value: Any) -> Any:
 
 
 def _logits_trunk(model: nn.Module, plan: _Plan) -> torch.Tensor:
+    hidden, head = _hidden_trunk(model, plan)  # (S, R, H)
+    return head(hidden)  # (S, R, V)
+
+
+def _hidden_trunk(
+    model: nn.Module, plan: _Plan
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The decoder's states at the positions predicting each response token ``(S, R, H)``, and the head
+    (LM head plus the family's logits transform) that turns states into logits."""
     core = core_model(model)
     quirks: ModelQuirks = quirks_for(core.config)
     with plan.context():
         hidden = getattr(core, quirks.trunk)(**plan.inputs, use_cache=False).last_hidden_state  # (N, T, H)
     picked = hidden.gather(1, plan.predicting[..., None].expand(-1, -1, hidden.shape[-1]))  # (N, K, H)
-    logits = core.get_output_embeddings()(plan.unfold(picked))  # (S, R, V)
-    if quirks.logits_transform is not None:
-        logits = quirks.logits_transform(logits, core.config)  # (S, R, V)
-    return logits
+    output_embeddings = core.get_output_embeddings()
+
+    def head(states: torch.Tensor) -> torch.Tensor:
+        logits = output_embeddings(states)  # (..., V)
+        if quirks.logits_transform is not None:
+            logits = quirks.logits_transform(logits, core.config)
+        return logits
+
+    return plan.unfold(picked), head
 
 
 def _logits_keep(model: nn.Module, plan: _Plan) -> torch.Tensor:

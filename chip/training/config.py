@@ -130,6 +130,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "attention mask); models that cannot (flash attention, sliding windows) fall back to two rows.",
         "speed",
     )
+    logits_chunk_size: int = option(
+        0,
+        "Apply the LM head to this many response positions at a time, recomputing them in backward, so "
+        "no (rows, response, vocabulary) tensor is kept (for 150k vocabularies); 0 = all at once.",
+        "speed",
+    )
     encode_images_once: bool = option(
         True,
         "When chosen and rejected are scored as two rows, run the vision tower once per example.",
@@ -147,6 +153,8 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         check_choices(self, ("model_dtype", "corruption", "reference", "on_bad_row", "on_nonfinite"))
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.logits_chunk_size < 0:
+            raise ConfigError(f"logits_chunk_size must be >= 0, got {self.logits_chunk_size}")
         if self.kl_top_k < 0:
             raise ConfigError(f"kl_top_k must be >= 0, got {self.kl_top_k}")
         REFERENCES[self.reference].check_config(self)

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from transformers.integrations import is_deepspeed_zero3_enabled
 
 from chip.errors import ConfigError
-from chip.losses import token_kl, topk_token_kl
 from chip.modeling import ResponseScores, adapter_disabled, response_logps
 from chip.modeling.batch import CORRUPT, REAL, REFERENCE
 
@@ -119,7 +118,7 @@ class LiveReference(Reference):
         self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool
     ) -> tuple[Tensor, Tensor | None]:
         ref = self.scores(model, batch[REAL], need_kl)
-        return ref.logps, token_kl(policy.logits, ref.logits) if need_kl else None
+        return ref.logps, policy.token_kl(ref) if need_kl else None
 
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
         return self.scores(model, batch[CORRUPT], need_logits=False).logps
@@ -154,11 +153,7 @@ class PrecomputedReference(Reference):
         self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool
     ) -> tuple[Tensor, Tensor | None]:
         cached = batch[REFERENCE]
-        kl = (
-            topk_token_kl(policy.logits, cached["real_topk_logps"], cached["real_topk_ids"])
-            if need_kl
-            else None
-        )
+        kl = policy.token_kl((cached["real_topk_logps"], cached["real_topk_ids"])) if need_kl else None
         return cached["real_logps"], kl
 
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:

@@ -67,10 +67,11 @@ class ChipTrainer(NonFiniteGuard):
         return place_reference_model(self.accelerator, ref_model)
 
     def _logps(self, model: nn.Module, rows: dict, need_logits: bool = False) -> ResponseScores:
-        """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``)."""
+        """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``,
+        ``logits_chunk_size``)."""
         return response_logps(
-            model, rows, return_logits=need_logits,
-            share_prefix=self.args.share_prefix, encode_images_once=self.args.encode_images_once,
+            model, rows, return_logits=need_logits, share_prefix=self.args.share_prefix,
+            encode_images_once=self.args.encode_images_once, chunk_size=self.args.logits_chunk_size,
         )  # fmt: skip
 
     def score_batch(

@@ -30,6 +30,12 @@ LAYOUTS = {
     "shared prefix": dict(share_prefix=True, encode_images_once=True),
     "two rows, images once": dict(share_prefix=False, encode_images_once=True),
     "two rows": dict(share_prefix=False, encode_images_once=False),
+    "shared prefix, LM head in chunks of 3": dict(
+        share_prefix=True, encode_images_once=True, logits_chunk_size=3
+    ),
+    "two rows, LM head in chunks of 5": dict(
+        share_prefix=False, encode_images_once=True, logits_chunk_size=5
+    ),
 }
 
 

@@ -77,8 +77,10 @@ def test_other_reference_modes_learn(tiny_model, tmp_path, family, use_peft, ref
     assert max(h["rewards/accuracies"] for h in history) == 1.0
 
 
-def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_path):
-    """With k = vocabulary the cached KL is exact: one batch scored both ways gives the same loss."""
+@pytest.mark.parametrize("chunk", [0, 4], ids=["whole-head", "head-in-chunks"])
+def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_path, chunk):
+    """With k = vocabulary the cached KL is exact: one batch scored both ways gives the same loss
+    (with the LM head applied whole, or in chunks of 4 positions)."""
     from chip.data import load_preference_rows
     from chip.modeling import VLMAdapter
     from chip.training.collate import ChipCollator
@@ -105,7 +107,14 @@ def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_pa
     losses = {}
     for mode in ("model", "precomputed"):
         config = parse_config(
-            train_args(model_dir, data, tmp_path / mode, reference=mode, reference_cache=cache_dir)
+            train_args(
+                model_dir,
+                data,
+                tmp_path / mode,
+                reference=mode,
+                reference_cache=cache_dir,
+                logits_chunk_size=chunk,
+            )
         )
         collator = ChipCollator(adapter, seed=config.seed, max_length=config.max_length,
                                 reference_cache=cache if mode == "precomputed" else None)  # fmt: skip
