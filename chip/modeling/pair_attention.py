@@ -121,7 +121,7 @@ def pair_attention(core: PreTrainedModel, lengths: torch.Tensor) -> Iterator[Non
         return
     # With checkpointing, a forward with gradients is recomputed in a later backward, possibly after
     # other forwards (a reference without gradients): keep the switch on for the model from then on.
-    sticky = core.is_gradient_checkpointing or config._attn_implementation == NAME
+    sticky = _checkpointing(core) or config._attn_implementation == NAME
     token = _LENGTHS.set(lengths.tolist())
     config._attn_implementation = NAME
     try:
@@ -130,3 +130,10 @@ def pair_attention(core: PreTrainedModel, lengths: torch.Tensor) -> Iterator[Non
         if not sticky:
             config._attn_implementation = "sdpa"
         _LENGTHS.reset(token)
+
+
+def _checkpointing(core: PreTrainedModel) -> bool:
+    # transformers 5.x renamed `is_gradient_checkpointing` (kept, deprecated) to `is_activation_checkpointing`
+    if hasattr(type(core), "is_activation_checkpointing"):
+        return bool(core.is_activation_checkpointing)
+    return bool(core.is_gradient_checkpointing)
