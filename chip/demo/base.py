@@ -59,7 +59,7 @@ class BaseModelConfig:
     warmup_steps: int = 100  # linear warm-up, then cosine decay
     min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
     weight_decay: float = 0.01  # AdamW decoupled weight decay
-    qa_fraction: float = 0.3  # share of examples that are yes/no questions instead of captions
+    qa_fraction: float = 0.5  # share of examples that are yes/no questions instead of captions
     seed: int = 0  # initialisation and example-mix seed (scenes come from world.seed)
     # measurement at the end of training
     eval_scenes: int = 200  # held-out scenes captioned for chip_base.json

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from chip.demo.base import BaseModelConfig
 from chip.demo.experiment import METHODS, VARIANTS, DemoConfig, run_experiment
 from chip.demo.report import write_report, write_results
 
@@ -37,7 +38,9 @@ def main(argv: list[str]) -> int:
                         help="where the base model is cached (default: ~/.cache/chip/demo)")  # fmt: skip
     parser.add_argument("--methods", help="comma-separated core methods and visual-term variants to run "
                         f"(default: all in full mode; known: {', '.join([*METHODS, *VARIANTS])})")  # fmt: skip
-    parser.add_argument("--seeds", type=int, help="number of training seeds per core method (full mode: 5)")
+    parser.add_argument("--base", choices=("quick", "full"),
+                        help="base model preset (default: quick with --quick, else full)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, help="training seeds per method and variant (full mode: 5)")
     args = parser.parse_args(argv)
 
     # One thread per core this process may use: on a shared machine torch's default (all cores)
@@ -51,8 +54,10 @@ def main(argv: list[str]) -> int:
             parser.error(f"unknown method(s) {unknown}; known: {', '.join([*METHODS, *VARIANTS])}")
         config.methods = tuple(n for n in names if n in METHODS)
         config.variants = tuple(n for n in names if n in VARIANTS)
+    if args.base:
+        config.base = BaseModelConfig.quick() if args.base == "quick" else BaseModelConfig.full()
     if args.seeds:
-        config.seeds = tuple(range(args.seeds))
+        config.seeds = config.variant_seeds = tuple(range(args.seeds))
     start = time.perf_counter()
     results = run_experiment(config, args.output_dir, args.cache_dir)
     results["command"] = "chip demo " + shlex.join(argv)

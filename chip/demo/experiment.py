@@ -13,6 +13,7 @@ to `chip.demo.stats` for paired bootstrap intervals of every difference that the
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -94,7 +95,7 @@ class DemoConfig:
     @classmethod
     def full(cls) -> DemoConfig:
         return cls(base=BaseModelConfig.full(), methods=tuple(METHODS), variants=tuple(VARIANTS),
-                   seeds=(0, 1, 2, 3, 4), variant_seeds=(0, 1, 2), lr_grid=(5e-5, 1e-4, 2e-4),
+                   seeds=(0, 1, 2, 3, 4), variant_seeds=(0, 1, 2, 3, 4), lr_grid=(5e-5, 1e-4, 2e-4),
                    val_scenes=300, test_scenes=1000, analysis_scenes=200)  # fmt: skip
 
     @property
@@ -146,9 +147,26 @@ def _load(model_path: Path) -> tuple[Any, Any]:
     return model, AutoProcessor.from_pretrained(model_path)
 
 
+def _cached(path: Path, compute: Any) -> Any:
+    """``compute()``, stored as JSON at ``path``: a rerun (or a later run sharing the folder) reuses it."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel runs sharing a folder do not collide
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+    return value
+
+
 @torch.no_grad()
 def validate_model(model_path: Path, scenes: list[Scene], label: str) -> dict[str, float]:
     """Greedy CHAIR_i and recall on the validation scenes: what the learning-rate choice sees."""
+    return _cached(
+        model_path / f"metrics-val-{len(scenes)}.json", lambda: _validate(model_path, scenes, label)
+    )
+
+
+def _validate(model_path: Path, scenes: list[Scene], label: str) -> dict[str, float]:
     model, processor = _load(model_path)
     greedy = caption_metrics(scenes, caption_scenes(model, processor, scenes, desc=label))
     return {"chair_i": greedy["chair_i"], "recall": greedy["recall"]}
@@ -159,6 +177,11 @@ def evaluate_model(
     model_path: Path, scenes: list[Scene], samples: int, seed: int, label: str
 ) -> dict[str, Any]:
     """Test metrics of one model: greedy (and sampled) CHAIR with per-scene counts, POPE by split."""
+    name = f"metrics-test-{len(scenes)}-{samples}-{seed}.json"
+    return _cached(model_path / name, lambda: _evaluate(model_path, scenes, samples, seed, label))
+
+
+def _evaluate(model_path: Path, scenes: list[Scene], samples: int, seed: int, label: str) -> dict[str, Any]:
     model, processor = _load(model_path)
     greedy = caption_scenes(model, processor, scenes, desc=f"{label}: greedy captions")
     result: dict[str, Any] = {
