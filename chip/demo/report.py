@@ -77,7 +77,7 @@ def results_table(results: dict[str, Any]) -> str:
     header = "| method | lr | seeds | CHAIR_i % | Δ vs DPO, points [95% CI] | vs DPO | recall %"
     header += " | sampled CHAIR_i % | sampled Δ vs DPO [95% CI]" if sampled else ""
     header += " | POPE acc random % | popular % | adversarial % | yes ratio |"
-    lines = [header, "|" + "---|" * header.count(" | ")]
+    lines = [header, "|" + "---|" * (header.count(" | ") + 1)]
     for name, summary in methods.items():
         diff = comparisons.get(f"{name} vs dpo", {})
         greedy = diff.get("greedy")
