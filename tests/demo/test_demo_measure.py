@@ -40,7 +40,7 @@ def test_pope_splits_hold_every_positive_and_their_own_negatives():
 def test_questions_are_balanced_and_follow_the_training_caption():
     """With qa_fraction 1 about half the questions are positives; a "yes" to an absent class
     happens only for a partner the noisy training caption names."""
-    scenes = make_scenes(WorldConfig(), "train", 2000)
+    scenes = make_scenes(WorldConfig(), "train", 600)
     questions, answers = training_examples(scenes, random.Random(0), qa_fraction=1.0)
     assert CAPTION_PROMPT not in questions
     yes = [a == "yes ." for a in answers]
