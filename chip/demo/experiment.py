@@ -69,7 +69,7 @@ def tuned_as(name: str) -> str:
 
 @dataclass
 class DemoConfig:
-    """Sizes of one demo run; `quick()` is a ~5-minute smoke run on 2 CPU cores, `full()` ~60 minutes."""
+    """Sizes of one demo run; `quick()` is a ~3-minute smoke run on 2 CPU cores, `full()` ~25 minutes."""
 
     base: BaseModelConfig = field(default_factory=BaseModelConfig.quick)  # the supervised base
     methods: tuple[str, ...] = QUICK_METHODS  # core methods: tuned on validation, run on every seed
@@ -310,7 +310,11 @@ def run_experiment(config: DemoConfig, output_dir: Path, cache_dir: Path) -> dic
 
     for name in config.variants:
         clock = time.perf_counter()
-        chosen = results["chosen_lr"].get(tuned_as(name), config.lr_grid[0])
+        if tuned_as(name) not in results["chosen_lr"]:
+            raise ValueError(
+                f"variant {name} reuses the learning rate of {tuned_as(name)}: run that method too"
+            )
+        chosen = results["chosen_lr"][tuned_as(name)]
         results["chosen_lr"][name] = chosen
         runs = []
         for seed in config.variant_seeds:

@@ -106,3 +106,16 @@ def test_methods_table_is_weights_only():
     assert method_settings("chip-crop") == {"corruption": "crop"}
     assert method_settings("dpo+visual-separate") == {**METHODS["dpo+visual"], "combine": "separate"}
     assert all(parent in METHODS for parent, _ in VARIANTS.values())
+
+
+def test_command_line_subsets():
+    """A variant brings its core method (it reuses that lr); --seeds sets both seed lists."""
+    from chip.demo.cli import parse_args
+
+    _, config = parse_args(["--methods", "dpo,chip-random", "--seeds", "2", "--base", "quick"])
+    assert config.methods == ("dpo", "chip") and config.variants == ("chip-random",)
+    assert config.seeds == config.variant_seeds == (0, 1) and config.base.steps == 500
+    _, quick = parse_args(["--quick"])
+    assert not quick.ranks_methods and DemoConfig.full().ranks_methods
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "nonsense"])
