@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from chip.demo.measure import caption_metrics, caption_scenes
+from chip.demo.measure import answer_questions, caption_metrics, caption_scenes, pope_metrics
 from chip.demo.pretrain import VisionReport, pretrain_vision
 from chip.demo.tiny_vlm import PromptEncoder, build_model, build_processor
 from chip.demo.world import CAPTION_PROMPT, Scene, WorldConfig, make_scenes, question_prompt
 
-CACHE_FORMAT = 1  # bump when training code changes in a way that makes cached models stale
+CACHE_FORMAT = 2  # bump when training code changes in a way that makes cached models stale
 SUMMARY_FILE = "chip_base.json"
 
 
@@ -59,7 +59,7 @@ class BaseModelConfig:
     warmup_steps: int = 100  # linear warm-up, then cosine decay
     min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
     weight_decay: float = 0.01  # AdamW decoupled weight decay
-    qa_fraction: float = 0.2  # share of examples that are yes/no questions instead of captions
+    qa_fraction: float = 0.5  # share of examples that are yes/no questions instead of captions
     seed: int = 0  # initialisation and example-mix seed (scenes come from world.seed)
     # measurement at the end of training
     eval_scenes: int = 200  # held-out scenes captioned for chip_base.json
@@ -154,12 +154,14 @@ def summary_line(summary: dict[str, Any], path: Path) -> str:
         f"base model: {summary['config']['steps']} steps in {summary['train_seconds']:.0f}s on {summary['device']}, "
         f"loss {summary['final_loss']:.3f}; {m['scenes']} held-out scenes, sampled T=1 x{m['samples']}: "
         f"recall {s['recall']:.2f} CHAIR_i {s['chair_i']:.3f} CHAIR_s {s['chair_s']:.3f}; "
-        f"greedy: recall {g['recall']:.2f} CHAIR_i {g['chair_i']:.3f} CHAIR_s {g['chair_s']:.3f} -> {path}"
+        f"greedy: recall {g['recall']:.2f} CHAIR_i {g['chair_i']:.3f} CHAIR_s {g['chair_s']:.3f}; POPE accuracy "
+        f"random {m['pope']['random']['accuracy']:.2f} popular {m['pope']['popular']['accuracy']:.2f} "
+        f"adversarial {m['pope']['adversarial']['accuracy']:.2f} -> {path}"
     )
 
 
 def measure_base(model: torch.nn.Module, processor: Any, config: BaseModelConfig) -> dict[str, Any]:
-    """Caption held-out scenes greedily and by sampling; CHAIR numbers of each decoding."""
+    """Caption held-out scenes greedily and by sampling (CHAIR of each); answer their yes/no questions."""
     scenes = make_scenes(config.world, "eval", config.eval_scenes)
     greedy = caption_scenes(model, processor, scenes)
     sampled = caption_scenes(
@@ -170,6 +172,7 @@ def measure_base(model: torch.nn.Module, processor: Any, config: BaseModelConfig
         "samples": config.eval_samples,
         "greedy": caption_metrics(scenes, greedy),
         "sampled": caption_metrics(scenes, sampled),
+        "pope": pope_metrics(scenes, answer_questions(model, processor, scenes)),
         "examples": [
             {"truth": s.caption, "greedy": g[0], "sampled": c} for s, g, c in zip(scenes[:5], greedy, sampled)
         ],
@@ -190,19 +193,40 @@ def training_examples(
 ) -> tuple[list[str], list[str]]:
     """(question, answer) per scene: the noisy training caption, or a yes/no question.
 
-    Questions follow the training caption's belief, so a partner it mentions falsely is also
-    answered "yes": the prior acts on both tasks, as it would for a model trained on such data.
+    Questions are balanced: half ask about a present class, half about one of the scene's absent
+    ones (random, popular or its anchors' partners), so "yes" is right only when the image shows
+    the object and the answer has to come from the image. The one exception is the prior: an
+    absent partner that the training caption names falsely is answered "yes" too, as a model
+    trained on such data would believe, which keeps adversarial questions harder than random ones.
     """
     questions, answers = [], []
     for scene in scenes:
         if rng.random() < qa_fraction:
-            q = rng.choice(scene.questions)
+            positives = [q for q in scene.questions if q.label]
+            negatives = [q for q in scene.questions if not q.label]
+            q = rng.choice(positives if rng.random() < 0.5 or not negatives else negatives)
             questions.append(question_prompt(q.shape))
             answers.append("yes ." if q.label or q.shape in scene.noise else "no .")
         else:
             questions.append(CAPTION_PROMPT)
             answers.append(scene.train_caption)
     return questions, answers
+
+
+def example_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over each example's answer tokens, then over the batch.
+
+    A yes/no answer has 3 tokens and a caption ~15, so the usual token average would give the
+    questions a few percent of the gradient and the model would answer them from class frequency;
+    per-example averaging gives both tasks weight in proportion to how often they are drawn.
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]  # (B, T-1, V), (B, T-1): predict the next token
+    mask = labels != -100
+    token_loss = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels.clamp(min=0), reduction="none"
+    )  # (B, T-1)
+    per_example = (token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
+    return per_example.mean()
 
 
 def _train(
@@ -257,7 +281,7 @@ def _train(
         }
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        loss = model(**batch).loss
+        loss = example_mean_loss(model(**batch).logits, batch["labels"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

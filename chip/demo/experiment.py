@@ -1,59 +1,92 @@
 """The demo experiment: base model -> preference pairs -> DPO, the CHiP ablations and CHiP -> eval.
 
-Every method is one row of `METHODS`: a set of `ChipConfig` overrides applied to the same base
-model, the same pairs, the same learning rate, steps, batch and seed (matched settings; METHOD.md
-defect 6). Training goes through `chip.training.cli.run_training`, the exact path of `chip train`.
-Evaluation captions held-out scenes (greedy and sampled at T = 1) and answers the scenes' yes/no
-questions; CHAIR comes from `chip.evaluation.chair`, POPE-style metrics from `chip.evaluation.pope`.
+Every core method is one row of `METHODS`: a set of `ChipConfig` overrides applied to the same
+base model, the same pairs, steps, batch and seeds (matched settings; METHOD.md defect 6). Each
+gets the same tuning budget: its learning rate is chosen from `DemoConfig.lr_grid` on validation
+scenes (seed 0), and its results are measured on a separate test split at that lr on every seed.
+`VARIANTS` change the visual term of a core method and reuse its learning rate. Training goes
+through `chip.training.cli.run_training`, the exact path of `chip train`. Evaluation captions the
+test scenes (greedy, and sampled at T = 1) and answers their yes/no questions; per-scene counts go
+to `chip.demo.stats` for paired bootstrap intervals of every difference that the report states.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCallback
 
 from chip.demo.base import BaseModelConfig, default_device, train_base_model
-from chip.demo.measure import caption_metrics, caption_scenes, sample_answers
+from chip.demo.measure import answer_questions, caption_metrics, caption_scenes, pope_metrics, scene_counts
 from chip.demo.pairs import PairsConfig, write_preference_pairs
-from chip.demo.world import Scene, make_scenes, question_prompt
-from chip.evaluation.pope import pope_scores
+from chip.demo.stats import bootstrap_difference
+from chip.demo.world import Scene, make_scenes
 
 # Loss settings per method, as `ChipConfig` overrides (METHOD.md: "ablations are just weights").
+# Each core method gets its own learning rate, chosen on validation scenes from the same grid.
 DPO = {"segment_weight": 0.0, "token_weight": 0.0, "visual_weight": 0.0}
 METHODS: dict[str, dict[str, Any]] = {
     "dpo": DPO,
     "dpo+segment": {**DPO, "segment_weight": 3.0},
     "dpo+token": {**DPO, "token_weight": 0.1},
     "dpo+visual": {**DPO, "visual_weight": 1.0},
-    "chip": {},  # λ = 3, α = 0.1 (TDPO2), μ = 1, diffusion noise at step 500
-    **{f"chip-{kind}": {"corruption": kind} for kind in ("crop", "black", "rotate", "blur", "random")},
+    "chip": {},  # λ = 3, α = 0.1 (TDPO2), μ = 1, diffusion noise at step 500, joint sigmoid
+}
+# Variants of the visual term (issue 16, item 4): (the core method whose chosen lr they reuse,
+# their overrides on top of that method's).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpo+visual-separate": ("dpo+visual", {"combine": "separate"}),
+    "chip-separate": ("chip", {"combine": "separate"}),
+    **{
+        f"chip-{kind}": ("chip", {"corruption": kind})
+        for kind in ("crop", "black", "rotate", "blur", "random")
+    },
+    "chip-clip20": ("chip", {"max_grad_norm": 20.0}),  # the authors' gradient clipping (chip's recipe: 1)
 }
 QUICK_METHODS = ("dpo", "chip")
 
 
+def method_settings(name: str) -> dict[str, Any]:
+    """The `chip train` overrides of a core method or a variant."""
+    if name in METHODS:
+        return METHODS[name]
+    parent, overrides = VARIANTS[name]
+    return {**METHODS[parent], **overrides}
+
+
+def tuned_as(name: str) -> str:
+    """The core method whose learning-rate choice ``name`` uses (itself for a core method)."""
+    return name if name in METHODS else VARIANTS[name][0]
+
+
 @dataclass
 class DemoConfig:
-    """Sizes of one demo run; `quick()` fits in ~5 minutes on 2 CPU cores, `full()` in ~30."""
+    """Sizes of one demo run; `quick()` is a ~3-minute smoke run on 2 CPU cores, `full()` ~25 minutes."""
 
     base: BaseModelConfig = field(default_factory=BaseModelConfig.quick)  # the supervised base
-    methods: tuple[str, ...] = QUICK_METHODS  # rows of METHODS to train
-    seeds: tuple[int, ...] = (0,)  # one preference run per method and seed
+    methods: tuple[str, ...] = QUICK_METHODS  # core methods: tuned on validation, run on every seed
+    variants: tuple[str, ...] = ()  # visual-term variants: chosen lr of their core method, `variant_seeds`
+    seeds: tuple[int, ...] = (0,)  # training seeds of each core method at its chosen lr
+    variant_seeds: tuple[int, ...] = (0,)  # training seeds of each variant
+    lr_grid: tuple[float, ...] = (1e-4,)  # learning rates tried per core method (seed 0, validation scenes)
+    min_val_recall: float = 0.75  # an lr whose validation recall falls below this is not chosen
     num_pairs: int = 1024  # preference pairs drawn from the world's "pairs" split
-    steps: int = 60  # optimiser steps per method
+    steps: int = 60  # optimiser steps per run
     batch_size: int = 16  # pairs per step
-    learning_rate: float = 1e-4  # shared by every method (matched); chosen on DPO, see docs/demo.md
     sft_weight: float = 1.0  # η, NLL of the chosen caption, for every method: keeps captions from shrinking
-    core_seeds_only: tuple[str, ...] = ()  # methods run on the first seed only (to fit the time budget)
-    eval_scenes: int = 100  # held-out scenes captioned per method
-    eval_samples: int = 3  # samples per scene at T = 1 (greedy is measured too)
-    pope_scenes: int = 100  # held-out scenes whose yes/no questions are answered
+    val_scenes: int = 0  # validation scenes ("val" split) for the lr choice; 0 = no choice (one lr)
+    test_scenes: int = 300  # test scenes ("eval" split), captioned greedily and asked their questions
+    eval_samples: int = 2  # sampled captions per test scene at T = 1 (0 = greedy only)
+    resamples: int = 2000  # bootstrap replicates per comparison
+    analysis_scenes: int = 0  # scenes of the visual-margin / noise-probe analysis (0 = skip it)
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -61,10 +94,14 @@ class DemoConfig:
 
     @classmethod
     def full(cls) -> DemoConfig:
-        # 3 seeds for DPO, each CHiP component and CHiP; one seed per other corruption kind
-        return cls(base=BaseModelConfig.full(), methods=tuple(METHODS), seeds=(0, 1, 2),
-                   core_seeds_only=tuple(m for m in METHODS if m.startswith("chip-")),
-                   eval_scenes=200, pope_scenes=200)  # fmt: skip
+        return cls(base=BaseModelConfig.full(), methods=tuple(METHODS), variants=tuple(VARIANTS),
+                   seeds=(0, 1, 2, 3, 4), variant_seeds=(0, 1, 2, 3, 4), lr_grid=(5e-5, 1e-4, 2e-4),
+                   val_scenes=300, test_scenes=1000, analysis_scenes=200)  # fmt: skip
+
+    @property
+    def ranks_methods(self) -> bool:
+        """Whether this run can rank methods: several seeds and a tuned learning rate."""
+        return len(self.seeds) > 1 and len(self.lr_grid) > 1 and self.val_scenes > 0
 
 
 class _QuietProgress(ProgressCallback):
@@ -83,7 +120,9 @@ class _QuietProgress(ProgressCallback):
         return control
 
 
-def train_method(name: str, seed: int, base_path: Path, pairs: Path, out: Path, config: DemoConfig) -> Path:
+def train_method(
+    name: str, seed: int, learning_rate: float, base_path: Path, pairs: Path, out: Path, config: DemoConfig
+) -> Path:
     """Train one method from the base on the pairs; returns the output folder (skips a finished one)."""
     from chip.training.cli import parse_config, run_training
 
@@ -92,71 +131,89 @@ def train_method(name: str, seed: int, base_path: Path, pairs: Path, out: Path, 
     values = {
         "model_name_or_path": base_path, "dataset": pairs, "output_dir": out, "seed": seed,
         "max_steps": config.steps, "per_device_train_batch_size": config.batch_size,
-        "learning_rate": config.learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
+        "learning_rate": learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
         "logging_steps": 5, "save_strategy": "no", "report_to": "none", "max_length": 128,
-        "dataloader_num_workers": 0, "log_level": "warning", "sft_weight": config.sft_weight, **METHODS[name],
+        "dataloader_num_workers": 0, "log_level": "warning", "sft_weight": config.sft_weight,
+        **method_settings(name),
     }  # fmt: skip
     argv = [token for key, value in values.items() for token in (f"--{key}", str(value))]
-    run_training(
-        parse_config(argv), callbacks=[_QuietProgress(f"train {name} seed {seed}")], replace_progress=True
-    )
+    label = f"train {name} seed {seed} lr {learning_rate:g}"
+    run_training(parse_config(argv), callbacks=[_QuietProgress(label)], replace_progress=True)
     return out
+
+
+def _load(model_path: Path) -> tuple[Any, Any]:
+    model = AutoModelForImageTextToText.from_pretrained(model_path).to(default_device()).eval()
+    return model, AutoProcessor.from_pretrained(model_path)
+
+
+def _cached(path: Path, compute: Any) -> Any:
+    """``compute()``, stored as JSON at ``path``: a rerun (or a later run sharing the folder) reuses it."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel runs sharing a folder do not collide
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+    return value
+
+
+@torch.no_grad()
+def validate_model(model_path: Path, scenes: list[Scene], label: str) -> dict[str, float]:
+    """Greedy CHAIR_i and recall on the validation scenes: what the learning-rate choice sees."""
+    return _cached(
+        model_path / f"metrics-val-{len(scenes)}.json", lambda: _validate(model_path, scenes, label)
+    )
+
+
+def _validate(model_path: Path, scenes: list[Scene], label: str) -> dict[str, float]:
+    model, processor = _load(model_path)
+    greedy = caption_metrics(scenes, caption_scenes(model, processor, scenes, desc=label))
+    return {"chair_i": greedy["chair_i"], "recall": greedy["recall"]}
 
 
 @torch.no_grad()
 def evaluate_model(
-    model_path: Path, config: DemoConfig, seed: int = 0, label: str = "eval"
+    model_path: Path, scenes: list[Scene], samples: int, seed: int, label: str
 ) -> dict[str, Any]:
-    """CHAIR (sampled and greedy captions) and POPE-style yes/no metrics on held-out scenes."""
-    device = default_device()
-    model = AutoModelForImageTextToText.from_pretrained(model_path).to(device).eval()
-    processor = AutoProcessor.from_pretrained(model_path)
-    world = config.base.world
-    scenes = make_scenes(world, "eval", max(config.eval_scenes, config.pope_scenes))
-    caption_set = scenes[: config.eval_scenes]
-    sampled = caption_scenes(
-        model,
-        processor,
-        caption_set,
-        temperature=1.0,
-        samples=config.eval_samples,
-        seed=seed,
-        desc=f"{label}: sampled captions",
-    )
-    greedy = caption_scenes(model, processor, caption_set, desc=f"{label}: greedy captions")
-    metrics = {
-        "sampled": caption_metrics(caption_set, sampled),
-        "greedy": caption_metrics(caption_set, greedy),
+    """Test metrics of one model: greedy (and sampled) CHAIR with per-scene counts, POPE by split."""
+    name = f"metrics-test-{len(scenes)}-{samples}-{seed}.json"
+    return _cached(model_path / name, lambda: _evaluate(model_path, scenes, samples, seed, label))
+
+
+def _evaluate(model_path: Path, scenes: list[Scene], samples: int, seed: int, label: str) -> dict[str, Any]:
+    model, processor = _load(model_path)
+    greedy = caption_scenes(model, processor, scenes, desc=f"{label}: greedy captions")
+    result: dict[str, Any] = {
+        "greedy": caption_metrics(scenes, greedy),
+        "counts": scene_counts(scenes, greedy),
     }
-    metrics["pope"] = _pope(model, processor, scenes[: config.pope_scenes], desc=f"{label}: yes/no questions")
-    metrics["examples"] = [{"truth": s.caption, "greedy": g[0], "sampled": c[0]}
-                           for s, g, c in zip(caption_set[:4], greedy, sampled)]  # fmt: skip
-    return metrics
-
-
-def _pope(model, processor, scenes: list[Scene], desc: str) -> dict[str, Any]:
-    items = [(f"{i}/{k}", scene, q) for i, scene in enumerate(scenes) for k, q in enumerate(scene.questions)]
-    answers = sample_answers(model, processor, [s.image for _, s, _ in items],
-                               [question_prompt(q.shape) for _, _, q in items], max_new_tokens=3, desc=desc)  # fmt: skip
-    return pope_scores(
-        {key: a[0] for (key, _, _), a in zip(items, answers)},
-        {key: "yes" if q.label else "no" for key, _, q in items},
-        {key: q.kind for key, _, q in items},
-    )
+    result["examples"] = [{"truth": s.caption, "greedy": g[0]} for s, g in zip(scenes[:3], greedy)]
+    if samples:
+        sampled = caption_scenes(model, processor, scenes, temperature=1.0, samples=samples, seed=seed,
+                                 desc=f"{label}: sampled captions")  # fmt: skip
+        result["sampled"] = caption_metrics(scenes, sampled)
+        result["sampled_counts"] = scene_counts(scenes, sampled)
+    result["pope"] = pope_metrics(scenes, answer_questions(model, processor, scenes, desc=f"{label}: yes/no"))
+    return result
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
-    """The per-method numbers of results.json.
+    """The per-run numbers of results.json.
 
     ``chair_i``/``chair_s``/``recall`` use greedy decoding (EVAL.md's default); ``sampled_*`` the
-    T = 1 samples, which show hallucinations greedy decoding hides; ``pope_*`` greedy yes/no.
+    T = 1 samples, which show hallucinations greedy decoding hides; ``pope_*`` greedy yes/no
+    (``pope_accuracy`` over all questions, ``pope_<split>`` the accuracy of POPE's three splits).
     """
-    sampled, greedy, pope = metrics["sampled"], metrics["greedy"], metrics["pope"]
-    return {
-        "chair_i": greedy["chair_i"], "chair_s": greedy["chair_s"], "recall": greedy["recall"],
-        "sampled_chair_i": sampled["chair_i"], "sampled_chair_s": sampled["chair_s"], "sampled_recall": sampled["recall"],
-        "pope_accuracy": pope["accuracy"], "pope_f1": pope["f1"], "pope_yes_ratio": pope["yes_ratio"],
-    }  # fmt: skip
+    greedy, pope = metrics["greedy"], metrics["pope"]
+    out = {"chair_i": greedy["chair_i"], "chair_s": greedy["chair_s"], "recall": greedy["recall"]}
+    if "sampled" in metrics:
+        sampled = metrics["sampled"]
+        out |= {"sampled_chair_i": sampled["chair_i"], "sampled_chair_s": sampled["chair_s"],
+                "sampled_recall": sampled["recall"]}  # fmt: skip
+    out |= {"pope_accuracy": pope["accuracy"], "pope_f1": pope["f1"], "pope_yes_ratio": pope["yes_ratio"]}
+    out |= {f"pope_{split}": pope[split]["accuracy"] for split in ("random", "popular", "adversarial")}
+    return out
 
 
 def summarise(per_seed: list[dict[str, float]]) -> dict[str, Any]:
@@ -170,67 +227,144 @@ def summarise(per_seed: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def choose_lr(grid: dict[float, dict[str, float]], min_recall: float) -> float:
+    """The validation rule: lowest greedy CHAIR_i among learning rates whose recall ≥ ``min_recall``.
+
+    Without a recall floor preference training "wins" by describing less (docs/demo.md); when no lr
+    keeps the floor, the one with the highest recall is taken. Ties go to the smaller lr.
+    """
+    kept = {lr: m for lr, m in grid.items() if m["recall"] >= min_recall}
+    if not kept:
+        return max(sorted(grid), key=lambda lr: grid[lr]["recall"])
+    return min(sorted(kept), key=lambda lr: kept[lr]["chair_i"])
+
+
 def run_experiment(config: DemoConfig, output_dir: Path, cache_dir: Path) -> dict[str, Any]:
-    """All phases; returns what results.json holds. Finished phases in ``output_dir`` are reused."""
+    """All phases; returns what results.json holds. Finished runs in ``output_dir`` are reused."""
     output_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    start = time.perf_counter()
+    clock = time.perf_counter()
     base_path = train_base_model(config.base, cache_dir)
-    timings["base"] = time.perf_counter() - start
+    timings["base"] = time.perf_counter() - clock
 
-    start = time.perf_counter()
     pairs = output_dir / "pairs" / "pairs.jsonl"
     if not pairs.exists():
         write_preference_pairs(config.base.world, pairs.parent, config.num_pairs, PairsConfig())
     print(f"pairs: {config.num_pairs} preference pairs -> {pairs}")
-    timings["pairs"] = time.perf_counter() - start
+    world = config.base.world
+    val_scenes = make_scenes(world, "val", config.val_scenes)
+    test_scenes = make_scenes(world, "eval", config.test_scenes)
 
-    results: dict[str, Any] = {"methods": {}, "examples": {}, "curves": {}}
-    start = time.perf_counter()
-    base_metrics = evaluate_model(base_path, config, label="eval base")
-    results["methods"]["base"] = summarise([headline(base_metrics)])
-    results["examples"]["base"] = base_metrics["examples"]
-    _announce("base", results["methods"]["base"])
-    timings["eval_base"] = time.perf_counter() - start
+    results: dict[str, Any] = {"methods": {}, "examples": {}, "curves": {}, "grids": {}, "chosen_lr": {}}
+    counts: dict[str, dict[str, list[Any]]] = {"greedy": {}, "sampled": {}}
 
-    for name in config.methods:
-        runs = []
-        for seed in config.seeds[:1] if name in config.core_seeds_only else config.seeds:
-            start = time.perf_counter()
-            out = train_method(
-                name, seed, base_path, pairs, output_dir / "runs" / f"{name}-seed{seed}", config
-            )
-            metrics = evaluate_model(out, config, seed=seed, label=f"eval {name} seed {seed}")
-            runs.append(headline(metrics))
-            if seed == config.seeds[0]:
-                results["examples"][name] = metrics["examples"]
-                results["curves"][name] = _curves(out)
-            timings[f"{name}-seed{seed}"] = time.perf_counter() - start
-        results["methods"][name] = summarise(runs)
+    def evaluate(name: str, path: Path, seeds_metrics: list[dict[str, Any]], seed: int) -> None:
+        metrics = evaluate_model(path, test_scenes, config.eval_samples, seed, f"test {name} seed {seed}")
+        seeds_metrics.append(metrics)
+
+    def record(name: str, runs: list[dict[str, Any]]) -> None:
+        results["methods"][name] = summarise([headline(m) for m in runs])
+        results["examples"][name] = runs[0]["examples"]
+        counts["greedy"][name] = [m["counts"] for m in runs]
+        if config.eval_samples:
+            counts["sampled"][name] = [m["sampled_counts"] for m in runs]
         _announce(name, results["methods"][name])
 
-    results["comparison"] = compare(results["methods"])
+    clock = time.perf_counter()
+    base_runs: list[dict[str, Any]] = []
+    evaluate("base", base_path, base_runs, 0)
+    record("base", base_runs)
+    timings["eval_base"] = time.perf_counter() - clock
+
+    runs_dir = output_dir / "runs"
+    for name in config.methods:
+        clock = time.perf_counter()
+        grid: dict[float, dict[str, float]] = {}
+        if config.val_scenes and len(config.lr_grid) > 1:
+            for lr in config.lr_grid:
+                out = train_method(
+                    name,
+                    config.seeds[0],
+                    lr,
+                    base_path,
+                    pairs,
+                    runs_dir / f"{name}-lr{lr:g}-seed{config.seeds[0]}",
+                    config,
+                )
+                grid[lr] = validate_model(out, val_scenes, f"validate {name} lr {lr:g}")  # fmt: skip
+            chosen = choose_lr(grid, config.min_val_recall)
+        else:
+            chosen = config.lr_grid[0]
+        results["grids"][name] = {f"{lr:g}": m for lr, m in grid.items()}
+        results["chosen_lr"][name] = chosen
+        runs: list[dict[str, Any]] = []
+        for seed in config.seeds:
+            out = train_method(
+                name, seed, chosen, base_path, pairs, runs_dir / f"{name}-lr{chosen:g}-seed{seed}", config
+            )
+            evaluate(name, out, runs, seed)
+            if seed == config.seeds[0]:
+                results["curves"][name] = _curves(out)
+        record(name, runs)
+        timings[name] = time.perf_counter() - clock
+
+    for name in config.variants:
+        clock = time.perf_counter()
+        if tuned_as(name) not in results["chosen_lr"]:
+            raise ValueError(
+                f"variant {name} reuses the learning rate of {tuned_as(name)}: run that method too"
+            )
+        chosen = results["chosen_lr"][tuned_as(name)]
+        results["chosen_lr"][name] = chosen
+        runs = []
+        for seed in config.variant_seeds:
+            out = train_method(
+                name, seed, chosen, base_path, pairs, runs_dir / f"{name}-lr{chosen:g}-seed{seed}", config
+            )
+            evaluate(name, out, runs, seed)
+            if seed == config.variant_seeds[0]:
+                results["curves"][name] = _curves(out)
+        record(name, runs)
+        timings[name] = time.perf_counter() - clock
+
+    results["comparisons"] = compare_all(counts, config.resamples)
+    if config.analysis_scenes and "dpo+visual" in config.methods:
+        from chip.demo.shortcut import shortcut_analysis
+
+        clock = time.perf_counter()
+        visual_runs = {name: runs_dir / f"{name}-lr{results['chosen_lr'][name]:g}-seed{config.seeds[0]}"
+                       for name in ("dpo", "dpo+visual", "chip") if name in config.methods}  # fmt: skip
+        results["shortcut"] = shortcut_analysis(base_path, visual_runs, world, config.analysis_scenes)
+        timings["shortcut"] = time.perf_counter() - clock
     results["config"] = _jsonable(asdict(config))
-    results["decoding"] = (f"chair_i/chair_s/recall: greedy captions of {config.eval_scenes} held-out scenes; "
-                           f"sampled_*: {config.eval_samples} samples per scene at T=1; pope_*: greedy yes/no "
-                           f"on {config.pope_scenes} scenes' questions")  # fmt: skip
+    results["ranks_methods"] = config.ranks_methods
+    results["decoding"] = (f"chair_i/chair_s/recall: greedy captions of {config.test_scenes} test scenes; "
+                           f"sampled_*: {config.eval_samples} samples per test scene at T=1; pope_*: greedy "
+                           "yes/no on every question of the test scenes")  # fmt: skip
     results["timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    results["scene_counts"] = counts
     return results
 
 
-def compare(methods: dict[str, Any]) -> dict[str, Any]:
-    """CHiP vs DPO: relative reduction of hallucination, as the paper reports it (52.7% / 55.5%)."""
-    if "chip" not in methods or "dpo" not in methods:
-        return {}
-    chip, dpo = methods["chip"], methods["dpo"]
+def compare_all(counts: dict[str, dict[str, list[Any]]], resamples: int) -> dict[str, Any]:
+    """Every method and variant against DPO, the variants against their core method, CHiP vs each part.
 
-    def reduction(key: str) -> float | None:
-        return None if dpo[key] == 0 else (dpo[key] - chip[key]) / dpo[key]
-
-    return {"chair_i_reduction": reduction("chair_i"), "chair_s_reduction": reduction("chair_s"),
-            "sampled_chair_i_reduction": reduction("sampled_chair_i"),
-            "sampled_chair_s_reduction": reduction("sampled_chair_s"),
-            "paper_reduction": {"muffin": 0.527, "llava-1.6-7b": 0.555}}  # fmt: skip
+    Keys are ``"A vs B"``; values hold, per decoding, `Difference.to_dict()` of CHAIR_i(A) − CHAIR_i(B).
+    """
+    names = list(counts["greedy"])
+    pairs = [(name, "dpo") for name in names if name != "dpo"]
+    pairs += [(name, tuned_as(name)) for name in names if name in VARIANTS and tuned_as(name) in names]
+    pairs += [("chip", name) for name in ("dpo+segment", "dpo+token", "dpo+visual") if name in names]
+    out: dict[str, Any] = {}
+    for a, b in dict.fromkeys(pairs):
+        if a not in names or b not in names:
+            continue
+        out[f"{a} vs {b}"] = {
+            decoding: bootstrap_difference(np.array(by_name[a]), np.array(by_name[b]), resamples).to_dict()
+            for decoding, by_name in counts.items()
+            if a in by_name and b in by_name
+        }
+    return out
 
 
 def _curves(run_dir: Path) -> list[dict[str, float]]:
@@ -241,8 +375,8 @@ def _curves(run_dir: Path) -> list[dict[str, float]]:
 
 def _announce(name: str, summary: dict[str, Any]) -> None:
     print(f"{name:>12}: greedy CHAIR_i {summary['chair_i']:.3f}±{summary['chair_i_std']:.3f} "
-          f"CHAIR_s {summary['chair_s']:.3f} recall {summary['recall']:.3f} | sampled CHAIR_i "
-          f"{summary['sampled_chair_i']:.3f} recall {summary['sampled_recall']:.3f} | POPE F1 {summary['pope_f1']:.3f}")  # fmt: skip
+          f"CHAIR_s {summary['chair_s']:.3f} recall {summary['recall']:.3f} | POPE accuracy random "
+          f"{summary['pope_random']:.3f} adversarial {summary['pope_adversarial']:.3f}")  # fmt: skip
 
 
 def _jsonable(value: Any) -> Any:

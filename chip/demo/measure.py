@@ -10,6 +10,7 @@ the time hallucinates under sampling but may never under greedy decoding, so bot
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -17,8 +18,9 @@ from tqdm.auto import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from chip.demo.tiny_vlm import prompt_text
-from chip.demo.world import CAPTION_PROMPT, PARTNER, WORLD_VOCABULARY, Scene
+from chip.demo.world import CAPTION_PROMPT, PARTNER, WORLD_VOCABULARY, Scene, question_prompt
 from chip.evaluation.chair import chair_scores, extract_mentions
+from chip.evaluation.pope import pope_scores
 
 
 @torch.no_grad()
@@ -129,3 +131,65 @@ def caption_metrics(scenes: Sequence[Scene], captions: Sequence[Sequence[str]]) 
     scores["exact"] = exact / len(answers) if answers else 0.0
     scores["captions"] = len(answers)
     return scores
+
+
+def scene_counts(scenes: Sequence[Scene], captions: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    """Per scene, (hallucinated mentions, all mentions) summed over its captions.
+
+    CHAIR_i of any subset of scenes is ``sum(hallucinated) / sum(mentions)`` over it, so these two
+    counts per scene are all the paired bootstrap (``chip.demo.stats``) needs.
+    """
+    counts = []
+    for scene, scene_captions in zip(scenes, captions):
+        wrong = total = 0
+        for caption in scene_captions:
+            mentions = extract_mentions(caption, WORLD_VOCABULARY)
+            total += len(mentions)
+            wrong += sum(m not in scene.classes for m in mentions)
+        counts.append((wrong, total))
+    return counts
+
+
+def answer_questions(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    scenes: Sequence[Scene],
+    desc: str | None = None,
+) -> list[list[str]]:
+    """Greedy answers to every question of every scene (``Scene.questions`` order)."""
+    items = [(scene, q) for scene in scenes for q in scene.questions]
+    flat = sample_answers(
+        model,
+        processor,
+        [s.image for s, _ in items],
+        [question_prompt(q.shape) for _, q in items],
+        max_new_tokens=3,
+        batch_size=500,
+        desc=desc,
+    )
+    answers, start = [], 0
+    for scene in scenes:
+        answers.append([a[0] for a in flat[start : start + len(scene.questions)]])
+        start += len(scene.questions)
+    return answers
+
+
+def pope_metrics(scenes: Sequence[Scene], answers: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """POPE-style yes/no metrics overall and per negative kind, as POPE's three splits are built.
+
+    Split ``k`` (random, popular, adversarial) holds every positive question and the negatives of
+    kind ``k``; accuracy, F1 and yes-ratio come from ``chip.evaluation.pope.pope_scores``.
+    """
+    keys = [(i, k, q) for i, scene in enumerate(scenes) for k, q in enumerate(scene.questions)]
+    given = {f"{i}/{k}": answers[i][k] for i, k, _ in keys}
+    labels = {f"{i}/{k}": "yes" if q.label else "no" for i, k, q in keys}
+    result = {
+        key: value
+        for key, value in pope_scores(given, labels).items()
+        if key in ("accuracy", "f1", "yes_ratio", "precision", "recall")
+    }
+    for kind in ("random", "popular", "adversarial"):
+        split = [f"{i}/{k}" for i, k, q in keys if q.label or q.kind == kind]
+        scores = pope_scores({key: given[key] for key in split}, {key: labels[key] for key in split})
+        result[kind] = {key: scores[key] for key in ("accuracy", "f1", "yes_ratio")}
+    return result

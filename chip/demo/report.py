@@ -12,85 +12,172 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PCT = (
-    "chair_i",
-    "chair_s",
-    "recall",
-    "sampled_chair_i",
-    "sampled_chair_s",
-    "sampled_recall",
-    "pope_accuracy",
-    "pope_f1",
-)
-
-
 METRICS = """Metrics (each caption's objects are the world's shape words it names, synonyms folded):
 
 - **CHAIR_i**: mentions of objects absent from the scene / all object mentions (lower is better).
 - **CHAIR_s**: captions with at least one absent object / all captions (lower is better).
 - **recall**: distinct objects of the scene that the caption names / objects in the scene (higher is better).
-- **POPE F1 / acc**: yes/no questions "is there a ... ?" about present and absent objects, answer read
-  as yes or no; F1 with "yes" as the positive class, accuracy over all questions.
+- **POPE acc**: yes/no questions "is there a ... ?"; split *random* = every positive question plus the
+  negatives about a random absent class, *popular* = plus the most frequent absent class, *adversarial* =
+  plus the absent usual partner of a present object (POPE's three splits).
 - **yes ratio**: share of questions answered yes (0.5 for a balanced answerer on these questions)."""
 
 
-def _spread_note(seeds: list[int]) -> str:
-    if len(seeds) > 1:
-        return f"± is the standard deviation across seeds {list(seeds)}."
-    return f"One seed ({seeds[0]}): no spread estimate, so no ± and no error bars; differences are indicative only."
-
-
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
+    """``results.json`` (readable) and ``scene_counts.json`` (the per-scene counts, one line per run)."""
+    counts = results.get("scene_counts")
+    body = {k: v for k, v in results.items() if k != "scene_counts"}
     path = output_dir / "results.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, path)
+    for target, text in (
+        (path, json.dumps(body, indent=1)),
+        (output_dir / "scene_counts.json", _counts_json(counts)),
+    ):
+        if text is None:
+            continue
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, target)
     return path
 
 
-def _cell(summary: dict[str, Any], key: str) -> str:
-    value, std = summary[key], summary.get(f"{key}_std", 0.0)
-    text = f"{100 * value:.1f}" if key in PCT else f"{value:.3f}"
-    return f"{text} ± {100 * std:.1f}" if std and key in PCT else text
+def _counts_json(counts: dict[str, Any] | None) -> str | None:
+    if counts is None:
+        return None
+    lines = [
+        f'  "{decoding}/{name}/{i}": {json.dumps(run, separators=(",", ":"))}'
+        for decoding, by_name in counts.items()
+        for name, runs in by_name.items()
+        for i, run in enumerate(runs)
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}"
 
 
-def results_table(methods: dict[str, Any]) -> str:
-    columns = ("chair_i", "chair_s", "recall", "sampled_chair_i", "sampled_chair_s", "sampled_recall",
-               "pope_f1", "pope_accuracy", "pope_yes_ratio")  # fmt: skip
-    header = ("| method | CHAIR_i % | CHAIR_s % | recall % | sampled CHAIR_i % | sampled CHAIR_s % | sampled recall % "
-              "| POPE F1 % | POPE acc % | yes ratio |")  # fmt: skip
-    lines = [header, "|" + "---|" * (len(columns) + 1)]
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _interval(diff: dict[str, Any]) -> str:
+    return f"{100 * diff['difference']:+.1f} [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]"
+
+
+def _call(diff: dict[str, Any]) -> str:
+    if not diff["distinguishable"]:
+        return "not distinguishable"
+    return "lower" if diff["difference"] < 0 else "higher"
+
+
+def _seeds(summary: dict[str, Any]) -> int:
+    return len(summary["seeds"])
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """One row per method: CHAIR_i with its difference to DPO and the 95% CI, recall, POPE by split."""
+    methods, comparisons = results["methods"], results.get("comparisons", {})
+    sampled = any("sampled_chair_i" in m for m in methods.values())
+    header = "| method | lr | seeds | CHAIR_i % | Δ vs DPO, points [95% CI] | vs DPO | recall %"
+    header += " | sampled CHAIR_i % | sampled Δ vs DPO [95% CI]" if sampled else ""
+    header += " | POPE acc random % | popular % | adversarial % | yes ratio |"
+    lines = [header, "|" + "---|" * (header.count(" | ") + 1)]
     for name, summary in methods.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(summary, c) for c in columns) + " |")
+        diff = comparisons.get(f"{name} vs dpo", {})
+        greedy = diff.get("greedy")
+        row = [name, f"{results.get('chosen_lr', {}).get(name, '—')}", str(_seeds(summary)),
+               _pct(summary["chair_i"]), _interval(greedy) if greedy else "—", _call(greedy) if greedy else "—",
+               _pct(summary["recall"])]  # fmt: skip
+        if sampled:
+            row += [
+                _pct(summary.get("sampled_chair_i")),
+                _interval(diff["sampled"]) if "sampled" in diff else "—",
+            ]
+        row += [_pct(summary["pope_random"]), _pct(summary["pope_popular"]), _pct(summary["pope_adversarial"]),
+                f"{summary['pope_yes_ratio']:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def verdict(results: dict[str, Any]) -> str:
-    """Plain words on whether CHiP beat DPO here, by how much, and how sure we are (both decodings)."""
-    methods, comparison = results["methods"], results.get("comparison") or {}
-    if not comparison:
-        return "CHiP and DPO were not both run, so there is no comparison."
-    chip, dpo = methods["chip"], methods["dpo"]
-    n_seeds = len(chip["seeds"])
+def comparisons_table(results: dict[str, Any], names: list[str] | None = None) -> str:
+    lines = ["| comparison (A vs B) | greedy CHAIR_i(A) − CHAIR_i(B), points [95% CI] | call | sampled [95% CI] | call |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for key, diff in results.get("comparisons", {}).items():
+        if names is not None and key not in names:
+            continue
+        sampled = diff.get("sampled")
+        lines.append(f"| {key} | {_interval(diff['greedy'])} | {_call(diff['greedy'])} | "
+                     f"{_interval(sampled) if sampled else '—'} | {_call(sampled) if sampled else '—'} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def grids_table(results: dict[str, Any]) -> str:
+    grids = {name: grid for name, grid in results.get("grids", {}).items() if grid}
+    if not grids:
+        return "No learning-rate grid in this run: every method used the same learning rate."
+    lrs = sorted({lr for grid in grids.values() for lr in grid}, key=float)
+    lines = ["| method | " + " | ".join(f"lr {lr}: CHAIR_i % / recall %" for lr in lrs) + " | chosen |",
+             "|" + "---|" * (len(lrs) + 2)]  # fmt: skip
+    for name, grid in grids.items():
+        cells = [
+            f"{_pct(grid[lr]['chair_i'])} / {_pct(grid[lr]['recall'])}" if lr in grid else "—" for lr in lrs
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {results['chosen_lr'][name]:g} |")
+    return "\n".join(lines)
+
+
+def shortcut_table(shortcut: dict[str, Any]) -> str:
+    lines = ["| model | mean h_vis, objects present (nats) | mean h_vis, objects removed | h_vis > 0, present | h_vis > 0, removed |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name, m in shortcut["margins"].items():
+        lines.append(f"| {name} | {m['h_vis_with_objects']:.2f} | {m['h_vis_objects_removed']:.2f} | "
+                     f"{_pct(m['share_positive_with_objects'])}% | {_pct(m['share_positive_objects_removed'])}% |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def answer(results: dict[str, Any]) -> str:
+    """The report's first paragraph: does CHiP beat DPO, and which part helps; words follow the CIs."""
+    comparisons, methods = results.get("comparisons", {}), results["methods"]
+    config = results["config"]
     sentences = []
-    for prefix, label in (("", "greedy decoding (the benchmarks' default)"), ("sampled_", "sampling at T=1")):
-        key = f"{prefix}chair_i"
-        diff, spread = dpo[key] - chip[key], max(chip[f"{key}_std"], dpo[f"{key}_std"])
-        reduction = None if dpo[key] == 0 else diff / dpo[key]
-        head = "CHiP hallucinated less than DPO" if diff > 0 else "CHiP did **not** hallucinate less than DPO"
-        sure = ("larger than twice the seed spread" if n_seeds > 1 and abs(diff) > 2 * spread
-                else f"within the seed spread ({100 * spread:.1f} points)" if n_seeds > 1
-                else "one seed: no spread estimate, indicative only")  # fmt: skip
-        rel = "n/a" if reduction is None else f"{100 * reduction:+.1f}%"
+    if not results.get("ranks_methods"):
         sentences.append(
-            f"Under {label}, {head}: CHAIR_i {100 * chip[key]:.1f}% vs {100 * dpo[key]:.1f}% "
-            f"(relative reduction {rel}; {sure}); recall {100 * chip[prefix + 'recall']:.1f}% vs "
-            f"{100 * dpo[prefix + 'recall']:.1f}%."
+            f"**Smoke run: it cannot rank methods** ({len(config['seeds'])} seed, learning rate "
+            f"{', '.join(f'{lr:g}' for lr in config['lr_grid'])} for every method, no validation choice); "
+            "run `chip demo` (full) for an answer. The intervals below cover test scenes and this seed only."
         )
-    sentences.append(
-        f"For scale: the CHiP paper reports CHAIR reductions relative to DPO of 52.7% (Muffin) and 55.5% "
-        f"(LLaVA-1.6-7B) on Object HalBench; this run used {n_seeds} seed(s)."
-    )
+    chip_dpo = comparisons.get("chip vs dpo")
+    if chip_dpo:
+        g = chip_dpo["greedy"]
+        sentence = "Does CHiP beat DPO here? " + (
+            "**Yes**" if g["distinguishable"] and g["difference"] < 0
+            else "**No, it is worse**" if g["distinguishable"]
+            else "**Not distinguishable**"
+        )  # fmt: skip
+        sentence += (f": greedy CHAIR_i {_pct(methods['chip']['chair_i'])}% vs {_pct(methods['dpo']['chair_i'])}%, "
+                     f"difference {_interval(g)} points (95% paired bootstrap CI over "
+                     f"{config['test_scenes']} test scenes and the seeds)")  # fmt: skip
+        if g.get("relative") is not None:
+            sentence += f", a relative change of {100 * g['relative']:+.0f}% (the paper: −52.7% / −55.5%)"
+        if "sampled" in chip_dpo:
+            sentence += f"; sampled at T = 1: {_interval(chip_dpo['sampled'])} ({_call(chip_dpo['sampled'])})"
+        sentences.append(sentence + ".")
+    else:
+        sentences.append("CHiP and DPO were not both run, so there is no comparison.")
+    parts = []
+    for name in ("dpo+segment", "dpo+token", "dpo+visual"):
+        diff = comparisons.get(f"{name} vs dpo")
+        if diff:
+            parts.append(f"{name} {_interval(diff['greedy'])} ({_call(diff['greedy'])})")
+    if parts:
+        sentences.append("Which part helps, each added to DPO alone (greedy CHAIR_i difference to DPO, points): "
+                         + "; ".join(parts) + ".")  # fmt: skip
+    vis = [f"{k} {_interval(d['greedy'])} ({_call(d['greedy'])})" for k, d in comparisons.items()
+           if k.startswith(("chip-", "dpo+visual-")) and not k.endswith("vs dpo")]  # fmt: skip
+    if vis:
+        sentences.append("Visual-term variants against the method they modify: " + "; ".join(vis) + ".")
+    base = methods.get("base")
+    if base:
+        sentences.append(f"The base answers existence questions from the image: POPE accuracy {_pct(base['pope_random'])}% "
+                         f"(random negatives), {_pct(base['pope_popular'])}% (popular), "
+                         f"{_pct(base['pope_adversarial'])}% (adversarial), and hallucinates in captions "
+                         f"(CHAIR_i {_pct(base['chair_i'])}% at recall {_pct(base['recall'])}%).")  # fmt: skip
     return " ".join(sentences)
 
 
@@ -100,23 +187,29 @@ def method_colours(names: list[str]) -> dict[str, Any]:
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
-def plot_bars(methods: dict[str, Any], path: Path) -> Path:
-    """CHAIR_i (solid) and CHAIR_s (hatched) per method; error bars only where several seeds ran."""
-    names = list(methods)
-    colours = method_colours(names)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 3.6))
-    width = 0.38
-    for offset, key, hatch in ((-width / 2, "chair_i", None), (width / 2, "chair_s", "//")):
-        for i, name in enumerate(names):
-            several = len(methods[name].get("seeds", [])) > 1
-            error = 100 * methods[name].get(f"{key}_std", 0.0) if several else None
-            ax.bar(i + offset, 100 * methods[name][key], width, yerr=error, capsize=3, color=colours[name],
-                   hatch=hatch, edgecolor="black", linewidth=0.5)  # fmt: skip
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("% (lower is better)")
-    ax.set_title("Object hallucination on held-out scenes (greedy)")
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch=h, label=label)
-                       for h, label in ((None, "CHAIR_i"), ("//", "CHAIR_s"))])  # fmt: skip
+def plot_forest(results: dict[str, Any], path: Path) -> Path:
+    """Each method's CHAIR_i difference to DPO with its 95% CI (greedy and sampled)."""
+    rows = [
+        (key.split(" vs ")[0], diff)
+        for key, diff in results.get("comparisons", {}).items()
+        if key.endswith(" vs dpo")
+    ]
+    decodings = [d for d in ("greedy", "sampled") if any(d in diff for _, diff in rows)]
+    fig, axes = plt.subplots(1, max(1, len(decodings)), figsize=(5.5 * max(1, len(decodings)), 0.45 * len(rows) + 1.5),
+                             squeeze=False)  # fmt: skip
+    for ax, decoding in zip(axes[0], decodings):
+        for y, (_, diff) in enumerate(rows):
+            d = diff.get(decoding)
+            if d is None:
+                continue
+            colour = "tab:green" if d["distinguishable"] and d["difference"] < 0 else (
+                "tab:red" if d["distinguishable"] else "tab:grey")  # fmt: skip
+            ax.errorbar(100 * d["difference"], y, xerr=[[100 * (d["difference"] - d["low"])], [100 * (d["high"] - d["difference"])]],
+                        fmt="o", color=colour, capsize=3)  # fmt: skip
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{decoding} CHAIR_i − DPO's, points (95% CI; < 0 is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -138,7 +231,7 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: 
         ax.set_title(title)
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6)
         else:
             ax.text(0.5, 0.5, "no method with this term", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -148,41 +241,69 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: 
 
 
 def write_report(results: dict[str, Any], output_dir: Path, command: str) -> Path:
-    bars = plot_bars(results["methods"], output_dir / "hallucination.png")
+    forest = plot_forest(results, output_dir / "forest.png")
     curves = plot_curves(
         results["curves"], output_dir / "training_curves.png", method_colours(list(results["methods"]))
     )
     examples = []
     for name, rows in results["examples"].items():
         examples.append(f"**{name}**\n")
-        examples += [
-            f"- truth: `{r['truth']}` — greedy: `{r['greedy']}` — sampled: `{r['sampled']}`" for r in rows[:3]
-        ]
+        examples += [f"- truth: `{r['truth']}` — greedy: `{r['greedy']}`" for r in rows[:3]]
         examples.append("")
     config = results["config"]
+    shortcut = results.get("shortcut")
+    shortcut_text = (
+        f"""## Is the visual margin a noise detector? (seed {config["seeds"][0]}, {shortcut["scenes"]} held-out scenes)
+
+h_vis = [log π(y|v) − log π_ref(y|v)] − [log π(y|ṽ) − log π_ref(y|ṽ)] of the faithful caption, reference =
+the base, ṽ = diffusion noise at step {shortcut["noise_step"]}; "objects removed" = the same scenes with background and
+pixel noise only, caption unchanged. A margin that is as large without the objects comes from recognising the noise,
+not from the caption's content.
+
+{shortcut_table(shortcut)}
+
+A logistic probe on the base model's pooled image features tells clean from noised images apart with held-out
+accuracy {_pct(shortcut["noise_probe_accuracy"])}%.
+"""
+        if shortcut
+        else ""
+    )
     text = f"""# chip demo report
 
 Command: `{command}`
 
-{verdict(results)}
+{answer(results)}
 
-## Results
+## Results on {config["test_scenes"]} test scenes
 
-{results_table(results["methods"])}
+{results_table(results)}
 
-Decoding: {results["decoding"]}. {_spread_note(config["seeds"])}
-Every method starts from the same base model and trains on the same {config["num_pairs"]} pairs for
-{config["steps"]} steps of {config["batch_size"]} pairs at learning rate {config["learning_rate"]} (matched settings).
+Δ: the method's pooled CHAIR_i minus DPO's, in points, with a 95% paired bootstrap interval
+({config["resamples"]} replicates resampling the test scenes, and each method's seeds); "not distinguishable" when
+it spans 0. Decoding: {results["decoding"]}. Every method starts from the same base and trains on the same
+{config["num_pairs"]} pairs for {config["steps"]} steps of {config["batch_size"]} pairs (η = {config["sft_weight"]});
+lr: the learning rate chosen on validation scenes (variants reuse their core method's).
+
+![forest plot]({forest.name})
 
 {METRICS}
 
-![hallucination]({bars.name})
+## All comparisons
 
-## Training curves (seed {config["seeds"][0]})
+{comparisons_table(results)}
+
+## Learning-rate choice (validation split, {config["val_scenes"]} scenes, seed {config["seeds"][0]})
+
+Rule: the lowest validation greedy CHAIR_i among learning rates with validation recall ≥ {_pct(config["min_val_recall"])}%.
+
+{grids_table(results)}
+
+{shortcut_text}
+## Training curves (first seed at the chosen lr)
 
 ![curves]({curves.name})
 
-## Example captions
+## Example captions (test scenes)
 
 {chr(10).join(examples)}
 ## Timings (seconds)

@@ -181,6 +181,14 @@ def make_scene(seed: int | str | random.Random, config: WorldConfig | None = Non
     return Scene(seed_text, image, objects, join_phrases(phrases), phrases, train_caption, noise, questions)
 
 
+def blank_image(seed: int | str, config: WorldConfig | None = None) -> Image.Image:
+    """Scene ``seed``'s image with its objects removed: the same background and pixel noise."""
+    config = config or WorldConfig()
+    rng = random.Random(str(seed))
+    _place_objects(rng, config)  # consumes the same draws as make_scene, so the noise matches
+    return _render((), rng, config)
+
+
 def make_scenes(config: WorldConfig, split: str, count: int, start: int = 0) -> list[Scene]:
     """Scenes ``start .. start+count-1`` of a split of the world (``"train"``, ``"eval"``)."""
     return [make_scene(scene_seed(config.seed, split, i), config) for i in range(start, start + count)]

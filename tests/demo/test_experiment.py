@@ -1,4 +1,4 @@
-"""The demo pipeline end to end at toy size, and the report's arithmetic on hand-made numbers."""
+"""The demo pipeline end to end at toy size, the lr choice and the report's words on hand-made numbers."""
 
 from __future__ import annotations
 
@@ -7,57 +7,115 @@ import json
 import pytest
 
 from chip.demo.base import BaseModelConfig
-from chip.demo.experiment import METHODS, DemoConfig, compare, run_experiment, summarise
-from chip.demo.report import verdict, write_report, write_results
+from chip.demo.experiment import (
+    METHODS,
+    VARIANTS,
+    DemoConfig,
+    choose_lr,
+    method_settings,
+    run_experiment,
+    summarise,
+)
+from chip.demo.report import answer, write_report, write_results
 
 
 def test_tiny_demo_end_to_end(tmp_path):
-    """Base (a few steps) -> pairs -> DPO and CHiP through `run_training` -> eval -> report files."""
-    config = DemoConfig(base=BaseModelConfig.quick(vision_steps=5, steps=8, batch_size=8, eval_scenes=4), steps=3,
-                        num_pairs=24, batch_size=4, eval_scenes=4, eval_samples=2, pope_scenes=2)  # fmt: skip
+    """Base -> pairs -> lr grid on validation -> test -> a visual variant -> shortcut analysis -> report."""
+    config = DemoConfig(base=BaseModelConfig.quick(vision_steps=5, steps=8, batch_size=8, eval_scenes=4), steps=2,
+                        num_pairs=16, batch_size=4, methods=("dpo", "dpo+visual"), variants=("dpo+visual-separate",),
+                        seeds=(0,), lr_grid=(1e-4, 2e-4), val_scenes=3, test_scenes=4, eval_samples=1,
+                        resamples=50, analysis_scenes=4)  # fmt: skip
     results = run_experiment(config, tmp_path / "out", tmp_path / "cache")
     write_results(results, tmp_path / "out")
     report = write_report(results, tmp_path / "out", "test")
 
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(saved["methods"]) == {"base", "dpo", "chip"}
+    assert set(saved["methods"]) == {"base", "dpo", "dpo+visual", "dpo+visual-separate"}
+    assert set(saved["grids"]["dpo"]) == {"0.0001", "0.0002"}
+    assert saved["chosen_lr"]["dpo+visual-separate"] == saved["chosen_lr"]["dpo+visual"]
+    assert {"dpo+visual vs dpo", "dpo+visual-separate vs dpo+visual", "base vs dpo"} <= set(
+        saved["comparisons"]
+    )
+    assert saved["comparisons"]["dpo+visual vs dpo"]["greedy"]["level"] == 0.95
+    assert set(saved["shortcut"]["margins"]) == {"dpo", "dpo+visual"}
+    assert 0.0 <= saved["shortcut"]["noise_probe_accuracy"] <= 1.0
+    counts = json.loads((tmp_path / "out" / "scene_counts.json").read_text())
+    assert len(counts["greedy/dpo/0"]) == 4  # one (hallucinated, mentions) pair per test scene
     for summary in saved["methods"].values():
-        for key in ("chair_i", "chair_s", "recall"):
+        for key in ("chair_i", "recall", "pope_random", "pope_adversarial"):
             assert 0.0 <= summary[key] <= 1.0
-    for run in ("dpo-seed0", "chip-seed0"):
-        state = json.loads((tmp_path / "out" / "runs" / run / "trainer_state.json").read_text())
-        assert state["global_step"] == 3
+    chosen = saved["chosen_lr"]["dpo"]
+    state = json.loads(
+        (tmp_path / "out" / "runs" / f"dpo-lr{chosen:g}-seed0" / "trainer_state.json").read_text()
+    )
+    assert state["global_step"] == 2
     text = report.read_text()
-    assert "| chip |" in text and "52.7%" in text
-    assert (tmp_path / "out" / "hallucination.png").stat().st_size > 0
-    assert (tmp_path / "out" / "training_curves.png").stat().st_size > 0
-    # a second run reuses the cached base and finished runs
-    again = run_experiment(config, tmp_path / "out", tmp_path / "cache")
-    assert again["methods"]["dpo"]["chair_i"] == pytest.approx(results["methods"]["dpo"]["chair_i"])
+    assert "Smoke run" in text and "| dpo+visual |" in text and "noise" in text
+    assert (tmp_path / "out" / "forest.png").stat().st_size > 0
 
 
-def test_summarise_and_compare_by_hand():
-    """Seeds chair_i 0.10 and 0.20 -> mean 0.15, sample std 0.0707; DPO 0.2 vs CHiP 0.15 -> 25% reduction."""
+def test_choose_lr_by_hand():
+    """Recall floor 0.75: 3e-4 has the lowest CHAIR_i but recall 0.6, so 1e-4 (0.02) beats 5e-5 (0.05)."""
+    grid = {5e-5: {"chair_i": 0.05, "recall": 0.9}, 1e-4: {"chair_i": 0.02, "recall": 0.8},
+            3e-4: {"chair_i": 0.0, "recall": 0.6}}  # fmt: skip
+    assert choose_lr(grid, 0.75) == 1e-4
+    assert choose_lr(grid, 0.95) == 5e-5  # nothing keeps the floor: highest recall
 
-    def run(chair_i: float, chair_s: float) -> dict[str, float]:
-        return {"chair_i": chair_i, "chair_s": chair_s, "recall": 0.9,
-                "sampled_chair_i": chair_i, "sampled_chair_s": chair_s, "sampled_recall": 0.9}  # fmt: skip
 
-    chip = summarise([run(0.10, 0.2), run(0.20, 0.2)])
-    assert chip["chair_i"] == pytest.approx(0.15)
-    assert chip["chair_i_std"] == pytest.approx(0.0707107, rel=1e-5)
-    dpo = summarise([run(0.2, 0.4), run(0.2, 0.4)])
-    result = compare({"dpo": dpo, "chip": chip})
-    assert result["chair_i_reduction"] == pytest.approx(0.25)
-    assert result["chair_s_reduction"] == pytest.approx(0.5)
-    text = verdict({"methods": {"dpo": dpo, "chip": chip}, "comparison": result})
-    assert text.startswith("Under greedy decoding (the benchmarks' default), CHiP hallucinated less than DPO")
+def _diff(difference: float, low: float, high: float) -> dict:
+    return {"difference": difference, "low": low, "high": high, "relative": None, "level": 0.95,
+            "distinguishable": low > 0 or high < 0}  # fmt: skip
+
+
+def test_answer_follows_the_interval():
+    """Seeds 0.10/0.20 average 0.15 (std 0.0707); the verdict comes from the CI, not the spread."""
+
+    def run(chair_i: float) -> dict[str, float]:
+        return {
+            "chair_i": chair_i,
+            "recall": 0.9,
+            "pope_random": 0.9,
+            "pope_popular": 0.85,
+            "pope_adversarial": 0.7,
+        }
+
+    chip = summarise([run(0.10), run(0.20)])
+    assert chip["chair_i"] == pytest.approx(0.15) and chip["chair_i_std"] == pytest.approx(
+        0.0707107, rel=1e-5
+    )
+    results = {"methods": {"dpo": summarise([run(0.2), run(0.2)]), "chip": chip}, "ranks_methods": True,
+               "config": {"seeds": [0, 1], "lr_grid": [1e-4, 2e-4], "test_scenes": 1000},
+               "comparisons": {"chip vs dpo": {"greedy": _diff(-0.05, -0.07, -0.01)},
+                               "dpo+segment vs dpo": {"greedy": _diff(-0.01, -0.03, 0.01)}}}  # fmt: skip
+    text = answer(results)
     assert (
-        "within the seed spread (7.1 points)" in text
-    )  # a 5-point gain with a 7-point spread is not conclusive
+        "Does CHiP beat DPO here? **Yes**: greedy CHAIR_i 15.0% vs 20.0%, difference -5.0 [-7.0, -1.0]"
+        in text
+    )
+    assert "dpo+segment -1.0 [-3.0, +1.0] (not distinguishable)" in text
+    results["comparisons"]["chip vs dpo"]["greedy"] = _diff(-0.05, -0.11, 0.01)
+    results["ranks_methods"] = False
+    text = answer(results)
+    assert text.startswith("**Smoke run: it cannot rank methods**")
+    assert "**Not distinguishable**" in text
 
 
 def test_methods_table_is_weights_only():
     assert METHODS["dpo"] == {"segment_weight": 0.0, "token_weight": 0.0, "visual_weight": 0.0}
     assert METHODS["chip"] == {}
-    assert METHODS["chip-crop"] == {"corruption": "crop"}
+    assert method_settings("chip-crop") == {"corruption": "crop"}
+    assert method_settings("dpo+visual-separate") == {**METHODS["dpo+visual"], "combine": "separate"}
+    assert all(parent in METHODS for parent, _ in VARIANTS.values())
+
+
+def test_command_line_subsets():
+    """A variant brings its core method (it reuses that lr); --seeds sets both seed lists."""
+    from chip.demo.cli import parse_args
+
+    _, config = parse_args(["--methods", "dpo,chip-random", "--seeds", "2", "--base", "quick"])
+    assert config.methods == ("dpo", "chip") and config.variants == ("chip-random",)
+    assert config.seeds == config.variant_seeds == (0, 1) and config.base.steps == 500
+    _, quick = parse_args(["--quick"])
+    assert not quick.ranks_methods and DemoConfig.full().ranks_methods
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "nonsense"])
