@@ -242,108 +242,115 @@ def choose_lr(grid: dict[float, dict[str, float]], min_recall: float) -> float:
 def run_experiment(config: DemoConfig, output_dir: Path, cache_dir: Path) -> dict[str, Any]:
     """All phases; returns what results.json holds. Finished runs in ``output_dir`` are reused."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     clock = time.perf_counter()
     base_path = train_base_model(config.base, cache_dir)
-    timings["base"] = time.perf_counter() - clock
-
-    pairs = output_dir / "pairs" / "pairs.jsonl"
-    if not pairs.exists():
-        write_preference_pairs(config.base.world, pairs.parent, config.num_pairs, PairsConfig())
-    print(f"pairs: {config.num_pairs} preference pairs -> {pairs}")
-    world = config.base.world
-    val_scenes = make_scenes(world, "val", config.val_scenes)
-    test_scenes = make_scenes(world, "eval", config.test_scenes)
-
-    results: dict[str, Any] = {"methods": {}, "examples": {}, "curves": {}, "grids": {}, "chosen_lr": {}}
-    counts: dict[str, dict[str, list[Any]]] = {"greedy": {}, "sampled": {}}
-
-    def evaluate(name: str, path: Path, seeds_metrics: list[dict[str, Any]], seed: int) -> None:
-        metrics = evaluate_model(path, test_scenes, config.eval_samples, seed, f"test {name} seed {seed}")
-        seeds_metrics.append(metrics)
-
-    def record(name: str, runs: list[dict[str, Any]]) -> None:
-        results["methods"][name] = summarise([headline(m) for m in runs])
-        results["examples"][name] = runs[0]["examples"]
-        counts["greedy"][name] = [m["counts"] for m in runs]
-        if config.eval_samples:
-            counts["sampled"][name] = [m["sampled_counts"] for m in runs]
-        _announce(name, results["methods"][name])
-
-    clock = time.perf_counter()
-    base_runs: list[dict[str, Any]] = []
-    evaluate("base", base_path, base_runs, 0)
-    record("base", base_runs)
-    timings["eval_base"] = time.perf_counter() - clock
-
-    runs_dir = output_dir / "runs"
+    experiment = _Experiment(config, output_dir, base_path)
+    experiment.timings["base"] = time.perf_counter() - clock
+    experiment.timed(
+        "eval_base", lambda: experiment.record("base", [experiment.evaluate("base", base_path, 0)])
+    )
     for name in config.methods:
+        experiment.timed(name, lambda name=name: experiment.run_method(name))
+    for name in config.variants:
+        experiment.timed(name, lambda name=name: experiment.run_variant(name))
+    return experiment.finish()
+
+
+class _Experiment:
+    """The state of one demo run: scenes, pairs, per-method results and per-scene counts."""
+
+    def __init__(self, config: DemoConfig, output_dir: Path, base_path: Path):
+        self.config, self.base_path, self.runs_dir = config, base_path, output_dir / "runs"
+        self.pairs = output_dir / "pairs" / "pairs.jsonl"
+        if not self.pairs.exists():
+            write_preference_pairs(config.base.world, self.pairs.parent, config.num_pairs, PairsConfig())
+        print(f"pairs: {config.num_pairs} preference pairs -> {self.pairs}")
+        self.val_scenes = make_scenes(config.base.world, "val", config.val_scenes)
+        self.test_scenes = make_scenes(config.base.world, "eval", config.test_scenes)
+        self.results: dict[str, Any] = {
+            "methods": {},
+            "examples": {},
+            "curves": {},
+            "grids": {},
+            "chosen_lr": {},
+        }
+        self.counts: dict[str, dict[str, list[Any]]] = {"greedy": {}, "sampled": {}}
+        self.timings: dict[str, float] = {}
+
+    def timed(self, key: str, phase) -> None:
         clock = time.perf_counter()
-        grid: dict[float, dict[str, float]] = {}
+        phase()
+        self.timings[key] = time.perf_counter() - clock
+
+    def evaluate(self, name: str, path: Path, seed: int) -> dict[str, Any]:
+        return evaluate_model(
+            path, self.test_scenes, self.config.eval_samples, seed, f"test {name} seed {seed}"
+        )
+
+    def record(self, name: str, runs: list[dict[str, Any]]) -> None:
+        self.results["methods"][name] = summarise([headline(m) for m in runs])
+        self.results["examples"][name] = runs[0]["examples"]
+        self.counts["greedy"][name] = [m["counts"] for m in runs]
+        if self.config.eval_samples:
+            self.counts["sampled"][name] = [m["sampled_counts"] for m in runs]
+        _announce(name, self.results["methods"][name])
+
+    def _out(self, name: str, lr: float, seed: int) -> Path:
+        return train_method(name, seed, lr, self.base_path, self.pairs, self.runs_dir / f"{name}-lr{lr:g}-seed{seed}",
+                            self.config)  # fmt: skip
+
+    def _seeds(self, name: str, lr: float, seeds: tuple[int, ...]) -> None:
+        runs = []
+        for seed in seeds:
+            out = self._out(name, lr, seed)
+            runs.append(self.evaluate(name, out, seed))
+            if seed == seeds[0]:
+                self.results["curves"][name] = _curves(out)
+        self.record(name, runs)
+
+    def run_method(self, name: str) -> None:
+        """The learning rate chosen on validation scenes (first seed), then every seed on the test scenes."""
+        config, grid = self.config, {}
         if config.val_scenes and len(config.lr_grid) > 1:
             for lr in config.lr_grid:
-                out = train_method(
-                    name,
-                    config.seeds[0],
-                    lr,
-                    base_path,
-                    pairs,
-                    runs_dir / f"{name}-lr{lr:g}-seed{config.seeds[0]}",
-                    config,
-                )
-                grid[lr] = validate_model(out, val_scenes, f"validate {name} lr {lr:g}")  # fmt: skip
+                out = self._out(name, lr, config.seeds[0])
+                grid[lr] = validate_model(out, self.val_scenes, f"validate {name} lr {lr:g}")
             chosen = choose_lr(grid, config.min_val_recall)
         else:
             chosen = config.lr_grid[0]
-        results["grids"][name] = {f"{lr:g}": m for lr, m in grid.items()}
-        results["chosen_lr"][name] = chosen
-        runs: list[dict[str, Any]] = []
-        for seed in config.seeds:
-            out = train_method(
-                name, seed, chosen, base_path, pairs, runs_dir / f"{name}-lr{chosen:g}-seed{seed}", config
-            )
-            evaluate(name, out, runs, seed)
-            if seed == config.seeds[0]:
-                results["curves"][name] = _curves(out)
-        record(name, runs)
-        timings[name] = time.perf_counter() - clock
+        self.results["grids"][name] = {f"{lr:g}": m for lr, m in grid.items()}
+        self.results["chosen_lr"][name] = chosen
+        self._seeds(name, chosen, config.seeds)
 
-    for name in config.variants:
-        clock = time.perf_counter()
-        if tuned_as(name) not in results["chosen_lr"]:
+    def run_variant(self, name: str) -> None:
+        """A visual-term variant at the learning rate of the method it changes."""
+        if tuned_as(name) not in self.results["chosen_lr"]:
             raise ValueError(
                 f"variant {name} reuses the learning rate of {tuned_as(name)}: run that method too"
             )
-        chosen = results["chosen_lr"][tuned_as(name)]
-        results["chosen_lr"][name] = chosen
-        runs = []
-        for seed in config.variant_seeds:
-            out = train_method(
-                name, seed, chosen, base_path, pairs, runs_dir / f"{name}-lr{chosen:g}-seed{seed}", config
-            )
-            evaluate(name, out, runs, seed)
-            if seed == config.variant_seeds[0]:
-                results["curves"][name] = _curves(out)
-        record(name, runs)
-        timings[name] = time.perf_counter() - clock
+        chosen = self.results["chosen_lr"][name] = self.results["chosen_lr"][tuned_as(name)]
+        self._seeds(name, chosen, self.config.variant_seeds)
 
-    results["comparisons"] = compare_all(counts, config.resamples)
-    if config.analysis_scenes and "dpo+visual" in config.methods:
-        from chip.demo.shortcut import shortcut_analysis
+    def finish(self) -> dict[str, Any]:
+        config, results = self.config, self.results
+        results["comparisons"] = compare_all(self.counts, config.resamples)
+        if config.analysis_scenes and "dpo+visual" in config.methods:
+            from chip.demo.shortcut import shortcut_analysis
 
-        clock = time.perf_counter()
-        visual_runs = {name: runs_dir / f"{name}-lr{results['chosen_lr'][name]:g}-seed{config.seeds[0]}"
-                       for name in ("dpo", "dpo+visual", "chip") if name in config.methods}  # fmt: skip
-        results["shortcut"] = shortcut_analysis(base_path, visual_runs, world, config.analysis_scenes)
-        timings["shortcut"] = time.perf_counter() - clock
-    results["config"] = _jsonable(asdict(config))
-    results["ranks_methods"] = config.ranks_methods
-    results["decoding"] = (f"chair_i/chair_s/recall: greedy captions of {config.test_scenes} test scenes; "
-                           f"sampled_*: {config.eval_samples} samples per test scene at T=1; pope_*: greedy "
-                           "yes/no on every question of the test scenes")  # fmt: skip
-    results["timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    results["scene_counts"] = counts
-    return results
+            clock = time.perf_counter()
+            visual_runs = {name: self.runs_dir / f"{name}-lr{results['chosen_lr'][name]:g}-seed{config.seeds[0]}"
+                           for name in ("dpo", "dpo+visual", "chip") if name in config.methods}  # fmt: skip
+            results["shortcut"] = shortcut_analysis(self.base_path, visual_runs, config.base.world,
+                                                    config.analysis_scenes)  # fmt: skip
+            self.timings["shortcut"] = time.perf_counter() - clock
+        results["config"] = _jsonable(asdict(config))
+        results["ranks_methods"] = config.ranks_methods
+        results["decoding"] = (f"chair_i/chair_s/recall: greedy captions of {config.test_scenes} test scenes; "
+                               f"sampled_*: {config.eval_samples} samples per test scene at T=1; pope_*: greedy "
+                               "yes/no on every question of the test scenes")  # fmt: skip
+        results["timings_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
+        results["scene_counts"] = self.counts
+        return results
 
 
 def compare_all(counts: dict[str, dict[str, list[Any]]], resamples: int) -> dict[str, Any]:

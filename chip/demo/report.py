@@ -251,23 +251,7 @@ def write_report(results: dict[str, Any], output_dir: Path, command: str) -> Pat
         examples += [f"- truth: `{r['truth']}` — greedy: `{r['greedy']}`" for r in rows[:3]]
         examples.append("")
     config = results["config"]
-    shortcut = results.get("shortcut")
-    shortcut_text = (
-        f"""## Is the visual margin a noise detector? (seed {config["seeds"][0]}, {shortcut["scenes"]} held-out scenes)
-
-h_vis = [log π(y|v) − log π_ref(y|v)] − [log π(y|ṽ) − log π_ref(y|ṽ)] of the faithful caption, reference =
-the base, ṽ = diffusion noise at step {shortcut["noise_step"]}; "objects removed" = the same scenes with background and
-pixel noise only, caption unchanged. A margin that is as large without the objects comes from recognising the noise,
-not from the caption's content.
-
-{shortcut_table(shortcut)}
-
-A logistic probe on the base model's pooled image features tells clean from noised images apart with held-out
-accuracy {_pct(shortcut["noise_probe_accuracy"])}%.
-"""
-        if shortcut
-        else ""
-    )
+    shortcut_text = _shortcut_section(results.get("shortcut"), config["seeds"][0])
     text = f"""# chip demo report
 
 Command: `{command}`
@@ -313,3 +297,21 @@ Rule: the lowest validation greedy CHAIR_i among learning rates with validation 
     path = output_dir / "report.md"
     path.write_text(text)
     return path
+
+
+def _shortcut_section(shortcut: dict[str, Any] | None, seed: int) -> str:
+    """The report's section on the noise-shortcut hypothesis (empty when the analysis did not run)."""
+    if not shortcut:
+        return ""
+    return f"""## Is the visual margin a noise detector? (seed {seed}, {shortcut["scenes"]} held-out scenes)
+
+h_vis = [log π(y|v) − log π_ref(y|v)] − [log π(y|ṽ) − log π_ref(y|ṽ)] of the faithful caption, reference =
+the base, ṽ = diffusion noise at step {shortcut["noise_step"]}; "objects removed" = the same scenes with background and
+pixel noise only, caption unchanged. A margin that is as large without the objects comes from recognising the noise,
+not from the caption's content.
+
+{shortcut_table(shortcut)}
+
+A logistic probe on the base model's pooled image features tells clean from noised images apart with held-out
+accuracy {_pct(shortcut["noise_probe_accuracy"])}%.
+"""
