@@ -137,6 +137,13 @@ INTERNVL_TOKENS = TokenSpec(
 )  # fmt: skip
 COHERE_IMAGE_TOKENS = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>")
 
+
+def _qwen3_family(**vision: Any) -> Family:
+    """Qwen3-VL, Qwen3.5 and their MoE variants share tokens, placeholder, processor and M-RoPE text config."""
+    return Family(QWEN3_TOKENS, "<|vision_start|><|image_pad|><|vision_end|>", _qwen3_processor(), QWEN3_IDS,
+                  text=_qwen3_text(), vision={**QWEN3_VISION, **vision})  # fmt: skip
+
+
 FAMILIES: dict[str, Family] = {
     "vipllava": Family(
         LLAVA_TOKENS,
@@ -163,38 +170,10 @@ FAMILIES: dict[str, Family] = {
         },
         vision={"image_size": 32, "patch_size": 8},
     ),  # fmt: skip
-    "qwen3_vl": Family(
-        QWEN3_TOKENS,
-        "<|vision_start|><|image_pad|><|vision_end|>",
-        _qwen3_processor(),
-        QWEN3_IDS,
-        text=_qwen3_text(),
-        vision={**QWEN3_VISION, "deepstack_visual_indexes": [0]},
-    ),
-    "qwen3_vl_moe": Family(
-        QWEN3_TOKENS,
-        "<|vision_start|><|image_pad|><|vision_end|>",
-        _qwen3_processor(),
-        QWEN3_IDS,
-        text=_qwen3_text(),
-        vision={**QWEN3_VISION, "deepstack_visual_indexes": [0]},
-    ),
-    "qwen3_5": Family(
-        QWEN3_TOKENS,
-        "<|vision_start|><|image_pad|><|vision_end|>",
-        _qwen3_processor(),
-        QWEN3_IDS,
-        text=_qwen3_text(),
-        vision=QWEN3_VISION,
-    ),
-    "qwen3_5_moe": Family(
-        QWEN3_TOKENS,
-        "<|vision_start|><|image_pad|><|vision_end|>",
-        _qwen3_processor(),
-        QWEN3_IDS,
-        text=_qwen3_text(),
-        vision=QWEN3_VISION,
-    ),
+    "qwen3_vl": _qwen3_family(deepstack_visual_indexes=[0]),
+    "qwen3_vl_moe": _qwen3_family(deepstack_visual_indexes=[0]),
+    "qwen3_5": _qwen3_family(),
+    "qwen3_5_moe": _qwen3_family(),
     "gemma3": Family(
         GEMMA_TOKENS,
         "<start_of_image>",
