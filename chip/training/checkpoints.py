@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from chip.errors import ConfigError
 from chip.training.config import ChipConfig
+from chip.training.distributed import on_any_process
 
 logger = logging.getLogger("chip")
 
@@ -94,19 +95,7 @@ class StopOnInterrupt(TrainerCallback):
         logger.warning("interrupted: finishing this step and saving a checkpoint (Ctrl-C again to stop now)")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if _on_any_process(self.interrupted, args.device):
+        if on_any_process(self.interrupted, args.device):
             control.should_save = True
             control.should_training_stop = True
         return control
-
-
-def _on_any_process(flag: bool, device) -> bool:
-    """``flag`` or-ed over every process, so all ranks stop at the same step (saving is collective)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from copy import deepcopy
 
+import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from torch import nn
 
@@ -116,3 +118,13 @@ def fsdp2_reference(accelerator: Accelerator, ref_model: nn.Module) -> nn.Module
             fully_shard(module, **options)
     fully_shard(ref_model, **options)
     return ref_model.eval()
+
+
+def on_any_process(flag: bool, device) -> bool:
+    """``flag`` or-ed over every process (itself on a single one), so all ranks take the same decision
+    before a collective step such as saving."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)

@@ -14,14 +14,13 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from chip.cli import OneLineParser
 from chip.errors import ConfigError
+from chip.training.models import DTYPES as MODEL_DTYPES
 
 logger = logging.getLogger("chip")
 
-DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"auto": "auto", **MODEL_DTYPES}
 
 
 def export_merged(adapter_dir: Path, output_dir: Path, dtype: str = "auto") -> Path:

@@ -20,6 +20,7 @@ from transformers import Trainer
 
 from chip.errors import ChipError
 from chip.losses import TokenScores
+from chip.training.distributed import on_any_process
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +55,10 @@ class NonFiniteGuard(Trainer):
         """``(loss to back-propagate, whether it was finite on every process)``; may raise after saving."""
         if training:
             self._step_ids.extend(ids)
-        if not self._on_any_process(~torch.isfinite(loss)):
+        if not on_any_process(not bool(torch.isfinite(loss)), self.args.device):
             return loss, True
         # every process takes this branch together: saving is collective
         return self._handle_nonfinite(loss, metrics, ids, scores), False
-
-    def _on_any_process(self, flag: Tensor) -> bool:
-        """Whether ``flag`` is true on any process (a no-op reduction on a single one)."""
-        return bool(self.accelerator.reduce(flag.float().reshape(1), reduction="sum").item() > 0)
 
     def _handle_nonfinite(
         self, loss: Tensor, metrics: dict[str, Tensor], ids: list[str], scores: dict[str, TokenScores | None]
