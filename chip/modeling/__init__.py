@@ -10,10 +10,11 @@
 
 from chip.modeling.adapter import PromptInputs, VLMAdapter
 from chip.modeling.errors import ModelError
-from chip.modeling.logps import ResponseScores, can_share_prefix, response_logps
+from chip.modeling.logps import can_pack, can_share_prefix, response_logps
 from chip.modeling.pairs import is_pair_batch, scored_lengths
 from chip.modeling.processors import load_processor
 from chip.modeling.quirks import QUIRKS, ModelQuirks, quirks_for
+from chip.modeling.scores import ResponseScores
 from chip.modeling.wrappers import adapter_disabled, core_model, has_adapter
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ResponseScores",
     "VLMAdapter",
     "adapter_disabled",
+    "can_pack",
     "can_share_prefix",
     "core_model",
     "has_adapter",

@@ -15,7 +15,7 @@ any call it does not recognise, the same layers run HF's SDPA with the dense mas
 which gives the same numbers.
 
 Under gradient checkpointing the layers run again during backward, after the block has ended:
-:func:`pair_sdpa` then finds the pair lengths by the mask tensor the layer is called with (the
+:func:`pair_sdpa` then finds the segments by the mask tensor the layer is called with (the
 same object the forward saw), and the switch stays on after the block (harmless: every call it
 does not recognise is plain SDPA), so the recomputation runs exactly what the forward ran.
 """
@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -35,22 +36,37 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from chip.modeling.quirks import quirks_for
 
 NAME = "chip_pair_sdpa"
-_LENGTHS: ContextVar[list[list[int]] | None] = ContextVar("chip_pair_lengths", default=None)
-# Pair lengths by id of the dense mask a pair forward was given: what a checkpointed
-# layer's recomputation in backward looks them up by. An entry lives as long as its mask.
-_BY_MASK: dict[int, list[list[int]]] = {}
+
+# One sequence of a forward: ``(start, prompt, chosen, rejected)`` token counts. A pair row is one
+# segment at 0; a packed row (`chip.modeling.packing`) holds every example of the batch back to back;
+# a plain ``[prompt, response]`` row is ``(start, length, 0, 0)``.
+Segment = tuple[int, int, int, int]
 
 
-def _lengths_for(attention_mask: torch.Tensor | None) -> list[list[int]] | None:
-    lengths = _LENGTHS.get()
+@dataclass
+class _Forward:
+    """The segments of each row of one forward, and how many attention calls recognised them."""
+
+    rows: list[list[Segment]]
+    calls: int = 0
+
+
+_ACTIVE: ContextVar[_Forward | None] = ContextVar("chip_pair_segments", default=None)
+# The forward by id of the mask it was given: what a checkpointed layer's recomputation in backward
+# looks its segments up by. An entry lives as long as its mask.
+_BY_MASK: dict[int, _Forward] = {}
+
+
+def _forward_for(attention_mask: torch.Tensor | None) -> _Forward | None:
+    active = _ACTIVE.get()
     if attention_mask is None:
-        return lengths
-    if lengths is None:
+        return active
+    if active is None:
         return _BY_MASK.get(id(attention_mask))
     if id(attention_mask) not in _BY_MASK:  # reentrant checkpointing runs the forward without grad
-        _BY_MASK[id(attention_mask)] = lengths
+        _BY_MASK[id(attention_mask)] = active
         weakref.finalize(attention_mask, _BY_MASK.pop, id(attention_mask), None)
-    return lengths
+    return active
 
 
 def pair_sdpa(
@@ -63,37 +79,54 @@ def pair_sdpa(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Attention of a pair batch as two SDPA calls per row; HF's SDPA for anything else.
+    """Attention of pair or packed rows as one or two SDPA calls per segment; HF's SDPA for anything else.
 
     ``query`` ``(B, heads, T, D)``, ``key``/``value`` ``(B, kv_heads, T, D)``; returns
-    ``(B, T, heads, D)`` like HF's attention functions (zeros at padding positions, which no real
-    token attends to).
+    ``(B, T, heads, D)`` like HF's attention functions (zeros at positions no segment covers:
+    padding, which no real token attends to).
     """
-    lengths = _lengths_for(attention_mask)
-    if lengths is None or len(lengths) != query.shape[0] or query.shape[2] != key.shape[2]:
+    forward = _forward_for(attention_mask)
+    if forward is None or len(forward.rows) != query.shape[0] or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    seq_len = query.shape[2]
+    forward.calls += 1
+    options = dict(dropout=dropout, scaling=scaling)
     rows = []
-    for row, (prompt, chosen, rejected) in enumerate(lengths):
-        shared = prompt + chosen  # queries that attend causally, as in an ordinary row
+    for row, segments in enumerate(forward.rows):
         q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]  # (1, h, T, D)
-        first, _ = sdpa_attention_forward(
-            module, q[:, :, :shared], k[:, :, :shared], v[:, :, :shared], None,
-            dropout=dropout, scaling=scaling, is_causal=True,
-        )  # fmt: skip  # (1, P + C, h, D)
-        own = slice(shared, shared + rejected)
-        keys = torch.cat([k[:, :, :prompt], k[:, :, own]], dim=2)  # (1, kv, P + R, D)
-        values = torch.cat([v[:, :, :prompt], v[:, :, own]], dim=2)  # (1, kv, P + R, D)
-        visible = torch.ones(rejected, prompt + rejected, dtype=torch.bool, device=query.device)
-        visible[:, prompt:] = torch.ones(rejected, rejected, dtype=torch.bool, device=query.device).tril()
-        second, _ = sdpa_attention_forward(
-            module, q[:, :, own], keys, values, visible[None, None], dropout=dropout, scaling=scaling
-        )  # (1, R, h, D)
-        padding = first.new_zeros(1, seq_len - shared - rejected, *first.shape[2:])  # (1, pad, h, D)
-        rows.append(torch.cat([first, second, padding], dim=1))  # (1, T, h, D)
+        pieces, cursor = [], 0
+        for start, prompt, chosen, rejected in segments:
+            if start > cursor:
+                pieces.append(q.new_zeros(1, start - cursor, q.shape[1], q.shape[3]))  # (1, gap, h, D)
+            pieces += _segment_attention(module, q, k, v, start, prompt, chosen, rejected, options)
+            cursor = start + prompt + chosen + rejected
+        if cursor < q.shape[2]:
+            pieces.append(q.new_zeros(1, q.shape[2] - cursor, q.shape[1], q.shape[3]))  # (1, pad, h, D)
+        rows.append(torch.cat(pieces, dim=1))  # (1, T, h, D)
     return torch.cat(rows), None  # (B, T, h, D)
+
+
+def _segment_attention(
+    module: nn.Module, q, k, v, start: int, prompt: int, chosen: int, rejected: int, options: dict
+) -> list[torch.Tensor]:
+    """One segment's outputs: ``[prompt, chosen]`` causally, then ``rejected`` over ``[prompt, rejected]``."""
+    shared = slice(start, start + prompt + chosen)  # queries that attend causally, as in an ordinary row
+    first, _ = sdpa_attention_forward(
+        module, q[:, :, shared], k[:, :, shared], v[:, :, shared], None, is_causal=True, **options
+    )  # (1, P + C, h, D)
+    if rejected == 0:
+        return [first]
+    own = slice(shared.stop, shared.stop + rejected)
+    head = slice(start, start + prompt)
+    keys = torch.cat([k[:, :, head], k[:, :, own]], dim=2)  # (1, kv, P + R, D)
+    values = torch.cat([v[:, :, head], v[:, :, own]], dim=2)  # (1, kv, P + R, D)
+    visible = torch.ones(rejected, prompt + rejected, dtype=torch.bool, device=q.device)
+    visible[:, prompt:] = torch.ones(rejected, rejected, dtype=torch.bool, device=q.device).tril()
+    second, _ = sdpa_attention_forward(
+        module, q[:, :, own], keys, values, visible[None, None], **options
+    )  # (1, R, h, D)
+    return [first, second]
 
 
 AttentionInterface.register(NAME, pair_sdpa)
@@ -108,28 +141,45 @@ def decoder_config(core: PreTrainedModel):
 
 
 @contextmanager
-def pair_attention(core: PreTrainedModel, lengths: torch.Tensor) -> Iterator[None]:
-    """Within the block, the decoder's SDPA layers attend as :func:`pair_sdpa` for ``lengths`` ``(B, 3)``.
+def pair_attention(core: PreTrainedModel, rows: list[list[Segment]], packed: bool = False) -> Iterator[None]:
+    """Within the block, the decoder's SDPA layers attend as :func:`pair_sdpa` over ``rows``.
 
-    Models on eager attention keep the dense mask (they asked for eager for a reason, e.g. to
-    return attention weights). With gradient checkpointing the switch is left on after the block
-    (see the module docstring), so the layers' recomputation in backward runs :func:`pair_sdpa` too.
+    For pair rows the dense block mask the forward is given is correct on its own, so models on
+    eager attention keep it (they asked for eager for a reason, e.g. to return attention weights).
+    ``packed`` rows come with no real mask (`chip.modeling.packing`): they need SDPA, and the block
+    checks that every decoder layer recognised them, or raises. With gradient checkpointing the
+    switch is left on after the block (see the module docstring), so the layers' recomputation in
+    backward runs :func:`pair_sdpa` too.
     """
     config = decoder_config(core)
     if config._attn_implementation not in ("sdpa", NAME):
+        if packed:
+            raise RuntimeError(f"packed rows need SDPA attention, not {config._attn_implementation!r}")
         yield
         return
     # With checkpointing, a forward with gradients is recomputed in a later backward, possibly after
     # other forwards (a reference without gradients): keep the switch on for the model from then on.
     sticky = _checkpointing(core) or config._attn_implementation == NAME
-    token = _LENGTHS.set(lengths.tolist())
+    forward = _Forward(rows)
+    token = _ACTIVE.set(forward)
     config._attn_implementation = NAME
     try:
         yield
     finally:
         if not sticky:
             config._attn_implementation = "sdpa"
-        _LENGTHS.reset(token)
+        _ACTIVE.reset(token)
+    layers = getattr(config, "num_hidden_layers", 1)
+    if packed and forward.calls < layers:
+        raise RuntimeError(
+            f"only {forward.calls} of {layers} decoder layers attended through {NAME}; packed rows "
+            "would attend across examples"
+        )
+
+
+def pair_segments(lengths: torch.Tensor) -> list[list[Segment]]:
+    """The segments of pair rows ``[prompt, chosen, rejected, padding]``, lengths ``(B, 3)``."""
+    return [[(0, prompt, chosen, rejected)] for prompt, chosen, rejected in lengths.tolist()]
 
 
 def _checkpointing(core: PreTrainedModel) -> bool:

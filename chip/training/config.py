@@ -132,13 +132,19 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )
     logits_chunk_size: int = option(
         0,
-        "Apply the LM head to this many response positions at a time, recomputing them in backward, so "
-        "no (rows, response, vocabulary) tensor is kept (for 150k vocabularies); 0 = all at once.",
+        "Apply the LM head to this many response tokens at a time, recomputing them in backward, so "
+        "no (tokens, vocabulary) tensor is kept (for 150k vocabularies); 0 = all at once.",
         "speed",
     )
     encode_images_once: bool = option(
         True,
         "When chosen and rejected are scored as two rows, run the vision tower once per example.",
+        "speed",
+    )
+    padding_free: bool = option(
+        True,
+        "Run the rows of a batch back to back in one sequence without padding, each attending only "
+        "within itself (SDPA models that can share a prefix; others keep padded rows).",
         "speed",
     )
 

@@ -68,10 +68,11 @@ class ChipTrainer(NonFiniteGuard):
 
     def _logps(self, model: nn.Module, rows: dict, need_logits: bool = False) -> ResponseScores:
         """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``,
-        ``logits_chunk_size``)."""
+        ``logits_chunk_size``, ``padding_free``)."""
         return response_logps(
             model, rows, return_logits=need_logits, share_prefix=self.args.share_prefix,
             encode_images_once=self.args.encode_images_once, chunk_size=self.args.logits_chunk_size,
+            padding_free=self.args.padding_free,
         )  # fmt: skip
 
     def score_batch(

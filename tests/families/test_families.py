@@ -123,9 +123,12 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
     assert can_share_prefix(model) == quirks.prefix_sharing, "prefix_sharing flag not in effect"
     assert _images_once_allowed(model) == quirks.images_once, "images_once flag not in effect"
     # The own-forward route ("keep", DDP/FSDP/DeepSpeed) never encodes images once.
+    # Families that share a prefix also pack every layout without padding (the default); the padded
+    # forms are checked beside them.
     plain, packed, once = (dict(share_prefix=False, encode_images_once=False), dict(share_prefix=True),
                            dict(share_prefix=False, encode_images_once=True))  # fmt: skip
-    sharing = [packed] if quirks.prefix_sharing else []
+    padded = [{**plain, "padding_free": False}, {**packed, "padding_free": False}]
+    sharing = [packed, *padded] if quirks.prefix_sharing else []
     layouts = {"keep": [plain, *sharing]}
     if quirks.trunk:
         layouts["trunk"] = [plain, *sharing, *([once] if quirks.images_once else [])]
@@ -140,10 +143,12 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
             (scores.logps * weights[:, : expected.shape[1]]).sum().backward()
             _assert_grads_close(model, expected_grads, label)
     route = "trunk" if quirks.trunk else "keep"
-    scores = response_logps(model, corrupt, route=route)
-    assert_close(scores.logps, expected_corrupt, atol=2e-5, rtol=1e-5, msg=f"{family} {route} C")
-    scores.logps.sum().backward()
-    _assert_grads_close(model, expected_corrupt_grads, f"{family} {route} C")
+    for padding_free in (True, False):
+        label = f"{family} {route} C padding_free={padding_free}"
+        scores = response_logps(model, corrupt, route=route, padding_free=padding_free)
+        assert_close(scores.logps, expected_corrupt, atol=2e-5, rtol=1e-5, msg=label)
+        scores.logps.sum().backward()
+        _assert_grads_close(model, expected_corrupt_grads, label)
 
 
 @pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])

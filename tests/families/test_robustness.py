@@ -22,7 +22,7 @@ from transformers.utils import is_torchvision_available
 
 from chip.cli import main as chip_main
 from chip.modeling import QUIRKS, ModelError, VLMAdapter, response_logps
-from chip.modeling import logps as logps_module
+from chip.modeling import plans as plans_module
 from chip.modeling.logps import _choose_route
 from chip.modeling.quirks import DEFAULT_QUIRKS, quirks_for
 from chip.testing import ALL_FAMILIES
@@ -71,14 +71,16 @@ def test_a_layout_failing_on_the_first_batch_falls_back_once(tiny_model, monkeyp
         calls.append(1)
         raise AttributeError("'tuple' object has no attribute 'to'")
 
-    monkeypatch.setattr(logps_module, "_shared_image_inputs", broken)
+    monkeypatch.setattr(plans_module, "_shared_image_inputs", broken)
     fresh = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     with caplog.at_level(logging.WARNING, logger="chip.modeling.logps"), torch.no_grad():
         first = response_logps(fresh, batch, share_prefix=False)
+        tried = len(calls)  # packed, then padded: both encode images once
         second = response_logps(fresh, batch, share_prefix=False)
-    assert len(calls) == 1, "the failed layout is not tried again"
+    assert tried == 2 and len(calls) == tried, "the failed layouts are not tried again"
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert "images encoded once failed on the first batch" in warning and "'tuple' object" in warning
+    assert "with images encoded once and rows packed without padding failed on the first batch" in warning
+    assert "'tuple' object" in warning
     assert_close(first.logps, expected.logps, atol=2e-6, rtol=0)
     assert_close(second.logps, expected.logps, atol=2e-6, rtol=0)
 
@@ -89,7 +91,7 @@ def test_a_failure_after_the_layout_worked_is_not_masked(tiny_model, monkeypatch
     batch = _pair_batch(model_dir)
     with torch.no_grad():
         response_logps(model, batch)
-        monkeypatch.setattr(logps_module, "pair_attention_mask", _raise_runtime_error)
+        monkeypatch.setattr(plans_module, "pair_token_index", _raise_runtime_error)
         with pytest.raises(RuntimeError, match="a real bug"):
             response_logps(model, batch)
 

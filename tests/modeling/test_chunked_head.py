@@ -1,4 +1,4 @@
-"""`chunked_head_scores`: the plain path's log-probs, KL and gradients, without ``(S, R, V)`` tensors saved."""
+"""`chunked_head_scores`: the plain path's log-probs, KL and gradients, without ``(n, V)`` tensors saved."""
 
 from __future__ import annotations
 
@@ -48,19 +48,20 @@ def test_equal_to_the_plain_path_with_gradients(setup, chunk_size, kind):
     with torch.no_grad():
         ref_logps = torch.log_softmax(ref_head(ref_hidden), -1)
     topk = ref_logps.topk(5, dim=-1)
-    reference = {"none": None, "hidden": HiddenReference(ref_hidden, ref_head),
-                 "topk": TopKReference(topk.values, topk.indices)}[kind]  # fmt: skip
+    reference = {"none": None, "hidden": HiddenReference(ref_hidden[mask], ref_head),
+                 "topk": TopKReference(topk.values[mask], topk.indices[mask])}[kind]  # fmt: skip
 
     def run(chunked: bool):
         head.zero_grad()
         x = hidden.clone().requires_grad_(True)
         if chunked:
-            logp, kl = chunked_head_scores(x, head, targets, mask, chunk_size, reference)
+            logp, kl = chunked_head_scores(x[mask], head, targets[mask], chunk_size, reference)  # (n,) each
         else:
             ref_logits = ref_head(ref_hidden).detach() if kind == "hidden" else None
             logp, kl = _plain(
                 head, x, targets, mask, ref_logits, (topk.values, topk.indices) if kind == "topk" else None
             )
+            logp, kl = logp[mask], None if kl is None else kl[mask]  # the real tokens, (n,) each
         loss = logp.sum() + (0.0 if kl is None else 0.3 * kl.sum())
         loss.backward()
         return logp.detach(), None if kl is None else kl.detach(), x.grad, head.weight.grad.clone()
@@ -83,7 +84,9 @@ def test_no_full_vocabulary_tensor_is_saved_for_backward(setup):
 
     x = hidden.clone().requires_grad_(True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logp, kl = chunked_head_scores(x, head, targets, mask, 2, HiddenReference(ref_hidden, ref_head))
+        logp, kl = chunked_head_scores(
+            x[mask], head, targets[mask], 2, HiddenReference(ref_hidden[mask], ref_head)
+        )
     (logp.sum() + kl.sum()).backward()
     # chunks are recomputed in backward: what is kept is far less than one (S, R, V) tensor in all
     # (without the checkpointing the chunks' logits alone would add up to S * R * V)
@@ -93,6 +96,5 @@ def test_no_full_vocabulary_tensor_is_saved_for_backward(setup):
 def test_no_grad_and_empty_responses():
     head = nn.Linear(H, V)
     with torch.no_grad():
-        logp, kl = chunked_head_scores(torch.zeros(2, 0, H), head, torch.zeros(2, 0, dtype=torch.long),
-                                       torch.zeros(2, 0, dtype=torch.bool), 4)  # fmt: skip
-    assert logp.shape == (2, 0) and kl is None
+        logp, kl = chunked_head_scores(torch.zeros(0, H), head, torch.zeros(0, dtype=torch.long), 4)
+    assert logp.shape == (0,) and kl is None

@@ -50,6 +50,7 @@ class _Calls:
         )
         self.vision_inputs: list[int] = []
         self.decoder_rows: list[int] = []
+        self.decoder_shapes: list[tuple[int, int]] = []
         self.head_inputs: list[tuple[int, ...]] = []
         self.handles = [
             vision.register_forward_pre_hook(self._vision, with_kwargs=True),
@@ -65,6 +66,7 @@ class _Calls:
 
     def _decoder(self, module, args, kwargs):
         self.decoder_rows.append(kwargs["inputs_embeds"].shape[0])
+        self.decoder_shapes.append(tuple(kwargs["inputs_embeds"].shape[:2]))
 
     def close(self) -> None:
         for handle in self.handles:
@@ -83,20 +85,28 @@ def test_each_path_runs_the_decoder_and_vision_encoder_as_often_as_promised(tiny
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     pairs, rows = _pairs_and_rows(tiny_model_dir, make_image)
     expected, row_calls = _scores(model, rows)
-    shared, shared_calls = _scores(model, pairs)
-    once, once_calls = _scores(model, pairs, share_prefix=False)
-    twice, twice_calls = _scores(model, pairs, share_prefix=False, encode_images_once=False)
-    for scores in (shared, once, twice):
+    padded = dict(padding_free=False)
+    shared, shared_calls = _scores(model, pairs, **padded)
+    once, once_calls = _scores(model, pairs, share_prefix=False, **padded)
+    twice, twice_calls = _scores(model, pairs, share_prefix=False, encode_images_once=False, **padded)
+    packed, packed_calls = _scores(model, pairs)
+    packed_rows, packed_rows_calls = _scores(model, pairs, share_prefix=False)
+    for scores in (shared, once, twice, packed, packed_rows):
         assert_close(scores.logps, expected.logps, atol=2e-6, rtol=0)
         assert_close(scores.logits, expected.logits, atol=2e-6, rtol=1e-5)
         assert torch.equal(scores.mask, expected.mask)
     assert shared_calls.decoder_rows == [2] and once_calls.decoder_rows == twice_calls.decoder_rows == [4]
-    assert shared_calls.vision_inputs == once_calls.vision_inputs
+    assert shared_calls.vision_inputs == once_calls.vision_inputs == packed_calls.vision_inputs
     assert 2 * sum(once_calls.vision_inputs) == sum(twice_calls.vision_inputs) == sum(row_calls.vision_inputs)
-    # logits only at response positions: (scored rows, longest response, hidden) into the head
-    for calls in (shared_calls, once_calls, twice_calls):
-        assert calls.head_inputs == [(4, expected.mask.shape[1], model.config.get_text_config().hidden_size)]
-    assert expected.mask.shape[1] < pairs["input_ids"].shape[1]
+    # packed: one row of exactly the real tokens, no padding
+    assert packed_calls.decoder_shapes == [(1, int(pairs["pair_lengths"].sum()))]
+    assert packed_rows_calls.decoder_shapes == [(1, int(rows["attention_mask"].sum()))]
+    assert pairs["input_ids"].numel() > int(pairs["pair_lengths"].sum())  # the padded batch had padding
+    # logits only at the real response tokens: (tokens, hidden) into the head
+    tokens = int(expected.mask.sum())
+    for calls in (shared_calls, once_calls, twice_calls, packed_calls, packed_rows_calls):
+        assert calls.head_inputs == [(tokens, model.config.get_text_config().hidden_size)]
+    assert tokens < expected.mask.numel()  # responses of different lengths: padding never reaches the head
 
 
 @pytest.mark.parametrize("tiny_model_dir", ["llava", "qwen2_5_vl"], indirect=True)
@@ -152,9 +162,12 @@ def test_wrapped_models_share_the_prefix_through_their_own_forward(tiny_model_di
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     wrapped = _Wrapper(model)
     expected, _ = _scores(model, rows)
-    scores, calls = _scores(wrapped, pairs)
+    scores, calls = _scores(wrapped, pairs, padding_free=False)
     assert can_share_prefix(wrapped) and calls.decoder_rows == [2]
     assert_close(scores.logps, expected.logps, atol=2e-6, rtol=0)
-    unshared, calls = _scores(wrapped, pairs, share_prefix=False)
+    unshared, calls = _scores(wrapped, pairs, share_prefix=False, padding_free=False)
     assert calls.decoder_rows == [4]
     assert_close(unshared.logps, expected.logps, atol=2e-6, rtol=0)
+    packed, calls = _scores(wrapped, pairs)  # rows back to back, through the wrapper's forward too
+    assert calls.decoder_shapes == [(1, int(pairs["pair_lengths"].sum()))]
+    assert_close(packed.logps, expected.logps, atol=2e-6, rtol=0)

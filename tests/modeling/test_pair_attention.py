@@ -10,7 +10,7 @@ from transformers import AttentionInterface, AutoModelForImageTextToText
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from chip.modeling import VLMAdapter, response_logps
-from chip.modeling.pair_attention import _LENGTHS, NAME, pair_sdpa
+from chip.modeling.pair_attention import _ACTIVE, NAME, _Forward, pair_sdpa, pair_segments
 from chip.modeling.pairs import PADDING, pair_attention_mask, pair_branches
 
 
@@ -30,14 +30,38 @@ def test_two_calls_per_row_equal_one_call_with_the_dense_mask():
     dense, _ = sdpa_attention_forward(
         module, query, key, value, pair_attention_mask(lengths, seq_len, torch.bool)
     )
-    token = _LENGTHS.set(lengths.tolist())
+    token = _ACTIVE.set(_Forward(pair_segments(lengths)))
     try:
         split, _ = pair_sdpa(module, query, key, value, None)
     finally:
-        _LENGTHS.reset(token)
+        _ACTIVE.reset(token)
     real = pair_branches(lengths, seq_len) != PADDING  # (B, T)
     assert_close(split[real], dense[real], rtol=0, atol=1e-12)
     assert split[~real].abs().max() == 0
+
+
+def test_packed_segments_equal_each_row_on_its_own():
+    """Pair and plain rows back to back in one sequence attend exactly as each row alone."""
+    rows = [(5, 3, 4), (7, 2, 1), (4, 0, 0), (2, 1, 1)]  # (prompt, chosen, rejected); (4, 0, 0) a plain row
+    total = sum(map(sum, rows))
+    torch.manual_seed(0)
+    query = torch.randn(1, 4, total, 8, dtype=torch.float64)  # (1, heads, L, D)
+    key, value = torch.randn(2, 1, 2, total, 8, dtype=torch.float64)  # (1, kv_heads, L, D) each
+    module = _GroupedQueryAttention()
+    segments, start = [], 0
+    for row in rows:
+        segments.append((start, *row))
+        start += sum(row)
+    token = _ACTIVE.set(_Forward([segments]))
+    try:
+        packed, _ = pair_sdpa(module, query, key, value, None)  # (1, L, heads, D)
+    finally:
+        _ACTIVE.reset(token)
+    for start, *lengths in segments:
+        own = slice(start, start + sum(lengths))
+        mask = pair_attention_mask(torch.tensor([lengths]), sum(lengths), torch.bool)  # (1, 1, t, t)
+        alone, _ = sdpa_attention_forward(module, query[:, :, own], key[:, :, own], value[:, :, own], mask)
+        assert_close(packed[:, own], alone, rtol=0, atol=1e-12)
 
 
 def test_outside_a_pair_forward_it_is_plain_sdpa():
@@ -66,7 +90,7 @@ def test_the_decoder_uses_it_under_sdpa_only(tiny_model_dir, make_image, monkeyp
         pairs = response_logps(model, adapter.collate_pairs(list(zip(prompts, chosen, rejected))))
         rows = response_logps(model, adapter.collate(list(zip(prompts + prompts, chosen + rejected))))
     layers = model.config.get_text_config().num_hidden_layers
-    assert len(calls) == (layers if attention == "sdpa" else 0)
+    assert len(calls) == (2 * layers if attention == "sdpa" else 0)  # the pairs, and the rows packed
     assert model.config.get_text_config()._attn_implementation == attention  # restored
     assert_close(pairs.logps, rows.logps, atol=2e-6, rtol=0)
 
@@ -86,9 +110,9 @@ def test_gradient_checkpointing_runs_pair_attention_with_the_same_gradients(tiny
     split_calls: list[int] = []
 
     def counting(module, query, key, value, attention_mask, **kwargs):
-        from chip.modeling.pair_attention import _lengths_for
+        from chip.modeling.pair_attention import _forward_for
 
-        split_calls.append(_lengths_for(attention_mask) is not None)
+        split_calls.append(_forward_for(attention_mask) is not None)
         return pair_sdpa(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setitem(AttentionInterface._global_mapping, NAME, counting)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch.testing import assert_close
 
-from chip.modeling.logps import _TargetLogProb
+from chip.modeling.scores import TargetLogProb
 
 
 def test_value_and_gradient_equal_log_softmax_gather():
     torch.manual_seed(0)
     logits = (3 * torch.randn(3, 5, 11, dtype=torch.float64)).requires_grad_()
     targets = torch.randint(0, 11, (3, 5))
-    assert torch.autograd.gradcheck(lambda z: _TargetLogProb.apply(z, targets), (logits,))
+    assert torch.autograd.gradcheck(lambda z: TargetLogProb.apply(z, targets), (logits,))
     expected = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-    assert_close(_TargetLogProb.apply(logits, targets), expected, rtol=0, atol=1e-12)
+    assert_close(TargetLogProb.apply(logits, targets), expected, rtol=0, atol=1e-12)

@@ -3,7 +3,7 @@
 The naive path is the benchmark's baseline (`bench.naive`): W, L and C scored by separate
 forwards with full-sequence logits, for the policy and the reference. chip's paths — one sequence
 per pair with a block mask (shared prefix), two rows per pair with each image encoded once, and
-plain two rows — must agree with it to float32 round-off, for the loss and for the gradient of
+plain two rows, each packed without padding (the default) or padded — must agree with it to float32 round-off, for the loss and for the gradient of
 every parameter, vision tower included.
 """
 
@@ -30,6 +30,8 @@ LAYOUTS = {
     "shared prefix": dict(share_prefix=True, encode_images_once=True),
     "two rows, images once": dict(share_prefix=False, encode_images_once=True),
     "two rows": dict(share_prefix=False, encode_images_once=False),
+    "shared prefix, padded": dict(share_prefix=True, padding_free=False),
+    "two rows, padded": dict(share_prefix=False, encode_images_once=False, padding_free=False),
     "shared prefix, LM head in chunks of 3": dict(
         share_prefix=True, encode_images_once=True, logits_chunk_size=3
     ),
