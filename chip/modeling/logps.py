@@ -231,8 +231,9 @@ def _score(
         logits = head(hidden).float()  # (n, V)
     else:
         logits = _LOGITS_BY_ROUTE[layout.route](model, plan).float()  # (n, V)
-    logps = TargetLogProb.apply(logits, targets)  # (n,)
-    return ResponseScores(plan.mask, token_logps=logps, token_logits=logits if return_logits else None)
+    if return_logits:  # log-probs when first read, or fused with the token KL (`ResponseScores`)
+        return ResponseScores(plan.mask, token_logits=logits, targets=targets)
+    return ResponseScores(plan.mask, token_logps=TargetLogProb.apply(logits, targets))  # (n,)
 
 
 def _hidden_trunk(

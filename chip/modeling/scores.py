@@ -19,8 +19,9 @@ import torch
 class ResponseScores:
     """Per-token scores of the response tokens of a batch.
 
-    With a chunked head the log-probs are computed when first read, or together with the token KL
-    when that comes first (one pass of the head over the chunks for both).
+    Where the logits are kept for the token KL (``token_logits``, or a chunked head's states) the
+    log-probs are computed when first read, or together with the KL when that comes first: one pass
+    over the ``(n, V)`` logits for both (`TargetLogProbAndKL`, or one head pass per chunk).
     """
 
     mask: torch.Tensor  # (S, R) bool, True on real response tokens
@@ -35,6 +36,8 @@ class ResponseScores:
     @property
     def logps(self) -> torch.Tensor:
         """Log-prob of each response token ``(S, R)`` float32, left-aligned per row, 0 at padding."""
+        if self.token_logps is None and self.token_logits is not None:
+            self.token_logps = TargetLogProb.apply(self.token_logits, self.targets)  # (n,)
         if self.token_logps is None:
             from chip.modeling.chunked_head import chunked_head_scores
 
@@ -54,7 +57,7 @@ class ResponseScores:
         of the reference ``(S, R, k)`` each (`chip.losses.topk_token_kl`)."""
         from chip.modeling.chunked_head import kl_against
 
-        kl, logps = kl_against(self, reference)  # (n,) each; logps only from a chunked head
+        kl, logps = kl_against(self, reference)  # (n,) each; logps where computed on the way
         if self.token_logps is None:
             self.token_logps = logps
         return spread(kl, self.mask)
@@ -90,3 +93,35 @@ class TargetLogProb(torch.autograd.Function):
         grad_logits.mul_(-grad[..., None])  # (..., V) -g · softmax(z)
         grad_logits.scatter_add_(-1, targets[..., None], grad[..., None])  # (..., V) + g · onehot(y)
         return grad_logits, None
+
+
+class TargetLogProbAndKL(torch.autograd.Function):
+    """``log_softmax(z)[y]`` and KL(π_ref ‖ π_θ) ``= Σ_v p_v (log p_v − log q_v)`` per token, in one pass.
+
+    ``z`` are the policy's logits (q = softmax(z)), ``r`` the reference's (p = softmax(r)), both
+    ``(n, V)``. Separately, the log-prob, the two log-softmaxes and the KL's terms each build and
+    keep ``(n, V)`` tensors; here only the logits (alive anyway) and two logsumexps are kept, and
+    the gradient ``g_lp·(onehot(y) − q) + g_kl·(q − p)`` is built in one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor):
+        log_total = torch.logsumexp(logits, dim=-1)  # (n,)
+        ref_log_total = torch.logsumexp(ref_logits, dim=-1)  # (n,)
+        ref_logp = ref_logits - ref_log_total[:, None]  # (n, V) log p
+        gap = (ref_logp - logits).add_(log_total[:, None])  # (n, V) log p − log q
+        kl = torch.linalg.vecdot(ref_logp.exp_(), gap)  # (n,)
+        ctx.save_for_backward(logits, targets, ref_logits, log_total, ref_log_total)
+        logp = logits.gather(-1, targets[:, None]).squeeze(-1) - log_total  # (n,)
+        return logp, kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_logp: torch.Tensor, grad_kl: torch.Tensor):
+        logits, targets, ref_logits, log_total, ref_log_total = ctx.saved_tensors
+        grad = torch.sub(logits, log_total[:, None]).exp_()  # (n, V) q
+        grad.mul_((grad_kl - grad_logp)[:, None])  # (n, V) (g_kl − g_lp)·q
+        ref_probs = torch.sub(ref_logits, ref_log_total[:, None]).exp_()  # (n, V) p
+        grad.sub_(ref_probs.mul_(grad_kl[:, None]))  # (n, V) − g_kl·p
+        grad.scatter_add_(-1, targets[:, None], grad_logp[:, None])  # (n, V) + g_lp·onehot(y)
+        return grad, None, None
