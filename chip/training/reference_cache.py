@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from chip.errors import ChipError, ConfigError
 from chip.modeling.batch import CORRUPT, REAL, pair_rows, split_pairs
+from chip.modeling.scores import spread
 
 FORMAT = "chip-reference-cache"
 VERSION = 1
@@ -275,10 +276,12 @@ def example_records(scores_real, scores_corrupt, num: int, top_k: int) -> list[d
     """Cache records of one collated batch from reference `ResponseScores` of its real/corrupt rows."""
     chosen, rejected = split_pairs(_split_rows(scores_real.logps.float(), scores_real.mask), num)
     records = [{"chosen_logps": w, "rejected_logps": lo} for w, lo in zip(chosen, rejected)]
-    if scores_real.logits is not None:
-        logp = torch.log_softmax(scores_real.logits.float(), dim=-1)  # (2B, R, V)
+    if scores_real.token_logits is not None:
+        logp = torch.log_softmax(scores_real.token_logits.float(), dim=-1)  # (n, V) real tokens only
         k = logp.shape[-1] if top_k <= 0 else min(top_k, logp.shape[-1])
-        top_logps, top_ids = logp.topk(k, dim=-1)  # (2B, R, k)
+        top_logps, top_ids = (
+            spread(values, scores_real.mask) for values in logp.topk(k, dim=-1)
+        )  # (2B, R, k)
         top_logps_w, top_logps_l = split_pairs(_split_rows(top_logps, scores_real.mask), num)
         top_ids_w, top_ids_l = split_pairs(_split_rows(top_ids.to(torch.int32), scores_real.mask), num)
         for i, record in enumerate(records):
