@@ -141,6 +141,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "When chosen and rejected are scored as two rows, run the vision tower once per example.",
         "speed",
     )
+    share_frozen_vision: bool = option(
+        True,
+        "With a live reference and the vision tower frozen, the reference reuses the policy's "
+        "vision-tower output for the same images instead of encoding them again.",
+        "speed",
+    )
 
     # ---- TrainingArguments defaults that differ ---------------------------------------------------
     remove_unused_columns: bool = field(
