@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 
 import torch
 from transformers import PretrainedConfig
@@ -194,6 +195,7 @@ def quirks_for(config: PretrainedConfig) -> ModelQuirks:
     return QUIRKS.get(getattr(config, "model_type", ""), DEFAULT_QUIRKS)
 
 
+@cache  # called per module of a model, every training step (`chip.modeling.frozen_vision`)
 def names_pattern(names: tuple[str, ...]) -> re.Pattern:
     """Matches a parameter or module path holding one of ``names`` (dotted suffixes) as components."""
     return re.compile(r"(^|\.)(" + "|".join(re.escape(name) for name in names) + r")(\.|$)")
