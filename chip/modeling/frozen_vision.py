@@ -89,10 +89,9 @@ def _submodule(model: nn.Module, name: str) -> nn.Module | None:
 
 def _exactly_shared(tower: nn.Module, twin: nn.Module) -> bool:
     towers = dict.fromkeys((tower, twin))
-    return (
-        all(_frozen_whole_and_plain(module) and _deterministic(module) for module in towers)
-        and (tower is twin or _same_weights(tower, twin))
-    )  # fmt: skip
+    return all(_frozen_whole_and_plain(module) and _deterministic(module) for module in towers) and (
+        tower is twin or _same_weights(tower, twin)
+    )
 
 
 def _frozen_whole_and_plain(tower: nn.Module) -> bool:
@@ -128,20 +127,28 @@ def _deterministic(tower: nn.Module) -> bool:
     return not stochastic and not any(rates)
 
 
-# Whether a reference tower holds the policy tower's weights, decided once per pair (both frozen).
+# policy tower -> {reference tower: (both towers' stamps, same weights)}; weak: entries go with the models.
 _SAME_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _same_weights(tower: nn.Module, twin: nn.Module) -> bool:
+    """Every parameter and buffer equal: compared at first use, and again only once either tower's
+    tensors were replaced, moved or changed in place (a checkpoint load, an optimizer step)."""
     known = _SAME_WEIGHTS.setdefault(tower, weakref.WeakKeyDictionary())
-    if twin not in known:
+    stamps = (_stamp(tower), _stamp(twin))
+    if twin not in known or known[twin][0] != stamps:
         with torch.no_grad():
-            known[twin] = _equal(_state(tower), _state(twin))
-    return known[twin]
+            known[twin] = (stamps, _equal(_state(tower), _state(twin)))
+    return known[twin][1]
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
     return dict(chain(module.named_parameters(), module.named_buffers()))
+
+
+def _stamp(module: nn.Module) -> list[tuple[int, int]]:
+    """Where each tensor's data lives and its in-place version counter: equal stamps, same weights."""
+    return [(tensor.data_ptr(), tensor._version) for tensor in _state(module).values()]
 
 
 @contextmanager

@@ -59,13 +59,15 @@ def test_the_tower_is_found_through_the_quirks_table(tiny_model, family, tower_n
 def test_a_reference_copy_is_shared_only_while_its_tower_weights_equal_the_policys(tiny_model):
     policy = _training_policy(tiny_model("llava"))
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    bias = policy.model.vision_tower.post_layernorm.bias
     assert shareable_towers(policy, reference)
-    other = copy.deepcopy(reference)
-    with torch.no_grad():
-        other.model.vision_tower.post_layernorm.bias.add_(1e-3)
-    assert not shareable_towers(policy, other)
-    policy.model.vision_tower.post_layernorm.bias.requires_grad_(True)  # one tower weight trains
+    bias.requires_grad_(True)  # one tower weight trains
     assert not shareable_towers(policy, reference)
+    bias.requires_grad_(False)
+    with torch.no_grad():  # other weights loaded into the copy after the first comparison
+        reference.model.vision_tower.post_layernorm.bias.add_(1e-3)
+    assert not shareable_towers(policy, reference)
+    assert not shareable_towers(policy, copy.deepcopy(reference))
 
 
 def test_a_tower_with_dropout_is_shared_only_in_evaluation_mode(tiny_model):
