@@ -16,9 +16,10 @@ fine-tune and so runs per model. A tower is shared only where the numbers cannot
 (:func:`shareable_towers`): every tower parameter frozen and held whole on this process (not
 sharded by FSDP or ZeRO-3), no PEFT layer inside it (a LoRA layer differs between the adapter
 enabled and disabled), no dropout or batch statistics while training (the policy trains, a
-separate reference is in evaluation mode), and, for a separate reference, the same weights
-(compared once per pair of towers). Qwen-VL's ``visual`` holds its merger (a projector): in a full
-fine-tune the merger trains, so that tower is not shared; under LoRA it is frozen and shared.
+separate reference is in evaluation mode), and, for a separate reference, the same config and
+the same weights (compared once per pair of towers, again after an in-place change). Qwen-VL's
+and GLM-4V's ``visual`` holds their merger (a projector): in a full fine-tune the merger trains,
+so that tower is not shared; under LoRA it is frozen and shared.
 
 A kept output is served once (the reference's call on the same rows) and dropped; whatever is
 left is dropped when the block ends, so no more than one step's tower outputs are ever held.
@@ -90,7 +91,7 @@ def _submodule(model: nn.Module, name: str) -> nn.Module | None:
 def _exactly_shared(tower: nn.Module, twin: nn.Module) -> bool:
     towers = dict.fromkeys((tower, twin))
     return all(_frozen_whole_and_plain(module) and _deterministic(module) for module in towers) and (
-        tower is twin or _same_weights(tower, twin)
+        tower is twin or (_same_config(tower, twin) and _same_weights(tower, twin))
     )
 
 
@@ -125,6 +126,17 @@ def _deterministic(tower: nn.Module) -> bool:
         if module.training
     )
     return not stochastic and not any(rates)
+
+
+def _same_config(tower: nn.Module, twin: nn.Module) -> bool:
+    """Both towers configured alike, attention implementation included (eager and SDPA attention
+    round differently), so equal weights compute equal numbers."""
+    return _settings(tower) == _settings(twin)
+
+
+def _settings(tower: nn.Module) -> tuple[dict, str] | None:
+    config = getattr(tower, "config", None)
+    return None if config is None else (config.to_dict(), config._attn_implementation)
 
 
 # policy tower -> {reference tower: (both towers' stamps, same weights)}; weak: entries go with the models.

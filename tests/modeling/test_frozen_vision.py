@@ -56,7 +56,7 @@ def test_the_tower_is_found_through_the_quirks_table(tiny_model, family, tower_n
     assert [name for name, _ in vision_towers(model)] == [tower_name]
 
 
-def test_a_reference_copy_is_shared_only_while_its_tower_weights_equal_the_policys(tiny_model):
+def test_a_reference_copy_is_shared_only_while_its_tower_equals_the_policys(tiny_model):
     policy = _training_policy(tiny_model("llava"))
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     bias = policy.model.vision_tower.post_layernorm.bias
@@ -68,6 +68,9 @@ def test_a_reference_copy_is_shared_only_while_its_tower_weights_equal_the_polic
         reference.model.vision_tower.post_layernorm.bias.add_(1e-3)
     assert not shareable_towers(policy, reference)
     assert not shareable_towers(policy, copy.deepcopy(reference))
+    eager = copy.deepcopy(policy).eval().requires_grad_(False)
+    eager.model.vision_tower.config._attn_implementation = "eager"  # policy: SDPA
+    assert not shareable_towers(policy, eager)
 
 
 def test_a_tower_with_dropout_is_shared_only_in_evaluation_mode(tiny_model):
