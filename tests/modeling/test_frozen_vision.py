@@ -98,9 +98,16 @@ def test_outputs_are_served_once_within_the_block_and_never_after_an_in_place_ch
         assert runs.count == 3
         tower(pixels, interpolate_pos_encoding=True)  # other arguments: another call
         assert runs.count == 4
+        other = torch.randn(2, 3, 32, 32)
+        tower(other)
+        tower(other.clone())  # the last of three kept calls, served
+        nan = torch.full_like(pixels, float("nan"))
+        tower(nan)
+        tower(nan)  # NaN never equals NaN: run again
+        assert runs.count == 7
     with pytest.raises(RuntimeError, match="inside the step"), shared_frozen_vision(policy, None):
         tower(pixels)
         raise RuntimeError("inside the step")
     tower(pixels)
-    assert runs.count == 6 and "forward" not in vars(tower)
+    assert runs.count == 9 and "forward" not in vars(tower)
     runs.close()
