@@ -145,7 +145,7 @@ class ChipVariant(_TrainerVariant):
     def __init__(
         self, workload: Workload, settings: dict[str, Any], key: str, label: str, weights: dict[str, float],
         reference: str = "model", share_prefix: bool = True, encode_images_once: bool = True,
-        full_logits: bool = False, logits_chunk_size: int = 0,
+        full_logits: bool = False, logits_chunk_size: int = 0, share_frozen_vision: bool = True,
     ):  # fmt: skip
         super().__init__(workload, settings)
         self.key, self.label = key, label
@@ -164,8 +164,8 @@ class ChipVariant(_TrainerVariant):
             extra = dict(reference_cache=str(cache_dir))
         args = ChipConfig(
             reference=reference, kl_top_k=settings["kl_top_k"], share_prefix=share_prefix,
-            encode_images_once=encode_images_once, logits_chunk_size=logits_chunk_size, **weights, **extra,
-            **_training_args(workload, settings),
+            encode_images_once=encode_images_once, logits_chunk_size=logits_chunk_size,
+            share_frozen_vision=share_frozen_vision, **weights, **extra, **_training_args(workload, settings),
         )  # fmt: skip
         trainer = ChipTrainer(model=policy, args=args, train_dataset=workload.examples, data_collator=collator,
                               reference=strategy)  # fmt: skip
@@ -281,6 +281,12 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
         FULL_CHIP,
         share_prefix=False,
         encode_images_once=False,
+    ),  # fmt: skip
+    "chip-live-vision-twice": _chip(
+        "chip-live-vision-twice",
+        "(c) with the reference encoding every image again",
+        FULL_CHIP,
+        share_frozen_vision=False,
     ),  # fmt: skip
     "chip-live-chunked": _chip(
         "chip-live-chunked", "(c) with the LM head in chunks of 64 positions", FULL_CHIP, logits_chunk_size=64

@@ -24,8 +24,10 @@ what that turned off.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 
 import torch
 from transformers import PretrainedConfig
@@ -191,3 +193,25 @@ ALL_TOKEN_KEYS = tuple(
 def quirks_for(config: PretrainedConfig) -> ModelQuirks:
     """The quirks row of ``config.model_type``, or the defaults for a family not in the table."""
     return QUIRKS.get(getattr(config, "model_type", ""), DEFAULT_QUIRKS)
+
+
+@cache  # called per module of a model, every training step (`chip.modeling.frozen_vision`)
+def names_pattern(names: tuple[str, ...]) -> re.Pattern:
+    """Matches a parameter or module path holding one of ``names`` (dotted suffixes) as components."""
+    return re.compile(r"(^|\.)(" + "|".join(re.escape(name) for name in names) + r")(\.|$)")
+
+
+def is_projector_parameter(name: str, quirks: ModelQuirks = DEFAULT_QUIRKS) -> bool:
+    """Whether a parameter (or module) belongs to the projector between vision encoder and LM."""
+    return bool(names_pattern(quirks.projector_modules).search(name))
+
+
+def is_vision_parameter(name: str, quirks: ModelQuirks = DEFAULT_QUIRKS) -> bool:
+    """Whether a parameter (or module) belongs to the vision encoder (projectors excluded).
+
+    The names come from the family's row of the quirks table (``vision_modules``,
+    ``projector_modules``); the defaults cover the LLaVA, Qwen-VL and Idefics layouts.
+    """
+    return bool(names_pattern(quirks.vision_modules).search(name)) and not is_projector_parameter(
+        name, quirks
+    )

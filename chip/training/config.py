@@ -147,6 +147,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "within itself (SDPA models that can share a prefix; others keep padded rows).",
         "speed",
     )
+    share_frozen_vision: bool = option(
+        True,
+        "With a live reference and the vision tower frozen, the reference reuses the policy's "
+        "vision-tower output for the same images instead of encoding them again.",
+        "speed",
+    )
 
     # ---- TrainingArguments defaults that differ ---------------------------------------------------
     remove_unused_columns: bool = field(

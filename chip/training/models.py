@@ -8,7 +8,6 @@ Any checkpoint `AutoModelForImageTextToText` + `AutoProcessor` load works. LoRA 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 from transformers import AutoModelForImageTextToText, set_seed
 
 from chip.errors import ConfigError
-from chip.modeling.quirks import DEFAULT_QUIRKS, ModelQuirks, quirks_for
+from chip.modeling.quirks import is_projector_parameter, is_vision_parameter, names_pattern, quirks_for
 from chip.training.config import ChipConfig
 
 logger = logging.getLogger(__name__)
@@ -28,27 +27,6 @@ def resolve_dtype(config: ChipConfig) -> torch.dtype:
     if config.model_dtype == "auto":
         return torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     return DTYPES[config.model_dtype]
-
-
-def _names_pattern(names: tuple[str, ...]) -> re.Pattern:
-    """Matches a parameter or module path holding one of ``names`` (dotted suffixes) as components."""
-    return re.compile(r"(^|\.)(" + "|".join(re.escape(name) for name in names) + r")(\.|$)")
-
-
-def is_projector_parameter(name: str, quirks: ModelQuirks = DEFAULT_QUIRKS) -> bool:
-    """Whether a parameter (or module) belongs to the projector between vision encoder and LM."""
-    return bool(_names_pattern(quirks.projector_modules).search(name))
-
-
-def is_vision_parameter(name: str, quirks: ModelQuirks = DEFAULT_QUIRKS) -> bool:
-    """Whether a parameter (or module) belongs to the vision encoder (projectors excluded).
-
-    The names come from the family's row of the quirks table (``vision_modules``,
-    ``projector_modules``); the defaults cover the LLaVA, Qwen-VL and Idefics layouts.
-    """
-    return bool(_names_pattern(quirks.vision_modules).search(name)) and not is_projector_parameter(
-        name, quirks
-    )
 
 
 def freeze_vision_tower(model: nn.Module) -> int:
@@ -76,7 +54,7 @@ def language_linear_modules(model: nn.Module) -> list[str]:
         and module is not head
         and not is_vision_parameter(name, quirks)
         and not is_projector_parameter(name, quirks)
-        and not _names_pattern(("lm_head",)).search(name)
+        and not names_pattern(("lm_head",)).search(name)
     ]
 
 

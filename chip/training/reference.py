@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -25,6 +26,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from chip.errors import ConfigError
 from chip.modeling import ResponseScores, adapter_disabled, response_logps
 from chip.modeling.batch import CORRUPT, REAL, REFERENCE
+from chip.modeling.frozen_vision import shared_frozen_vision
 
 if TYPE_CHECKING:
     from chip.training.config import ChipConfig
@@ -73,6 +75,10 @@ class Reference:
         """Reference log-probs ``(B, R)`` of the corrupted rows C."""
         raise NotImplementedError
 
+    def sharing_vision(self, model: nn.Module) -> AbstractContextManager:
+        """A block (one step) in which the reference may reuse the policy's frozen vision-tower outputs."""
+        return nullcontext()
+
 
 class LiveReference(Reference):
     """A frozen model scored alongside the policy: a separate copy, or the policy's own base under
@@ -113,6 +119,9 @@ class LiveReference(Reference):
             return self._score(self.ref_model, rows, need_logits)
         with adapter_disabled(self._unwrap(model)):
             return self._score(model, rows, need_logits)
+
+    def sharing_vision(self, model: nn.Module) -> AbstractContextManager:
+        return shared_frozen_vision(model, self.ref_model)
 
     def real(
         self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool

@@ -9,6 +9,7 @@ checkpointing, `--resume_from_checkpoint` and every `report_to` integration work
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -78,17 +79,23 @@ class ChipTrainer(NonFiniteGuard):
     def score_batch(
         self, model: nn.Module, inputs: dict
     ) -> tuple[TokenScores, TokenScores, TokenScores | None]:
-        """Policy and reference scores of W, L and C, as the `TokenScores` `chip_loss` takes."""
+        """Policy and reference scores of W, L and C, as the `TokenScores` `chip_loss` takes.
+
+        With ``share_frozen_vision`` the reference reuses the policy's vision-tower outputs of this
+        step where the tower is frozen (`chip.modeling.frozen_vision`); none are kept past the step.
+        """
         num, need_kl = len(inputs[IDS]), self.loss_config.needs_kl
-        policy = self._logps(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
-        ref_logps, kl = self.reference.real(model, inputs, policy, need_kl)  # (2B, R) each
-        real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
-        chosen_rows, rejected_rows = split_pairs(range(2 * num), num)
-        chosen, rejected = real(chosen_rows), real(rejected_rows)
-        if not self.loss_config.needs_corrupt or CORRUPT not in inputs:
-            return chosen, rejected, None
-        policy_c = self._logps(model, inputs[CORRUPT])  # (B, R) rows C
-        ref_c = self.reference.corrupt(model, inputs, policy_c)  # (B, R)
+        sharing = self.reference.sharing_vision(model) if self.args.share_frozen_vision else nullcontext()
+        with sharing:
+            policy = self._logps(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
+            ref_logps, kl = self.reference.real(model, inputs, policy, need_kl)  # (2B, R) each
+            real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
+            chosen_rows, rejected_rows = split_pairs(range(2 * num), num)
+            chosen, rejected = real(chosen_rows), real(rejected_rows)
+            if not self.loss_config.needs_corrupt or CORRUPT not in inputs:
+                return chosen, rejected, None
+            policy_c = self._logps(model, inputs[CORRUPT])  # (B, R) rows C
+            ref_c = self.reference.corrupt(model, inputs, policy_c)  # (B, R)
         return chosen, rejected, _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
