@@ -81,14 +81,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "multi-threaded timings erratic; torch's default on a GPU)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory steps")
     parser.add_argument("--no-kl-error", action="store_true", help="skip the top-k KL error measurement")
-    parser.add_argument(
-        "--out", type=Path, default=Path("bench/results/bench_step.json"), help="JSON output file"
-    )
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output file (default: bench/results/bench_step.json for the cpu preset, "
+                             "bench/results/bench_<preset>.json for the others)")  # fmt: skip
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     chosen = args.variants.split(",") if args.variants else preset.variants or DEFAULT_VARIANTS
     args.variants = [name.strip() for name in chosen if name.strip()]
     args.num_batches = args.num_batches or preset.num_batches
+    name = "step" if args.preset == "cpu" else args.preset.replace("-", "_")
+    args.out = args.out or Path(f"bench/results/bench_{name}.json")
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
