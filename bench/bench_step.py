@@ -40,8 +40,9 @@ import torch  # noqa: E402
 
 from bench.measure import step_peak_bytes, topk_kl_error  # noqa: E402
 from bench.padding import DecoderCount, decoder_of  # noqa: E402
+from bench.presets import PRESETS  # noqa: E402
 from bench.variants import DEFAULT_VARIANTS, VARIANTS, Variant  # noqa: E402
-from bench.workload import PRESETS, build_workload  # noqa: E402
+from bench.workload import build_workload  # noqa: E402
 
 MB = 2**20
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from bench import workload
 from bench.bench_step import main
 from bench.distributions import ImageSizes, ResponseLengths
 from bench.padding import DecoderCount, DecoderTotals, real_positions
+from bench.presets import LLAVA_NEXT_PINPOINTS, PRESETS
 from bench.variants import VARIANTS
-from bench.workload import LLAVA_NEXT_PINPOINTS, PRESETS, build_workload
+from bench.workload import build_workload
 from chip.modeling import response_logps
 from chip.modeling.pairs import pair_attention_mask
 
@@ -156,7 +156,7 @@ def test_decoder_count_on_a_padded_batch():
 def test_variable_preset_runs_and_counts_each_layout(monkeypatch, tmp_path):
     """The anyres preset's whole path; the decoder counts equal what each layout pads by hand:
     TRL runs 2B rows [prompt, response] padded to the longest, chip B rows [prompt, chosen, rejected]."""
-    monkeypatch.setitem(workload.PRESETS, "smoke-anyres", SMOKE["anyres"])
+    monkeypatch.setitem(PRESETS, "smoke-anyres", SMOKE["anyres"])
     report = main(["--preset", "smoke-anyres", "--warmup", "0", "--repeats", "2", "--no-memory", "--no-kl-error",
                    "--out", str(tmp_path / "varlen.json")])  # fmt: skip
     assert report["num_batches"] == 3 and set(report["variants"]) == set(SMOKE["anyres"].variants)
