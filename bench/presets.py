@@ -36,7 +36,7 @@ class Preset:
 # only, as TRL runs on a GPU (a'), and chip's three variants. Left out, each a --variants away
 # (`trl`, `naive`): TRL's CPU-only head over every position, (a), ~3x (a')'s step on varlen and
 # ~110 s a step on anyres (~9x (a'), with a 2-layer decoder); and the naive CHiP baseline, about as
-# slow as (a) on varlen. Each would take a full run past 10 minutes on a 2-core CPU.
+# slow as (a) on varlen. Each adds minutes to a full run on a 2-core CPU.
 VARLEN_VARIANTS = ("trl-completion", "chip-live", "chip-precomputed", "chip-dpo")
 # LLaVA-NeXT-7B's (llava-v1.6) anyres tilings, in 336 px tiles: up to 2x2, or 1x3 for wide images.
 LLAVA_NEXT_PINPOINTS = ((1, 2), (2, 1), (2, 2), (1, 3), (3, 1))
