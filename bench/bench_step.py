@@ -3,12 +3,16 @@
     python bench/bench_step.py                                  # CPU default, ~4 CPU-minutes
     python bench/bench_step.py --variants trl-completion,chip-live,chip-live-full-logits,chip-live-unshared,chip-live-twice --no-kl-error
     python bench/bench_step.py --preset llava-7b --device cuda  # the real 7B shape, bf16, one GPU
+    python bench/bench_step.py --preset varlen      # variable lengths: also --preset anyres, qwen-dynamic
 
 Every variant (see `bench/variants.py`) steps the same model copy on the same batches with the
 same optimizer; steps are interleaved (a b c d e, b c d e a, ...) so that load from other
 processes hits every variant alike, and the medians after warm-up are compared with TRL's.
-Peak memory and the top-k KL error come from extra, untimed steps (`bench/measure.py`). Prints a
-table and writes everything, raw times included, as JSON.
+During the timed steps the language decoder's calls are counted (`bench/padding.py`): positions
+run, and the padding among them; tokens/s is the batches' real tokens (prompt with its image
+tokens and both responses of each example, once) over the timed steps' time. Peak memory and the
+top-k KL error come from extra, untimed steps (`bench/measure.py`). Prints a table and writes
+everything, raw times included, as JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +39,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 
 from bench.measure import step_peak_bytes, topk_kl_error  # noqa: E402
+from bench.padding import DecoderCount, decoder_of  # noqa: E402
+from bench.presets import PRESETS  # noqa: E402
 from bench.variants import DEFAULT_VARIANTS, VARIANTS, Variant  # noqa: E402
-from bench.workload import PRESETS, build_workload  # noqa: E402
+from bench.workload import build_workload  # noqa: E402
 
 MB = 2**20
 
@@ -48,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default="cpu", help="model shape and workload (default: cpu)"
     )
-    parser.add_argument(
-        "--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated, from {sorted(VARIANTS)}"
-    )
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated, from {sorted(VARIANTS)} (default: the preset's, else "
+                             f"{','.join(DEFAULT_VARIANTS)})")  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="preference pairs per step (default: the preset's)"
@@ -60,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
-    parser.add_argument("--num-batches", type=int, default=2, help="distinct batches the steps cycle through")
+    parser.add_argument("--num-batches", type=int, default=None,
+                        help="distinct batches the steps cycle through (default: the preset's, 2 or 3)")  # fmt: skip
     parser.add_argument(
         "--learning-rate", type=float, default=1e-4, help="AdamW learning rate of every variant"
     )
@@ -75,11 +82,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "multi-threaded timings erratic; torch's default on a GPU)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory steps")
     parser.add_argument("--no-kl-error", action="store_true", help="skip the top-k KL error measurement")
-    parser.add_argument(
-        "--out", type=Path, default=Path("bench/results/bench_step.json"), help="JSON output file"
-    )
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON output file (default: bench/results/bench_step.json for the cpu preset, "
+                             "bench/results/bench_<preset>.json for the others)")  # fmt: skip
     args = parser.parse_args(argv)
-    args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    preset = PRESETS[args.preset]
+    chosen = args.variants.split(",") if args.variants else preset.variants or DEFAULT_VARIANTS
+    args.variants = [name.strip() for name in chosen if name.strip()]
+    args.num_batches = args.num_batches or preset.num_batches
+    name = "step" if args.preset == "cpu" else args.preset.replace("-", "_")
+    args.out = args.out or Path(f"bench/results/bench_{name}.json")
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
@@ -92,13 +104,16 @@ class Runner:
     def __init__(self, args: argparse.Namespace, workload, device: torch.device, settings: dict[str, Any]):
         self.args, self.workload, self.device, self.settings = args, workload, device, settings
         self.results: dict[str, dict[str, Any]] = {}
+        self.counts: dict[str, DecoderCount] = {}
         self.kl_error: dict[str, Any] | None = None
 
     def build(self, name: str) -> Variant:
         started = time.perf_counter()
         variant = VARIANTS[name](self.workload, self.settings)
         self.results[name] = {"label": variant.label, "setup_seconds": time.perf_counter() - started,
-                              "step_seconds": [], "cpu_seconds": [], "losses": []}  # fmt: skip
+                              "step_seconds": [], "cpu_seconds": [], "losses": [], "batch_tokens": [],
+                              "decoder_calls": [], "decoder_positions": [], "decoder_real": []}  # fmt: skip
+        self.counts[name] = DecoderCount([decoder_of(module) for module in variant.modules])
         return variant
 
     def warm_up(self, variant: Variant) -> None:
@@ -106,14 +121,21 @@ class Runner:
             variant.step(index)
 
     def timed_step(self, variant: Variant, index: int) -> None:
-        _sync(self.device)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        loss = variant.step(index)
-        _sync(self.device)
+        with self.counts[variant.key] as count:
+            _sync(self.device)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            loss = variant.step(index)
+            _sync(self.device)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         result = self.results[variant.key]
-        result["step_seconds"].append(time.perf_counter() - started)
-        result["cpu_seconds"].append(time.process_time() - cpu_started)
+        result["step_seconds"].append(wall)
+        result["cpu_seconds"].append(cpu)
         result["losses"].append(loss)
+        batches = self.workload.batches(self.args.num_batches)
+        result["batch_tokens"].append(self.workload.batch_tokens(batches[index % len(batches)]))
+        result["decoder_calls"].append(count.totals.calls)
+        result["decoder_positions"].append(count.totals.positions)
+        result["decoder_real"].append(count.totals.real)
 
     def finish(self, variant: Variant) -> None:
         """Untimed extra steps: peak memory, and the top-k KL error of the live CHiP variant."""
@@ -164,8 +186,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads or 1)
     preset = PRESETS[args.preset]
     preset = replace(
-        preset, batch_size=args.batch_size or preset.batch_size, dtype=args.dtype or preset.dtype
-    )
+        preset, batch_size=args.batch_size or preset.batch_size, dtype=args.dtype or preset.dtype,
+        num_batches=args.num_batches,
+    )  # fmt: skip
     sequential = args.sequential or args.preset == "llava-7b"
     workload = build_workload(preset, device, num_examples=preset.batch_size * args.num_batches)
     settings = {
@@ -174,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }  # fmt: skip
     runner = Runner(args, workload, device, settings)
     runner.run_sequential() if sequential else runner.run_interleaved()
-    report = summarise(args, preset, device, runner.results, runner.kl_error, sequential)
+    report = summarise(args, preset, device, runner.results, runner.kl_error, sequential, workload)
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
@@ -185,35 +208,73 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 BASELINES = {"trl": "trl", "trl-completion": "trl_completion"}  # variant -> suffix of its ratio fields
 
 
-def summarise(args, preset, device, results, kl_error, sequential) -> dict[str, Any]:
+def summarise(args, preset, device, results, kl_error, sequential, workload) -> dict[str, Any]:
     """Medians and ratios. CPU time (user + system, this process) is what a step costs when the
-    machine is shared: waiting for a core counts in wall time only. On a GPU only wall time means anything."""
+    machine is shared: waiting for a core counts in wall time only. On a GPU only wall time means anything.
+
+    Tokens/s is the real tokens of all timed steps' batches over their summed time (the batches
+    differ in length, so a rate per step would weigh a short batch like a long one); decoder
+    positions are per step on average, the padding fraction over all timed steps.
+    """
     for result in results.values():
         times = result["step_seconds"]
         result["median_seconds"] = statistics.median(times)
         result["min_seconds"], result["max_seconds"] = min(times), max(times)
         result["median_cpu_seconds"] = statistics.median(result["cpu_seconds"])
+        tokens = sum(result["batch_tokens"])
+        result["tokens_per_second"] = tokens / sum(times)
+        result["tokens_per_cpu_second"] = tokens / sum(result["cpu_seconds"])
+        result["decoder_positions_per_step"] = statistics.mean(result["decoder_positions"])
+        result["decoder_real_per_step"] = statistics.mean(result["decoder_real"])
+        result["padding_fraction"] = 1.0 - sum(result["decoder_real"]) / sum(result["decoder_positions"])
     for key, suffix in BASELINES.items():
         baseline = results.get(key)
         for result in results.values() if baseline else ():
             result[f"time_ratio_to_{suffix}"] = result["median_seconds"] / baseline["median_seconds"]
             result[f"cpu_ratio_to_{suffix}"] = result["median_cpu_seconds"] / baseline["median_cpu_seconds"]
+            result[f"tokens_per_second_ratio_to_{suffix}"] = (
+                result["tokens_per_second"] / baseline["tokens_per_second"]
+            )
+            result[f"positions_ratio_to_{suffix}"] = (
+                result["decoder_positions_per_step"] / baseline["decoder_positions_per_step"]
+            )
             if "peak_bytes" in result and "peak_bytes" in baseline:
                 result[f"memory_ratio_to_{suffix}"] = result["peak_bytes"] / baseline["peak_bytes"]
     return {
         "command": "python bench/bench_step.py " + " ".join(sys.argv[1:]),
         "preset": args.preset, "preset_notes": preset.notes, "model_sizes": preset.sizes, "dtype": preset.dtype,
         "batch_size": preset.batch_size, "prompt_tokens": preset.prompt_tokens, "response_tokens": preset.response_tokens,
+        "response_lengths": asdict(preset.response_lengths) if preset.response_lengths else None,
+        "image_sizes": asdict(preset.image_sizes) if preset.image_sizes else None,
+        "examples": _example_summary(workload), "num_batches": args.num_batches,
         "warmup": args.warmup, "repeats": args.repeats, "order": "sequential" if sequential else "interleaved",
         "learning_rate": args.learning_rate, "gradient_checkpointing": args.gradient_checkpointing,
         "machine": _machine(device), "variants": results, "topk_kl_error": kl_error,
     }  # fmt: skip
 
 
+def _example_summary(workload) -> dict[str, Any]:
+    """Each example's token counts, their ranges, and the real tokens of each distinct batch."""
+    counts = [asdict(tokens) for tokens in workload.tokens]
+    ranges = {
+        name: {stat: fn(c[name] for c in counts) for stat, fn in (("min", min), ("max", max))}
+        | {"median": statistics.median(c[name] for c in counts)}
+        for name in ("prompt", "image", "chosen", "rejected")
+    }
+    batches = workload.batches(workload.preset.num_batches)
+    return {"ranges": ranges, "batch_tokens": [workload.batch_tokens(ids) for ids in batches],
+            "per_example": counts}  # fmt: skip
+
+
 def print_table(report: dict[str, Any]) -> None:
+    ranges = report["examples"]["ranges"]
+    image, chosen, rejected = (ranges[name] for name in ("image", "chosen", "rejected"))
+    spans = {name: f"{r['min']}" if r["min"] == r["max"] else f"{r['min']}-{r['max']} (median {r['median']:g})"
+             for name, r in (("image", image), ("chosen", chosen), ("rejected", rejected))}  # fmt: skip
     print(f"\n{report['preset_notes']}; batch {report['batch_size']} pairs, prompt {report['prompt_tokens']} + "
-          f"image tokens, responses {report['response_tokens']}; {report['machine']['device']}; "
-          f"{report['order']}, median of {report['repeats']} steps after {report['warmup']} warm-up")  # fmt: skip
+          f"{spans['image']} image tokens, responses chosen {spans['chosen']}, rejected {spans['rejected']}; "
+          f"{report['machine']['device']}; {report['order']}, median of {report['repeats']} steps after "
+          f"{report['warmup']} warm-up")  # fmt: skip
     header = (
         "variant",
         "wall s",
@@ -234,6 +295,17 @@ def print_table(report: dict[str, Any]) -> None:
             result["label"], f"{result['median_seconds']:.2f}",
             *_ratios(result, "time"), f"{result['median_cpu_seconds']:.2f}", *_ratios(result, "cpu"),
             "" if peak is None else f"{peak / MB:.0f}", *_ratios(result, "memory"),
+        ))  # fmt: skip
+    print(f"\nreal tokens per step {statistics.mean(report['examples']['batch_tokens']):,.0f} on average; "
+          "decoder positions and padding: every decoder call of a timed step, policy and reference")  # fmt: skip
+    header = ("variant", "tokens/s", "x (a)", "x (a')", "dec. pos/step", "x (a)", "x (a')", "padding")
+    row = "{:<52} {:>8} {:>6} {:>6} {:>13} {:>6} {:>6} {:>7}"
+    print(row.format(*header))
+    for result in report["variants"].values():
+        print(row.format(
+            result["label"], f"{result['tokens_per_second']:,.0f}", *_ratios(result, "tokens_per_second"),
+            f"{result['decoder_positions_per_step']:,.0f}", *_ratios(result, "positions"),
+            f"{result['padding_fraction']:.1%}",
         ))  # fmt: skip
     error = report["topk_kl_error"]
     if error:

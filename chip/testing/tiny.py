@@ -81,6 +81,13 @@ class TinySize:
     image_size: int = 32  # side of one image (tile) as the vision tower sees it
     num_image_tokens: int | None = None  # image tokens per image (tile); sets image_size when given
     max_position_embeddings: int = 4096  # longest sequence the language model accepts
+    # LLaVA-NeXT's "anyres" tilings, (rows, columns) of image_size tiles; LLaVA-NeXT-7B's own are
+    # ((1, 2), (2, 1), (2, 2), (1, 3), (3, 1)).
+    image_grid_pinpoints: tuple[tuple[int, int], ...] = ((1, 2), (2, 1), (2, 2))
+    # Qwen-VL: the pixel range an image is resized into, keeping its aspect ratio (Qwen's
+    # min_pixels / max_pixels); None = image_size², so every square image is image_size x image_size.
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 def _llama(size: TinySize, tokenizer: PreTrainedTokenizerFast, vocab_size: int) -> LlamaConfig:
@@ -144,7 +151,7 @@ def _build_llava_next(
     size: TinySize, tok: PreTrainedTokenizerFast, vocab: int
 ) -> tuple[ProcessorMixin, PretrainedConfig]:
     side = size.image_size
-    pinpoints = [[side, 2 * side], [2 * side, side], [2 * side, 2 * side]]  # "anyres" tilings of up to 2x2
+    pinpoints = [[rows * side, cols * side] for rows, cols in size.image_grid_pinpoints]  # [height, width]
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": side},
         crop_size={"height": side, "width": side},
@@ -195,10 +202,10 @@ def _qwen_text(size: TinySize, tok: PreTrainedTokenizerFast, vocab: int) -> dict
 def _qwen_processor(
     size: TinySize, tok: PreTrainedTokenizerFast, processor_class: type[ProcessorMixin]
 ) -> ProcessorMixin:
-    # A fixed pixel budget: square images become exactly image_size x image_size.
+    # By default a fixed pixel budget: square images become exactly image_size x image_size.
     pixels = size.image_size**2
     image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": pixels, "longest_edge": pixels},
+        size={"shortest_edge": size.min_pixels or pixels, "longest_edge": size.max_pixels or pixels},
         patch_size=size.patch_size,
         merge_size=2,
         temporal_patch_size=2,
