@@ -17,7 +17,9 @@ scheduler, no data loading — identical for all. Variants:
   model), and λ = α = μ = 0 (plain DPO) with a live reference.
 - ``chip-live-full-logits`` / ``chip-live-unshared`` / ``chip-live-twice``: ablations of
   chip-live with logits at every position, without prefix sharing, and without prefix sharing
-  nor encoding each image once.
+  nor encoding each image once; ``chip-live-vision-twice`` without the reference reusing the
+  policy's frozen vision-tower output; ``chip-live-padded`` / ``chip-dpo-padded`` with padded rows
+  instead of rows packed without padding; ``chip-*-chunked`` with the LM head in chunks.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class ChipVariant(_TrainerVariant):
         self, workload: Workload, settings: dict[str, Any], key: str, label: str, weights: dict[str, float],
         reference: str = "model", share_prefix: bool = True, encode_images_once: bool = True,
         full_logits: bool = False, logits_chunk_size: int = 0, share_frozen_vision: bool = True,
+        padding_free: bool = True,
     ):  # fmt: skip
         super().__init__(workload, settings)
         self.key, self.label = key, label
@@ -165,7 +168,7 @@ class ChipVariant(_TrainerVariant):
         args = ChipConfig(
             reference=reference, kl_top_k=settings["kl_top_k"], share_prefix=share_prefix,
             encode_images_once=encode_images_once, logits_chunk_size=logits_chunk_size,
-            share_frozen_vision=share_frozen_vision, **weights, **extra, **_training_args(workload, settings),
+            share_frozen_vision=share_frozen_vision, padding_free=padding_free, **weights, **extra, **_training_args(workload, settings),
         )  # fmt: skip
         trainer = ChipTrainer(model=policy, args=args, train_dataset=workload.examples, data_collator=collator,
                               reference=strategy)  # fmt: skip
@@ -288,15 +291,21 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
         FULL_CHIP,
         share_frozen_vision=False,
     ),  # fmt: skip
+    "chip-live-padded": _chip(
+        "chip-live-padded", "(c) with padded rows (no packing)", FULL_CHIP, padding_free=False
+    ),
+    "chip-dpo-padded": _chip(
+        "chip-dpo-padded", "(e) with padded rows (no packing)", PLAIN_DPO, padding_free=False
+    ),
     "chip-live-chunked": _chip(
-        "chip-live-chunked", "(c) with the LM head in chunks of 64 positions", FULL_CHIP, logits_chunk_size=64
+        "chip-live-chunked", "(c) with the LM head in chunks of 256 tokens", FULL_CHIP, logits_chunk_size=256
     ),
     "chip-precomputed-chunked": _chip(
         "chip-precomputed-chunked",
-        "(d) with the LM head in chunks of 64 positions",
+        "(d) with the LM head in chunks of 256 tokens",
         FULL_CHIP,
         reference="precomputed",
-        logits_chunk_size=64,
+        logits_chunk_size=256,
     ),  # fmt: skip
 }
 DEFAULT_VARIANTS = ["trl", "trl-completion", "naive", "chip-live", "chip-precomputed", "chip-dpo"]

@@ -155,11 +155,13 @@ def test_decoder_count_on_a_padded_batch():
 
 def test_variable_preset_runs_and_counts_each_layout(monkeypatch, tmp_path):
     """The anyres preset's whole path; the decoder counts equal what each layout pads by hand:
-    TRL runs 2B rows [prompt, response] padded to the longest, chip B rows [prompt, chosen, rejected]."""
+    TRL runs 2B rows [prompt, response] padded to the longest, chip's padded layout B rows
+    [prompt, chosen, rejected], and chip's default packs them without padding."""
     monkeypatch.setitem(PRESETS, "smoke-anyres", SMOKE["anyres"])
+    variants = [*SMOKE["anyres"].variants, "chip-dpo-padded"]
     report = main(["--preset", "smoke-anyres", "--warmup", "0", "--repeats", "2", "--no-memory", "--no-kl-error",
-                   "--out", str(tmp_path / "varlen.json")])  # fmt: skip
-    assert report["num_batches"] == 3 and set(report["variants"]) == set(SMOKE["anyres"].variants)
+                   "--variants", ",".join(variants), "--out", str(tmp_path / "varlen.json")])  # fmt: skip
+    assert report["num_batches"] == 3 and set(report["variants"]) == set(variants)
     work = build_workload(SMOKE["anyres"], CPU, num_examples=12)
     tokens = [[work.tokens[i] for i in ids] for ids in work.batches(3)[:2]]  # the two timed steps' batches
     real = [sum(t.real for t in batch) for batch in tokens]
@@ -171,12 +173,17 @@ def test_variable_preset_runs_and_counts_each_layout(monkeypatch, tmp_path):
     assert trl["decoder_real"] == [
         2 * sum(2 * t.prompt + t.chosen + t.rejected for t in batch) for batch in tokens
     ]
-    dpo = report["variants"]["chip-dpo"]
-    assert dpo["decoder_positions"] == [2 * 4 * width for width in pair_width] and dpo["decoder_real"] == [
-        2 * r for r in real
-    ]
-    for result in report["variants"].values():
-        assert 0.0 < result["padding_fraction"] < 1.0
+    padded = report["variants"]["chip-dpo-padded"]  # B rows [prompt, chosen, rejected, padding]
+    assert padded["decoder_positions"] == [2 * 4 * width for width in pair_width]
+    assert padded["decoder_real"] == [2 * r for r in real]
+    packed = report["variants"]["chip-dpo"]  # the same rows back to back: real tokens only
+    assert packed["decoder_positions"] == packed["decoder_real"] == [2 * r for r in real]
+    for name, result in report["variants"].items():
+        assert (
+            result["padding_fraction"] == 0.0
+            if name in ("chip-dpo", "chip-live", "chip-precomputed")
+            else (0.0 < result["padding_fraction"] < 1.0)
+        )
         assert result["tokens_per_second"] == pytest.approx(sum(real) / sum(result["step_seconds"]))
         assert result["positions_ratio_to_trl_completion"] > 0
 
