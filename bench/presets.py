@@ -2,7 +2,7 @@
 
 A preset is a tiny-model family with its sizes (`chip.testing.TinySize` overrides), a dtype, the
 pairs per step and the token geometry of the synthetic data `bench/workload.py` builds: fixed
-prompt and response lengths (``cpu``, ``qwen-vocab``, ``smoke``, ``llava-7b``), or response lengths
+prompt and response lengths (``cpu``, ``equal``, ``qwen-vocab``, ``smoke``, ``llava-7b``), or response lengths
 and image sizes drawn per example (``varlen``, ``anyres``, ``qwen-dynamic``; `bench/distributions.py`).
 """
 
@@ -92,6 +92,30 @@ PRESETS: dict[str, Preset] = {
     # The comparison of the issue "a realistic variable-length workload": the cpu preset's LLaVA-1.5
     # layout (576 image tokens, 32k vocabulary, 256 wide) with 6 decoder layers, 4 pairs per step,
     # RLHF-V-like responses of 10-240 words, the rejected answer often shorter or longer.
+    # The issue's equal-length comparison: the `cpu` layout with a 6-layer decoder, 80-token
+    # responses of equal length, 2 pairs per step (nothing to pad: the token-count bound applies).
+    "equal": Preset(
+        family="llava",
+        sizes=dict(
+            num_image_tokens=576,
+            patch_size=14,
+            vocab_size=32_000,
+            hidden_size=256,
+            intermediate_size=1024,
+            num_layers=6,
+            num_heads=8,
+            num_kv_heads=8,
+            vision_hidden_size=256,
+            vision_intermediate_size=1024,
+            vision_layers=4,
+            vision_heads=4,
+        ),  # fmt: skip
+        dtype="float32",
+        batch_size=2,
+        response_tokens=80,
+        variants=VARLEN_VARIANTS,
+        notes="LLaVA-1.5-shaped, 6-layer decoder, equal 80-token responses",
+    ),
     "varlen": Preset(
         family="llava",
         sizes=dict(
