@@ -41,26 +41,43 @@ VARLEN_VARIANTS = ("trl-completion", "chip-live", "chip-precomputed", "chip-dpo"
 # LLaVA-NeXT-7B's (llava-v1.6) anyres tilings, in 336 px tiles: up to 2x2, or 1x3 for wide images.
 LLAVA_NEXT_PINPOINTS = ((1, 2), (2, 1), (2, 2), (1, 3), (3, 1))
 
+# LLaVA-1.5's layout (CLIP ViT with 14 px patches on 336 px images = 576 image tokens, a 2-layer
+# MLP projector, a LLaMA decoder with a 32k vocabulary and full multi-head attention) at ~28 M
+# parameters, so a step takes seconds on a laptop CPU.
+LLAVA15_SIZES = dict(
+    num_image_tokens=576,
+    patch_size=14,
+    vocab_size=32_000,
+    hidden_size=256,
+    intermediate_size=1024,
+    num_layers=8,
+    num_heads=8,
+    num_kv_heads=8,
+    vision_hidden_size=256,
+    vision_intermediate_size=1024,
+    vision_layers=4,
+    vision_heads=4,
+)
+
+# The variable-image presets' model: a one-layer vision tower and a 4-layer decoder 128 wide, so
+# that 1,000-3,000 image tokens per example fit a CPU step.
+SMALL_DECODER = dict(
+    vocab_size=32_000,
+    hidden_size=128,
+    intermediate_size=512,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=4,
+    vision_hidden_size=64,
+    vision_intermediate_size=128,
+    vision_layers=1,
+    vision_heads=2,
+)
+
 PRESETS: dict[str, Preset] = {
-    # LLaVA-1.5's layout (CLIP ViT with 14 px patches on 336 px images = 576 image tokens, a 2-layer
-    # MLP projector, a LLaMA decoder with a 32k vocabulary and full multi-head attention) at ~28 M
-    # parameters, so a step takes seconds on a laptop CPU.
     "cpu": Preset(
         family="llava",
-        sizes=dict(
-            num_image_tokens=576,
-            patch_size=14,
-            vocab_size=32_000,
-            hidden_size=256,
-            intermediate_size=1024,
-            num_layers=8,
-            num_heads=8,
-            num_kv_heads=8,
-            vision_hidden_size=256,
-            vision_intermediate_size=1024,
-            vision_layers=4,
-            vision_heads=4,
-        ),  # fmt: skip
+        sizes=LLAVA15_SIZES,
         dtype="float32",
         batch_size=2,
         notes="LLaVA-1.5-shaped, ~28M parameters, float32",
@@ -89,49 +106,23 @@ PRESETS: dict[str, Preset] = {
         response_tokens=512,
         notes="152k vocabulary, 512-token responses, small decoder (memory of the logits)",
     ),
-    # The comparison of the issue "a realistic variable-length workload": the cpu preset's LLaVA-1.5
-    # layout (576 image tokens, 32k vocabulary, 256 wide) with 6 decoder layers, 4 pairs per step,
-    # RLHF-V-like responses of 10-240 words, the rejected answer often shorter or longer.
     # The issue's equal-length comparison: the `cpu` layout with a 6-layer decoder, 80-token
     # responses of equal length, 2 pairs per step (nothing to pad: the token-count bound applies).
     "equal": Preset(
         family="llava",
-        sizes=dict(
-            num_image_tokens=576,
-            patch_size=14,
-            vocab_size=32_000,
-            hidden_size=256,
-            intermediate_size=1024,
-            num_layers=6,
-            num_heads=8,
-            num_kv_heads=8,
-            vision_hidden_size=256,
-            vision_intermediate_size=1024,
-            vision_layers=4,
-            vision_heads=4,
-        ),  # fmt: skip
+        sizes={**LLAVA15_SIZES, "num_layers": 6},
         dtype="float32",
         batch_size=2,
         response_tokens=80,
         variants=VARLEN_VARIANTS,
         notes="LLaVA-1.5-shaped, 6-layer decoder, equal 80-token responses",
     ),
+    # The comparison of the issue "a realistic variable-length workload": the cpu preset's LLaVA-1.5
+    # layout (576 image tokens, 32k vocabulary, 256 wide) with 6 decoder layers, 4 pairs per step,
+    # RLHF-V-like responses of 10-240 words, the rejected answer often shorter or longer.
     "varlen": Preset(
         family="llava",
-        sizes=dict(
-            num_image_tokens=576,
-            patch_size=14,
-            vocab_size=32_000,
-            hidden_size=256,
-            intermediate_size=1024,
-            num_layers=6,
-            num_heads=8,
-            num_kv_heads=8,
-            vision_hidden_size=256,
-            vision_intermediate_size=1024,
-            vision_layers=4,
-            vision_heads=4,
-        ),  # fmt: skip
+        sizes={**LLAVA15_SIZES, "num_layers": 6},
         dtype="float32",
         batch_size=4,
         response_lengths=ResponseLengths(),
@@ -149,16 +140,7 @@ PRESETS: dict[str, Preset] = {
             num_image_tokens=576,
             patch_size=14,
             image_grid_pinpoints=LLAVA_NEXT_PINPOINTS,
-            vocab_size=32_000,
-            hidden_size=128,
-            intermediate_size=512,
-            num_layers=4,
-            num_heads=4,
-            num_kv_heads=4,
-            vision_hidden_size=64,
-            vision_intermediate_size=128,
-            vision_layers=1,
-            vision_heads=2,
+            **SMALL_DECODER,
             max_position_embeddings=8192,
         ),  # fmt: skip
         dtype="float32",
@@ -182,16 +164,7 @@ PRESETS: dict[str, Preset] = {
             patch_size=14,
             min_pixels=4 * 28 * 28,
             max_pixels=1280 * 28 * 28,
-            vocab_size=32_000,
-            hidden_size=128,
-            intermediate_size=512,
-            num_layers=4,
-            num_heads=4,
-            num_kv_heads=4,
-            vision_hidden_size=64,
-            vision_intermediate_size=128,
-            vision_layers=1,
-            vision_heads=2,
+            **SMALL_DECODER,
         ),  # fmt: skip
         dtype="float32",
         batch_size=8,
