@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from chip.data import PreferenceExample
 from chip.losses import ChipLossConfig, TokenScores, chip_loss
 from chip.modeling import VLMAdapter
-from chip.modeling.logps import response_positions
+from chip.modeling.plans import response_positions
 from chip.training.collate import ChipCollator
 
 

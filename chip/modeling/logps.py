@@ -51,25 +51,6 @@ from chip.modeling.wrappers import core_model
 logger = logging.getLogger(__name__)
 
 
-def response_positions(response_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index in the sequence of each response token, left-aligned: ``(positions, mask)``, both ``(B, R)``.
-
-    Requires each row's response to be one contiguous run after at least one prompt token (what
-    :meth:`VLMAdapter.collate` builds); padding entries point at position 0.
-    """
-    lengths = response_mask.sum(dim=1)  # (B,)
-    starts = response_mask.int().argmax(dim=1)  # (B,) first response token
-    longest = int(lengths.max()) if response_mask.numel() else 0
-    offsets = torch.arange(longest, device=response_mask.device)  # (R,)
-    mask = offsets[None, :] < lengths[:, None]  # (B, R)
-    positions = (starts[:, None] + offsets[None, :]) * mask  # (B, R)
-    if not bool(response_mask.gather(1, positions)[mask].all()):
-        raise ValueError("each row's response tokens must be one contiguous run (right padding)")
-    if bool((starts[lengths > 0] == 0).any()):
-        raise ValueError("a response cannot start at position 0: no token predicts it")
-    return positions, mask
-
-
 def response_logps(
     model: nn.Module,
     batch: dict[str, torch.Tensor],

@@ -10,7 +10,7 @@ head, the log-softmax and the KL would run over all of it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,7 @@ class ResponseScores:
     head: Callable[[torch.Tensor], torch.Tensor] | None = None  # states -> logits, family transform included
     targets: torch.Tensor | None = None  # (n,) the response token ids
     chunk_size: int = 0  # tokens per head application (0: logits were computed whole)
+    _by_row: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
     def logps(self) -> torch.Tensor:
@@ -42,9 +43,9 @@ class ResponseScores:
             from chip.modeling.chunked_head import chunked_head_scores
 
             self.token_logps, _ = chunked_head_scores(self.hidden, self.head, self.targets, self.chunk_size)
-        if getattr(self, "_spread_logps", (None,))[0] is not self.token_logps:
-            self._spread_logps = (self.token_logps, spread(self.token_logps, self.mask))
-        return self._spread_logps[1]
+        if self._by_row is None or self._by_row[0] is not self.token_logps:  # laid out once per value
+            self._by_row = (self.token_logps, spread(self.token_logps, self.mask))
+        return self._by_row[1]
 
     @property
     def logits(self) -> torch.Tensor | None:

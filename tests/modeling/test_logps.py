@@ -14,7 +14,8 @@ from torch.testing import assert_close
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
 from chip.modeling import QUIRKS, ModelQuirks, VLMAdapter, adapter_disabled, has_adapter, response_logps
-from chip.modeling.logps import _choose_route, response_positions
+from chip.modeling.logps import _choose_route
+from chip.modeling.plans import response_positions
 
 RESPONSES = ["A red star on the left.", "No", "Two blue moons at the top left of the picture."]
 
