@@ -14,6 +14,11 @@ attention to :func:`pair_sdpa` for one forward; it is only a speed-up: outside t
 any call it does not recognise, the same layers run HF's SDPA with the dense mask they are given,
 which gives the same numbers.
 
+Packed rows (`chip.modeling.plans.pack`) hold several segments per row; each attends as above,
+within itself. On CUDA in half precision the causal ``[prompt, chosen]`` parts of all segments go
+to torch's variable-length flash attention (``torch.nn.attention.varlen.varlen_attn``) in one call
+per layer instead of one SDPA call each; the rejected tokens keep their per-segment call.
+
 Under gradient checkpointing the layers run again during backward, after the block has ended:
 :func:`pair_sdpa` then finds the segments by the mask tensor the layer is called with (the
 same object the forward saw), and the switch stays on after the block (harmless: every call it
@@ -34,6 +39,11 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from chip.modeling.quirks import quirks_for
+
+try:  # torch >= 2.9: flash attention over sequences of different lengths, CUDA only
+    from torch.nn.attention.varlen import varlen_attn as _VARLEN_ATTN
+except ImportError:  # pragma: no cover - older torch
+    _VARLEN_ATTN = None
 
 NAME = "chip_pair_sdpa"
 
@@ -92,6 +102,8 @@ def pair_sdpa(
         )
     forward.calls += 1
     options = dict(dropout=dropout, scaling=scaling)
+    if _varlen_usable(query, dropout):
+        return _pair_varlen(module, query, key, value, forward.rows, options), None
     rows = []
     for row, segments in enumerate(forward.rows):
         q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]  # (1, h, T, D)
@@ -99,7 +111,16 @@ def pair_sdpa(
         for start, prompt, chosen, rejected in segments:
             if start > cursor:
                 pieces.append(q.new_zeros(1, start - cursor, q.shape[1], q.shape[3]))  # (1, gap, h, D)
-            pieces += _segment_attention(module, q, k, v, start, prompt, chosen, rejected, options)
+            shared = slice(start, start + prompt + chosen)  # queries that attend causally, as in a plain row
+            pieces.append(
+                sdpa_attention_forward(
+                    module, q[:, :, shared], k[:, :, shared], v[:, :, shared], None, is_causal=True, **options
+                )[0]
+            )  # (1, P + C, h, D)
+            if rejected:
+                pieces.append(
+                    _rejected_attention(module, q, k, v, (start, prompt, chosen, rejected), options)
+                )
             cursor = start + prompt + chosen + rejected
         if cursor < q.shape[2]:
             pieces.append(q.new_zeros(1, q.shape[2] - cursor, q.shape[1], q.shape[3]))  # (1, pad, h, D)
@@ -107,26 +128,68 @@ def pair_sdpa(
     return torch.cat(rows), None  # (B, T, h, D)
 
 
-def _segment_attention(
-    module: nn.Module, q, k, v, start: int, prompt: int, chosen: int, rejected: int, options: dict
-) -> list[torch.Tensor]:
-    """One segment's outputs: ``[prompt, chosen]`` causally, then ``rejected`` over ``[prompt, rejected]``."""
-    shared = slice(start, start + prompt + chosen)  # queries that attend causally, as in an ordinary row
-    first, _ = sdpa_attention_forward(
-        module, q[:, :, shared], k[:, :, shared], v[:, :, shared], None, is_causal=True, **options
-    )  # (1, P + C, h, D)
-    if rejected == 0:
-        return [first]
-    own = slice(shared.stop, shared.stop + rejected)
+def _rejected_attention(module: nn.Module, q, k, v, segment: Segment, options: dict) -> torch.Tensor:
+    """The rejected tokens of one segment of row ``q``/``k``/``v`` ``(1, heads, T, D)``: attention
+    over ``[prompt, rejected]``, causal within the rejected tokens; ``(1, R, heads, D)``."""
+    start, prompt, chosen, rejected = segment
+    own = slice(start + prompt + chosen, start + prompt + chosen + rejected)
     head = slice(start, start + prompt)
     keys = torch.cat([k[:, :, head], k[:, :, own]], dim=2)  # (1, kv, P + R, D)
     values = torch.cat([v[:, :, head], v[:, :, own]], dim=2)  # (1, kv, P + R, D)
     visible = torch.ones(rejected, prompt + rejected, dtype=torch.bool, device=q.device)
     visible[:, prompt:] = torch.ones(rejected, rejected, dtype=torch.bool, device=q.device).tril()
-    second, _ = sdpa_attention_forward(
-        module, q[:, :, own], keys, values, visible[None, None], **options
-    )  # (1, R, h, D)
-    return [first, second]
+    return sdpa_attention_forward(module, q[:, :, own], keys, values, visible[None, None], **options)[0]
+
+
+def _varlen_usable(query: torch.Tensor, dropout: float) -> bool:
+    """Whether the causal parts can go to the variable-length flash kernel: CUDA (Ampere or later),
+    half precision, head size <= 256, no dropout (the kernel takes none)."""
+    return (
+        _VARLEN_ATTN is not None
+        and query.is_cuda
+        and query.dtype in (torch.float16, torch.bfloat16)
+        and query.shape[-1] <= 256
+        and dropout == 0.0
+        and torch.cuda.get_device_capability(query.device) >= (8, 0)
+    )
+
+
+def _pair_varlen(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    rows: list[list[Segment]], options: dict,
+) -> torch.Tensor:  # fmt: skip
+    """`pair_sdpa` with every segment's causal ``[prompt, chosen]`` part in one call of torch's
+    variable-length flash attention (sequences back to back, delimited by cumulative lengths); the
+    rejected tokens, a small share, keep their per-segment call. Returns ``(B, T, heads, D)``."""
+    batch, heads, seq_len, dim = query.shape
+
+    def by_token(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).reshape(batch * seq_len, x.shape[1], dim)  # (B·T, h, D)
+
+    spans = [
+        (row * seq_len + start, prompt + chosen)
+        for row, segments in enumerate(rows)
+        for start, prompt, chosen, _ in segments
+    ]
+    shared = torch.cat([torch.arange(first, first + length) for first, length in spans]).to(query.device)
+    bounds = torch.tensor([0, *(length for _, length in spans)]).cumsum(0).to(query.device, torch.int32)
+    longest = max(length for _, length in spans)
+    q, k, v = by_token(query), by_token(key), by_token(value)
+    causal = _VARLEN_ATTN(
+        q[shared], k[shared], v[shared], bounds, bounds, longest, longest, scale=options["scaling"],
+        window_size=(-1, 0), enable_gqa=k.shape[1] != q.shape[1],
+    )  # fmt: skip  # (sum P + C, h, D)
+    index, outputs = [shared], [causal]
+    for row, segments in enumerate(rows):
+        one = (query[row : row + 1], key[row : row + 1], value[row : row + 1])  # (1, h, T, D) each
+        for segment in segments:
+            start, prompt, chosen, rejected = segment
+            if rejected:
+                first = row * seq_len + start + prompt + chosen
+                index.append(torch.arange(first, first + rejected, device=query.device))
+                outputs.append(_rejected_attention(module, *one, segment, options)[0])  # (R, h, D)
+    out = q.new_zeros(batch * seq_len, heads, dim).index_copy(0, torch.cat(index), torch.cat(outputs))
+    return out.view(batch, seq_len, heads, dim)
 
 
 AttentionInterface.register(NAME, pair_sdpa)

@@ -159,3 +159,87 @@ def test_checkpointed_lora_policy_then_its_reference_without_grad(tiny_model, ma
         reference = response_logps(model, pairs).logps
     (policy - reference).sum().backward()  # raised CheckpointError when the reference reset the switch
     assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
+
+
+def _emulated_varlen(calls: list[int]):
+    """torch's ``varlen_attn`` (CUDA only) as this CPU test can run it: each sequence between two
+    cumulative bounds attends causally within itself, through plain SDPA."""
+
+    def varlen_attn(query, key, value, cu_q, cu_k, max_q, max_k, *, scale=None, window_size, enable_gqa):
+        assert window_size == (-1, 0) and torch.equal(cu_q, cu_k) and cu_q.dtype == torch.int32
+        assert query.shape[0] == int(cu_q[-1]) and max_q == max_k == int(cu_q.diff().max())
+        calls.append(len(cu_q) - 1)
+        outputs = []
+        for first, last in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+            q, k, v = (x[first:last].transpose(0, 1)[None] for x in (query, key, value))  # (1, h, t, D)
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa
+            )
+            outputs.append(out[0].transpose(0, 1))  # (t, h, D)
+        return torch.cat(outputs)
+
+    return varlen_attn
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "pair rows"])
+def test_the_variable_length_kernel_path_equals_the_per_segment_calls(monkeypatch, packed):
+    """On CUDA the causal parts of all segments go to one variable-length flash call; its
+    bookkeeping (gathering, bounds, scattering back, the rejected tokens beside it) gives the
+    per-segment path's output, padding zeros included, with grouped-query heads."""
+    import chip.modeling.pair_attention as pair_attention
+
+    lengths = [(5, 3, 4), (7, 2, 1), (4, 0, 0), (2, 1, 1)]
+    if packed:
+        starts = torch.tensor([0, *map(sum, lengths)]).cumsum(0).tolist()
+        rows = [[(start, *row) for start, row in zip(starts, lengths)]]
+    else:
+        rows = [[(0, *row)] for row in lengths]
+    seq_len = sum(map(sum, lengths)) if packed else max(map(sum, lengths)) + 2  # + 2: padding
+    torch.manual_seed(0)
+    query = torch.randn(len(rows), 4, seq_len, 8, dtype=torch.float64)
+    key, value = torch.randn(2, len(rows), 2, seq_len, 8, dtype=torch.float64)
+    module = _GroupedQueryAttention()
+    token = _ACTIVE.set(_Forward(rows))
+    try:
+        expected, _ = pair_sdpa(module, query, key, value, None)
+        calls: list[int] = []
+        monkeypatch.setattr(pair_attention, "_VARLEN_ATTN", _emulated_varlen(calls))
+        monkeypatch.setattr(pair_attention, "_varlen_usable", lambda query, dropout: True)
+        got, _ = pair_sdpa(module, query, key, value, None)
+    finally:
+        _ACTIVE.reset(token)
+    assert calls == [len(lengths)]  # one call for every segment's causal part
+    assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_a_packed_forward_through_the_variable_length_path(tiny_model_dir, make_image, monkeypatch):
+    """A whole packed pair forward and backward with the variable-length path: same log-probs and
+    gradients as the per-segment calls, one kernel call per decoder layer."""
+    import chip.modeling.pair_attention as pair_attention
+
+    adapter = VLMAdapter.from_pretrained(tiny_model_dir)
+    prompts = [adapter.encode_prompt([make_image(i, 32, 32)], "Describe.") for i in range(2)]
+    pairs = adapter.collate_pairs(list(zip(
+        prompts, [adapter.encode_response(t) for t in ("A red star.", "No")],
+        [adapter.encode_response(t) for t in ("Two blue moons.", "Yes it is")],
+    )))  # fmt: skip
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).train()
+        logps = response_logps(model, pairs).logps
+        logps.sum().backward()
+        return logps.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    expected_logps, expected_grads = run()
+    calls: list[int] = []
+    monkeypatch.setattr(pair_attention, "_VARLEN_ATTN", _emulated_varlen(calls))
+    monkeypatch.setattr(pair_attention, "_varlen_usable", lambda query, dropout: True)
+    logps, grads = run()
+    layers = (
+        AutoModelForImageTextToText.from_pretrained(tiny_model_dir).config.get_text_config().num_hidden_layers
+    )
+    assert calls == [2] * layers
+    assert_close(logps, expected_logps, atol=1e-6, rtol=0)
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        assert_close(grad, expected_grads[name], atol=1e-6, rtol=1e-5, msg=name)
