@@ -68,6 +68,13 @@ def _resolve(argv: list[str]) -> tuple[Callable[[list[str]], int], list[str]] | 
     return None
 
 
+def _say(line: str) -> None:
+    """One line on stderr in a single write, so lines of processes sharing the stream (one per rank
+    under ``accelerate launch``) never interleave mid-line (``print`` writes the newline apart)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -87,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(rest) or 0)
     except ChipError as err:
         # Expected user-facing failures: one clear line, no traceback.
-        print(f"chip: error: {err}", file=sys.stderr)
+        _say(f"chip: error: {err}")
         return err.exit_code
     except KeyboardInterrupt:
-        print("chip: interrupted", file=sys.stderr)
+        _say("chip: interrupted")
         return 130
 
 

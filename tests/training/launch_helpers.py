@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,9 +47,17 @@ def launch_command(
         env["DS_ACCELERATOR"] = "cpu"
         args = [*args, "--use_cpu", "false", "--ddp_backend", "gloo"]
     target = [str(script)] if script else ["-m", "chip"]
+    # a port of its own: two test workers launching at once would otherwise both take 29500
+    port = ["--main_process_port", str(_free_port())]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-               *overrides, *target, "train", *map(str, args)]  # fmt: skip
+               *port, *overrides, *target, "train", *map(str, args)]  # fmt: skip
     return command, env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def launch(
