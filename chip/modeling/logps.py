@@ -239,14 +239,19 @@ def _hidden_trunk(
 
 
 def _logits_keep(model: nn.Module, plan: Plan) -> torch.Tensor:
-    keep = plan.keep_index()  # (rows, K')
+    packed = plan.inputs["input_ids"].shape[0] == 1
+    # One row (packed): the head runs at the real tokens' positions only; several rows: per-row
+    # positions of equal count, padded, as logits_to_keep must be rectangular.
+    keep = plan.token_index()[None] if packed else plan.keep_index()  # (1, n) or (rows, K')
     with plan.context():
-        logits = model(**plan.inputs, logits_to_keep=keep, use_cache=False).logits  # (rows, K', V)
+        logits = model(**plan.inputs, logits_to_keep=keep, use_cache=False).logits  # (rows, ·, V)
     if logits.shape[:2] != keep.shape:
         raise RuntimeError(
             f"{type(core_model(model)).__name__}.forward ignored per-row logits_to_keep "
             f"(got logits {tuple(logits.shape)}); use route='full'"
         )
+    if packed:
+        return logits[0]  # (n, V)
     return plan.unfold(logits.reshape(*plan.predicting.shape, -1))[plan.mask]  # (n, V)
 
 

@@ -170,4 +170,6 @@ def test_wrapped_models_share_the_prefix_through_their_own_forward(tiny_model_di
     assert_close(unshared.logps, expected.logps, atol=2e-6, rtol=0)
     packed, calls = _scores(wrapped, pairs)  # rows back to back, through the wrapper's forward too
     assert calls.decoder_shapes == [(1, int(pairs["pair_lengths"].sum()))]
+    tokens = int(expected.mask.sum())  # the head at the real response tokens only
+    assert calls.head_inputs == [(1, tokens, model.config.get_text_config().hidden_size)]
     assert_close(packed.logps, expected.logps, atol=2e-6, rtol=0)
