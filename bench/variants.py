@@ -40,8 +40,9 @@ from bench.naive import NaiveBatch, naive_batch, naive_loss
 from bench.workload import Workload
 from chip.training.collate import ChipCollator
 from chip.training.config import ChipConfig
+from chip.training.precompute import precompute_reference
 from chip.training.reference import LiveReference, PrecomputedReference
-from chip.training.reference_cache import ReferenceCache, precompute_reference
+from chip.training.reference_cache import ReferenceCache
 from chip.training.trainer import ChipTrainer
 
 FULL_CHIP = dict(segment_weight=3.0, token_weight=0.1, visual_weight=1.0)  # METHOD.md defaults

@@ -99,26 +99,3 @@ def _chunk(
     if reference is None:
         return logp, None
     return logp, reference.kl(logits, tokens)  # (c,) each
-
-
-def kl_against(policy, reference) -> tuple[Tensor, Tensor | None]:
-    """KL(π_ref ‖ π_θ) per real response token ``(n,)`` of a policy `ResponseScores` against the
-    reference's scores of the same rows (logits, or states with a chunked head) or its cached top-k
-    ``(logps, ids)`` ``(S, R, k)``. With a chunked policy the head runs once per chunk for both the
-    KL and the policy's log-probs, and against whole reference logits one fused pass computes both;
-    the log-probs are returned second then (``None`` otherwise)."""
-    if isinstance(reference, tuple):
-        ref = TopKReference(*(values[policy.mask] for values in reference))  # (n, k) each
-    elif reference.hidden is not None:
-        ref = HiddenReference(reference.hidden, reference.head)
-    else:
-        ref = LogitsReference(reference.token_logits)
-    if policy.hidden is None and isinstance(ref, LogitsReference) and policy.token_logps is None:
-        from chip.modeling.scores import TargetLogProbAndKL
-
-        logps, kl = TargetLogProbAndKL.apply(policy.token_logits, policy.targets, ref.logits)
-        return kl, logps
-    if policy.hidden is None:  # the policy's whole logits: one chunk
-        return ref.kl(policy.token_logits, slice(None)), None
-    logps, kl = chunked_head_scores(policy.hidden, policy.head, policy.targets, policy.chunk_size, ref)
-    return kl, logps

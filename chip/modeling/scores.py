@@ -13,6 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
+
+from chip.modeling.chunked_head import (
+    HiddenReference,
+    LogitsReference,
+    TopKReference,
+    chunked_head_scores,
+)
+from chip.modeling.kernels import TargetLogProb, TargetLogProbAndKL
 
 
 @dataclass
@@ -40,8 +49,6 @@ class ResponseScores:
         if self.token_logps is None and self.token_logits is not None:
             self.token_logps = TargetLogProb.apply(self.token_logits, self.targets)  # (n,)
         if self.token_logps is None:
-            from chip.modeling.chunked_head import chunked_head_scores
-
             self.token_logps, _ = chunked_head_scores(self.hidden, self.head, self.targets, self.chunk_size)
         if self._by_row is None or self._by_row[0] is not self.token_logps:  # laid out once per value
             self._by_row = (self.token_logps, spread(self.token_logps, self.mask))
@@ -56,8 +63,6 @@ class ResponseScores:
         """KL(π_ref ‖ π_θ) per response token ``(S, R)``, 0 at padding: against another
         `ResponseScores` of the same rows (its logits or states), or a cached top-k ``(logps, ids)``
         of the reference ``(S, R, k)`` each (`chip.losses.topk_token_kl`)."""
-        from chip.modeling.chunked_head import kl_against
-
         kl, logps = kl_against(self, reference)  # (n,) each; logps where computed on the way
         if self.token_logps is None:
             self.token_logps = logps
@@ -71,58 +76,24 @@ def spread(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class TargetLogProb(torch.autograd.Function):
-    """``log_softmax(z)[..., y]`` as ``z_y - logsumexp(z)``, with a backward that allocates one tensor.
-
-    Autograd through ``log_softmax`` + ``gather`` keeps a second ``(n, V)`` tensor (the log-probs)
-    for backward and builds two more in it (the scattered gradient and the softmax term). Here only
-    the logits (alive anyway) and their logsumexp are kept, and the gradient
-    ``g · (onehot(y) − softmax(z))`` is built in place in a single ``(n, V)`` buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        log_total = torch.logsumexp(logits, dim=-1)  # (...)
-        ctx.save_for_backward(logits, targets, log_total)
-        return logits.gather(-1, targets[..., None]).squeeze(-1) - log_total  # (...)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logits, targets, log_total = ctx.saved_tensors
-        grad_logits = torch.sub(logits, log_total[..., None]).exp_()  # (..., V) softmax(z)
-        grad_logits.mul_(-grad[..., None])  # (..., V) -g · softmax(z)
-        grad_logits.scatter_add_(-1, targets[..., None], grad[..., None])  # (..., V) + g · onehot(y)
-        return grad_logits, None
-
-
-class TargetLogProbAndKL(torch.autograd.Function):
-    """``log_softmax(z)[y]`` and KL(π_ref ‖ π_θ) ``= Σ_v p_v (log p_v − log q_v)`` per token, in one pass.
-
-    ``z`` are the policy's logits (q = softmax(z)), ``r`` the reference's (p = softmax(r)), both
-    ``(n, V)``. Separately, the log-prob, the two log-softmaxes and the KL's terms each build and
-    keep ``(n, V)`` tensors; here only the logits (alive anyway) and two logsumexps are kept, and
-    the gradient ``g_lp·(onehot(y) − q) + g_kl·(q − p)`` is built in one buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor):
-        log_total = torch.logsumexp(logits, dim=-1)  # (n,)
-        ref_log_total = torch.logsumexp(ref_logits, dim=-1)  # (n,)
-        ref_logp = ref_logits - ref_log_total[:, None]  # (n, V) log p
-        gap = (ref_logp - logits).add_(log_total[:, None])  # (n, V) log p − log q
-        kl = torch.linalg.vecdot(ref_logp.exp_(), gap)  # (n,)
-        ctx.save_for_backward(logits, targets, ref_logits, log_total, ref_log_total)
-        logp = logits.gather(-1, targets[:, None]).squeeze(-1) - log_total  # (n,)
-        return logp, kl
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_logp: torch.Tensor, grad_kl: torch.Tensor):
-        logits, targets, ref_logits, log_total, ref_log_total = ctx.saved_tensors
-        grad = torch.sub(logits, log_total[:, None]).exp_()  # (n, V) q
-        grad.mul_((grad_kl - grad_logp)[:, None])  # (n, V) (g_kl − g_lp)·q
-        ref_probs = torch.sub(ref_logits, ref_log_total[:, None]).exp_()  # (n, V) p
-        grad.sub_(ref_probs.mul_(grad_kl[:, None]))  # (n, V) − g_kl·p
-        grad.scatter_add_(-1, targets[:, None], grad_logp[:, None])  # (n, V) + g_lp·onehot(y)
-        return grad, None, None
+def kl_against(
+    policy: ResponseScores, reference: ResponseScores | tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor | None]:
+    """KL(π_ref ‖ π_θ) per real response token ``(n,)`` of a policy `ResponseScores` against the
+    reference's scores of the same rows (logits, or states with a chunked head) or its cached top-k
+    ``(logps, ids)`` ``(S, R, k)``. With a chunked policy the head runs once per chunk for both the
+    KL and the policy's log-probs, and against whole reference logits one fused pass computes both;
+    the log-probs are returned second then (``None`` otherwise)."""
+    if isinstance(reference, tuple):
+        ref = TopKReference(*(values[policy.mask] for values in reference))  # (n, k) each
+    elif reference.hidden is not None:
+        ref = HiddenReference(reference.hidden, reference.head)
+    else:
+        ref = LogitsReference(reference.token_logits)
+    if policy.hidden is None and isinstance(ref, LogitsReference) and policy.token_logps is None:
+        logps, kl = TargetLogProbAndKL.apply(policy.token_logits, policy.targets, ref.logits)
+        return kl, logps
+    if policy.hidden is None:  # the policy's whole logits: one chunk
+        return ref.kl(policy.token_logits, slice(None)), None
+    logps, kl = chunked_head_scores(policy.hidden, policy.head, policy.targets, policy.chunk_size, ref)
+    return kl, logps

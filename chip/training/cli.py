@@ -171,7 +171,8 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
 def run_precompute(config: ChipConfig) -> Path:
     """Write the reference cache for `config` (the reference = the model at model_name_or_path)."""
     from chip.training.models import load_model
-    from chip.training.reference_cache import cache_settings, precompute_reference
+    from chip.training.precompute import precompute_reference
+    from chip.training.reference_cache import cache_settings
 
     if not config.reference_cache:
         raise ConfigError("--reference_cache DIR is required")

@@ -14,9 +14,11 @@ from transformers import TrainingArguments
 from chip.corruption import CorruptionKind
 from chip.errors import ConfigError, check_choices
 from chip.losses import ChipLossConfig
-from chip.training.reference import REFERENCES, ReferenceMode
 
 LOSS_GROUP = "CHiP loss (symbols of METHOD.md)"
+
+# Where π_ref comes from; each mode is a strategy in `chip.training.reference.REFERENCES`.
+ReferenceMode = Literal["model", "precomputed", "none"]
 
 
 def option(default, help_text: str, group: str):
@@ -169,7 +171,14 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
             raise ConfigError(f"logits_chunk_size must be >= 0, got {self.logits_chunk_size}")
         if self.kl_top_k < 0:
             raise ConfigError(f"kl_top_k must be >= 0, got {self.kl_top_k}")
-        REFERENCES[self.reference].check_config(self)
+        if self.reference == "precomputed" and not self.reference_cache:
+            raise ConfigError(
+                "reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)"
+            )
+        if self.reference == "none" and self.token_weight > 0:
+            raise ConfigError(
+                "the token-level KL needs a reference: set --token_weight 0 with --reference none"
+            )
 
     @property
     def loss_config(self) -> ChipLossConfig:

@@ -8,8 +8,9 @@ step reads them without knowing which strategy it holds.
     reference = REFERENCES[config.reference].prepare(config, model, processor, examples)
     ref_logps, kl = reference.real(model, batch, policy_scores, need_kl=True)
 
-Adding a mode: subclass `Reference`, implement `prepare`, `real` and `corrupt`, add it to `REFERENCES`
-(and to `ReferenceMode`).
+Adding a mode: name it in `chip.training.config.ReferenceMode` (with any setting it needs checked in
+`ChipConfig.__post_init__`), subclass `Reference` with that ``mode``, implement `prepare`, `real` and
+`corrupt`, and list the class in `REFERENCES`.
 """
 
 from __future__ import annotations
@@ -17,22 +18,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from chip.errors import ConfigError
 from chip.modeling import ResponseScores, adapter_disabled, response_logps
 from chip.modeling.batch import CORRUPT, REAL, REFERENCE
 from chip.modeling.frozen_vision import shared_frozen_vision
-
-if TYPE_CHECKING:
-    from chip.training.config import ChipConfig
-    from chip.training.reference_cache import ReferenceCache
-
-ReferenceMode = Literal["model", "precomputed", "none"]
+from chip.training.config import ChipConfig, ReferenceMode
+from chip.training.models import load_model
+from chip.training.reference_cache import ReferenceCache, cache_settings
 
 # (model, collated rows, need_logits) -> scores; the trainer binds its layout switches into it
 Scorer = Callable[[nn.Module, dict, bool], ResponseScores]
@@ -45,12 +42,8 @@ def default_scorer(model: nn.Module, rows: dict, need_logits: bool) -> ResponseS
 class Reference:
     """How π_ref's log-probs of a batch are obtained (see the module docstring)."""
 
-    is_reference_free = False  # log-ratios against 0 (no reference at all)
+    mode: ClassVar[ReferenceMode]  # the value of ``--reference`` that selects this strategy
     cache: ReferenceCache | None = None  # read by the collator when set
-
-    @classmethod
-    def check_config(cls, config: ChipConfig) -> None:
-        """Refuse settings this mode cannot serve, before anything is loaded."""
 
     @classmethod
     def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> Reference:
@@ -84,6 +77,8 @@ class LiveReference(Reference):
     """A frozen model scored alongside the policy: a separate copy, or the policy's own base under
     its disabled LoRA adapter (``ref_model`` None), which holds no second copy of the weights."""
 
+    mode = "model"
+
     def __init__(self, ref_model: nn.Module | None = None):
         self.ref_model = ref_model
         self._score: Scorer = default_scorer
@@ -96,8 +91,6 @@ class LiveReference(Reference):
         if is_deepspeed_zero3_enabled():
             # ZeRO-3 loaded the policy partitioned (`zero.Init`): a deep copy would hold empty
             # parameters. A second load is partitioned the same way (as TRL loads its reference).
-            from chip.training.models import load_model
-
             return cls(load_model(config).eval().requires_grad_(False))
         return cls(copy.deepcopy(model).eval().requires_grad_(False))
 
@@ -136,22 +129,15 @@ class LiveReference(Reference):
 class PrecomputedReference(Reference):
     """Reference log-probs (and a top-k distribution for the KL) read from a `ReferenceCache`."""
 
+    mode = "precomputed"
+
     def __init__(self, cache: ReferenceCache):
         self.cache = cache
-
-    @classmethod
-    def check_config(cls, config: ChipConfig) -> None:
-        if not config.reference_cache:
-            raise ConfigError(
-                "reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)"
-            )
 
     @classmethod
     def prepare(
         cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence
     ) -> PrecomputedReference:
-        from chip.training.reference_cache import ReferenceCache, cache_settings
-
         return cls(
             ReferenceCache.open(
                 config.reference_cache, expected=cache_settings(config, model, processor, examples)
@@ -172,14 +158,7 @@ class PrecomputedReference(Reference):
 class NoReference(Reference):
     """Reference-free: every reference log-prob is 0, so R is the policy's own log-likelihood."""
 
-    is_reference_free = True
-
-    @classmethod
-    def check_config(cls, config: ChipConfig) -> None:
-        if config.token_weight > 0:
-            raise ConfigError(
-                "the token-level KL needs a reference: set --token_weight 0 with --reference none"
-            )
+    mode = "none"
 
     @classmethod
     def prepare(cls, config: ChipConfig, model: nn.Module, processor, examples: Sequence) -> NoReference:
@@ -194,8 +173,7 @@ class NoReference(Reference):
         return torch.zeros_like(policy.logps)
 
 
-REFERENCES: dict[str, type[Reference]] = {
-    "model": LiveReference,
-    "precomputed": PrecomputedReference,
-    "none": NoReference,
+# Keyed by each strategy's ``mode``: the names are written once, in `ReferenceMode`.
+REFERENCES: dict[ReferenceMode, type[Reference]] = {
+    strategy.mode: strategy for strategy in (LiveReference, PrecomputedReference, NoReference)
 }

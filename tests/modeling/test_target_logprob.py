@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from chip.modeling.scores import TargetLogProb, TargetLogProbAndKL
+from chip.modeling.kernels import TargetLogProb, TargetLogProbAndKL
 
 
 def test_value_and_gradient_equal_log_softmax_gather():

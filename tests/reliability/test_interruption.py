@@ -33,7 +33,8 @@ import torch
 from safetensors.torch import load_file
 
 from chip.training.cli import parse_config, run_precompute
-from chip.training.reference_cache import SHARD_SIZE_ENV, ReferenceCache, StaleCacheError
+from chip.training.precompute import SHARD_SIZE_ENV
+from chip.training.reference_cache import ReferenceCache, StaleCacheError
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
 from tests.train_helpers import train_args, write_pairs
 
@@ -319,7 +320,7 @@ def test_precompute_with_another_shard_size_does_not_mix_shards(
 
 def test_invalid_shard_size_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from chip.errors import ConfigError
-    from chip.training.reference_cache import resolve_shard_size
+    from chip.training.precompute import resolve_shard_size
 
     monkeypatch.setenv(SHARD_SIZE_ENV, "zero")
     with pytest.raises(ConfigError, match=SHARD_SIZE_ENV):

@@ -1,0 +1,178 @@
+"""The write side of a precomputed reference: `chip data precompute` scores every example once.
+
+Shards of ``SHARD_SIZE`` examples (overridden by the ``CHIP_REFERENCE_SHARD_SIZE`` environment
+variable or the ``shard_size`` argument; smaller shards lose less work to a kill) are written in
+the format `chip.training.reference_cache` reads. Every file is written to ``NAME.tmp`` and
+renamed, so a crash leaves either the old file or the new one, never half of it under the real
+name; a resumed precompute reuses a shard only when its safetensors header is intact and its ids
+file lists exactly the examples that shard must hold, so a killed run resumes at the first missing
+shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from accelerate.utils import send_to_device
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from chip.errors import ConfigError
+from chip.modeling.batch import CORRUPT, REAL, split_pairs
+from chip.modeling.scores import spread
+from chip.training.reference import LiveReference
+from chip.training.reference_cache import FORMAT, VERSION, StaleCacheError, fingerprint, read_cache_json
+
+SHARD_SIZE = 256  # examples per shard: the unit of resumption
+SHARD_SIZE_ENV = "CHIP_REFERENCE_SHARD_SIZE"  # overrides SHARD_SIZE without a code change
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resolve_shard_size(shard_size: int | None = None) -> int:
+    """``shard_size``, else ``$CHIP_REFERENCE_SHARD_SIZE``, else `SHARD_SIZE`; must be >= 1."""
+    value: int | str = shard_size if shard_size is not None else os.environ.get(SHARD_SIZE_ENV, SHARD_SIZE)
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ConfigError(f"{SHARD_SIZE_ENV} / shard_size must be a positive integer, got {value!r}")
+    return size
+
+
+def _reusable_shard(file: Path, ids_file: Path, expected_ids: list[str]) -> bool:
+    """Whether a shard left by an earlier (possibly killed) run holds exactly ``expected_ids``, intact.
+
+    The ids must match because the examples or the shard size may differ from the earlier run; the
+    header check catches a file cut short (safetensors verifies the header covers the whole file).
+    """
+    if not (file.is_file() and ids_file.is_file()):
+        return False
+    try:
+        if json.loads(ids_file.read_text()) != expected_ids:
+            return False
+        with safe_open(str(file), framework="pt") as shard:
+            keys = set(shard.keys())
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError):
+        return False
+    return all(f"{index}/chosen_logps" in keys for index in range(len(expected_ids)))
+
+
+def _split_rows(values: Tensor, mask: Tensor) -> list[Tensor]:
+    """[N, R, ...] padded -> N tensors of their kept length."""
+    return [values[i, : int(mask[i].sum())].cpu() for i in range(values.shape[0])]
+
+
+def example_records(scores_real, scores_corrupt, num: int, top_k: int) -> list[dict[str, Tensor]]:
+    """Cache records of one collated batch from reference `ResponseScores` of its real/corrupt rows."""
+    chosen, rejected = split_pairs(_split_rows(scores_real.logps.float(), scores_real.mask), num)
+    records = [{"chosen_logps": w, "rejected_logps": lo} for w, lo in zip(chosen, rejected)]
+    if scores_real.token_logits is not None:
+        logp = torch.log_softmax(scores_real.token_logits.float(), dim=-1)  # (n, V) real tokens only
+        k = logp.shape[-1] if top_k <= 0 else min(top_k, logp.shape[-1])
+        top_logps, top_ids = (
+            spread(values, scores_real.mask) for values in logp.topk(k, dim=-1)
+        )  # (2B, R, k)
+        top_logps_w, top_logps_l = split_pairs(_split_rows(top_logps, scores_real.mask), num)
+        top_ids_w, top_ids_l = split_pairs(_split_rows(top_ids.to(torch.int32), scores_real.mask), num)
+        for i, record in enumerate(records):
+            record.update(chosen_topk_logps=top_logps_w[i], rejected_topk_logps=top_logps_l[i],
+                          chosen_topk_ids=top_ids_w[i], rejected_topk_ids=top_ids_l[i])  # fmt: skip
+    if scores_corrupt is not None:
+        corrupt = _split_rows(scores_corrupt.logps.float(), scores_corrupt.mask)
+        for i, record in enumerate(records):
+            record["corrupt_logps"] = corrupt[i]
+    return records
+
+
+@torch.no_grad()
+def precompute_reference(
+    model: torch.nn.Module,
+    collator,
+    examples: Sequence,
+    path: str | Path,
+    settings: dict,
+    needs_kl: bool,
+    batch_size: int = 8,
+    shard_size: int | None = None,
+) -> Path:
+    """Score every example with the reference ``model`` and write the cache under ``path``.
+
+    Shards cover fixed ranges of ``examples`` (``shard_size`` each, see `resolve_shard_size`), so
+    after a kill the intact shards already on disk are kept, untouched, and only the missing or
+    damaged ones are computed. A folder holding a cache for another fingerprint is refused rather
+    than mixed.
+    """
+    reference = LiveReference(model)
+    cache_fingerprint, kl_top_k = fingerprint(settings), settings["kl_top_k"]
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    progress_file = path / "progress.json"
+    shard_size = resolve_shard_size(shard_size)
+    previous = read_cache_json(progress_file) if progress_file.exists() else None
+    if previous is not None and (
+        not isinstance(previous, dict) or previous.get("fingerprint") != cache_fingerprint
+    ):
+        raise StaleCacheError(
+            f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
+        )
+    _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
+
+    num_shards = (len(examples) + shard_size - 1) // shard_size
+    shards = []
+    done = 0
+    bar = tqdm(total=len(examples), desc="reference cache", unit="ex")
+    for shard_index in range(num_shards):
+        file = path / f"shard-{shard_index:05d}.safetensors"
+        ids_file = file.with_suffix(".ids.json")
+        chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
+        chunk_ids = [ex.id for ex in chunk]
+        if not _reusable_shard(file, ids_file, chunk_ids):
+            _atomic_save(
+                _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar), file
+            )
+            _atomic_write_text(json.dumps(chunk_ids), ids_file)
+        else:
+            bar.update(len(chunk))
+        shards.append({"file": file.name, "ids": chunk_ids, "bytes": file.stat().st_size})
+        done += len(chunk)
+    bar.close()
+
+    manifest = {"format": FORMAT, "version": VERSION, "fingerprint": cache_fingerprint, "settings": settings,
+                "kl_top_k": kl_top_k, "num_examples": done, "shards": shards}  # fmt: skip
+    _atomic_write_text(json.dumps(manifest, indent=1), path / "manifest.json")
+    return path
+
+
+def _score_chunk(
+    reference, model, collator, chunk: Sequence, batch_size: int, needs_kl: bool, kl_top_k: int, bar
+) -> dict[str, Tensor]:
+    """One shard's tensors: every example of ``chunk`` scored by the reference, keyed ``"{index}/{name}"``."""
+    device = next(model.parameters()).device
+    tensors: dict[str, Tensor] = {}
+    for start in range(0, len(chunk), batch_size):
+        part = chunk[start : start + batch_size]
+        batch = send_to_device(collator(list(part)), device)
+        real = reference.scores(model, batch[REAL], need_logits=needs_kl)
+        corrupt = reference.scores(model, batch[CORRUPT], need_logits=False) if CORRUPT in batch else None
+        for offset, record in enumerate(example_records(real, corrupt, len(part), kl_top_k)):
+            tensors.update({f"{start + offset}/{key}": value for key, value in record.items()})
+        bar.update(len(part))
+    return tensors
