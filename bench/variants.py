@@ -38,6 +38,7 @@ from transformers import Trainer
 import chip.modeling.logps
 from bench.naive import NaiveBatch, naive_batch, naive_loss
 from bench.workload import Workload
+from chip.losses import ChipLossConfig
 from chip.training.collate import ChipCollator
 from chip.training.config import ChipConfig
 from chip.training.precompute import precompute_reference
@@ -45,8 +46,9 @@ from chip.training.reference import LiveReference, PrecomputedReference
 from chip.training.reference_cache import ReferenceCache
 from chip.training.trainer import ChipTrainer
 
-FULL_CHIP = dict(segment_weight=3.0, token_weight=0.1, visual_weight=1.0)  # METHOD.md defaults
-PLAIN_DPO = dict(segment_weight=0.0, token_weight=0.0, visual_weight=0.0)
+TERMS = ("segment_weight", "token_weight", "visual_weight")  # λ, α, μ
+FULL_CHIP = {name: getattr(ChipLossConfig(), name) for name in TERMS}  # chip's defaults
+PLAIN_DPO = {name: 0.0 for name in TERMS}
 
 
 class Variant:
@@ -116,7 +118,10 @@ class TrlDpo(_TrainerVariant):
         policy, reference = workload.fresh_model(trainable=True), workload.fresh_model(trainable=False)
         self.modules = [policy, reference]
         args = DPOConfig(
-            beta=0.1, max_length=None, precompute_ref_log_probs=False, **_training_args(workload, settings)
+            beta=ChipLossConfig().beta,
+            max_length=None,
+            precompute_ref_log_probs=False,
+            **_training_args(workload, settings),
         )
         rows = workload.trl_rows
         trainer = DPOTrainer(

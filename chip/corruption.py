@@ -24,6 +24,7 @@ from torch import Tensor
 CorruptionKind = Literal["diffusion", "crop", "black", "rotate", "blur", "random"]
 CORRUPTION_KINDS: tuple[str, ...] = get_args(CorruptionKind)
 NUM_DIFFUSION_STEPS = 1000
+NOISE_STEP = 500  # the step k of ṽ in the authors' recipe (ᾱ ≈ 0.745)
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +36,7 @@ def diffusion_alphas_cumprod() -> Tensor:
 
 
 def diffusion_noise(
-    pixel_values: Tensor, step: int = 500, generator: torch.Generator | None = None
+    pixel_values: Tensor, step: int = NOISE_STEP, generator: torch.Generator | None = None
 ) -> Tensor:
     """ṽ = √ᾱ_k · v + √(1 − ᾱ_k) · ε with ε ~ N(0, I); same shape and dtype as ``pixel_values``.
 

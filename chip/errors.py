@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal, get_args, get_origin, get_type_hints
 
 
@@ -22,14 +21,14 @@ class ConfigError(ChipError):
     exit_code = 2
 
 
-def check_choices(config: object, names: Iterable[str]) -> None:
-    """Raise `ConfigError` when a ``Literal``-typed dataclass field among ``names`` holds another value.
+def check_choices(config: object) -> None:
+    """Raise `ConfigError` when a ``Literal``-typed field of ``config``'s class holds another value.
 
-    The allowed values are read from the field's type, so they are written down once.
+    The fields and their allowed values are read from the class's type hints, so a new ``Literal``
+    field is checked without being listed anywhere, and its values are written down once.
     """
-    hints = get_type_hints(type(config))
-    for name in names:
-        allowed = get_args(hints[name]) if get_origin(hints[name]) is Literal else ()
+    for name, hint in get_type_hints(type(config)).items():
+        allowed = get_args(hint) if get_origin(hint) is Literal else ()
         value = getattr(config, name)
         if allowed and value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")

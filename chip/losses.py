@@ -63,7 +63,7 @@ class ChipLossConfig:
     loss_type: LossType = _setting("sigmoid", "Loss on the text margin: sigmoid (DPO) or ipo (squared).")
 
     def __post_init__(self) -> None:
-        check_choices(self, ChipLossConfig.field_names())
+        check_choices(self)
         if self.beta <= 0:
             raise ConfigError(f"beta must be > 0, got {self.beta}")
         for name in ("segment_weight", "token_weight", "visual_weight", "anchor_weight", "sft_weight"):

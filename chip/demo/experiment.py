@@ -29,16 +29,20 @@ from chip.demo.measure import answer_questions, caption_metrics, caption_scenes,
 from chip.demo.pairs import PairsConfig, write_preference_pairs
 from chip.demo.stats import bootstrap_difference
 from chip.demo.world import Scene, make_scenes
+from chip.losses import ChipLossConfig
 
-# Loss settings per method, as `ChipConfig` overrides (METHOD.md: "ablations are just weights").
-# Each core method gets its own learning rate, chosen on validation scenes from the same grid.
-DPO = {"segment_weight": 0.0, "token_weight": 0.0, "visual_weight": 0.0}
+# Loss settings per method, as `ChipConfig` overrides (ablations are just weights): each ablation
+# turns on one of CHiP's terms at its `ChipLossConfig` default. Each core method gets its own
+# learning rate, chosen on validation scenes from the same grid.
+TERMS = ("segment_weight", "token_weight", "visual_weight")  # λ, α, μ
+DPO = {name: 0.0 for name in TERMS}
 METHODS: dict[str, dict[str, Any]] = {
     "dpo": DPO,
-    "dpo+segment": {**DPO, "segment_weight": 3.0},
-    "dpo+token": {**DPO, "token_weight": 0.1},
-    "dpo+visual": {**DPO, "visual_weight": 1.0},
-    "chip": {},  # λ = 3, α = 0.1 (TDPO2), μ = 1, diffusion noise at step 500, joint sigmoid
+    **{
+        f"dpo+{name.removesuffix('_weight')}": {**DPO, name: getattr(ChipLossConfig(), name)}
+        for name in TERMS
+    },
+    "chip": {},  # every `chip train` default: λ = 3, α = 0.1 (TDPO2), μ = 1, diffusion noise, joint sigmoid
 }
 # Variants of the visual term (issue 16, item 4): (the core method whose chosen lr they reuse,
 # their overrides on top of that method's).

@@ -26,11 +26,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from chip.corruption import diffusion_noise, example_generator
+from chip.corruption import NOISE_STEP, diffusion_noise, example_generator
 from chip.demo.tiny_vlm import PromptEncoder, pixel_values
 from chip.demo.world import CAPTION_PROMPT, Scene, WorldConfig, blank_image, make_scenes
-
-NOISE_STEP = 500  # the default diffusion step of the visual term
 
 
 def noised(pixels: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -97,23 +97,6 @@ def _log_skipped(dataset: str, report) -> None:
                    report.num_bad_rows, report.total_rows, dataset, counts, shown, more)  # fmt: skip
 
 
-def build_collator(config: ChipConfig, adapter, examples, reference_cache=None):
-    from chip.training.collate import ChipCollator
-
-    return ChipCollator(
-        adapter=adapter,
-        corruption=config.corruption,
-        noise_step=config.noise_step,
-        seed=config.seed,
-        max_length=config.max_length,
-        score_corrupt=config.loss_config.needs_corrupt,
-        segment_min_match=config.segment_min_match,
-        mark_insertions=config.mark_insertions,
-        random_pool=examples,
-        reference_cache=reference_cache,
-    )
-
-
 def load_adapter(config: ChipConfig):
     """The checkpoint's `VLMAdapter` (processor and config, no weights): loaded once per run."""
     from chip.modeling import VLMAdapter
@@ -130,6 +113,7 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     place of the stock progress bar (e.g. one that does not print every logged dict).
     """
     from chip.training.checkpoints import StopOnInterrupt, resolve_resume_checkpoint
+    from chip.training.collate import ChipCollator
     from chip.training.models import load_model, prepare_policy
     from chip.training.preflight import check_run, warn_ignored
     from chip.training.reference import REFERENCES
@@ -147,7 +131,7 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     trainer = ChipTrainer(
         model=model, args=config, train_dataset=examples, eval_dataset=held_out or None,
         processing_class=adapter.processor, reference=reference,
-        data_collator=build_collator(config, adapter, examples, reference_cache=reference.cache),
+        data_collator=ChipCollator.from_config(config, adapter, examples, reference_cache=reference.cache),
     )  # fmt: skip
     if replace_progress and callbacks:
         from transformers import ProgressCallback
@@ -170,6 +154,7 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
 
 def run_precompute(config: ChipConfig) -> Path:
     """Write the reference cache for `config` (the reference = the model at model_name_or_path)."""
+    from chip.training.collate import ChipCollator
     from chip.training.models import load_model
     from chip.training.precompute import precompute_reference
     from chip.training.reference_cache import cache_settings
@@ -184,7 +169,7 @@ def run_precompute(config: ChipConfig) -> Path:
     examples = examples + held_out  # the cache covers evaluation too
     model = load_model(config).to(config.device).eval()
     return precompute_reference(
-        model, build_collator(config, adapter, examples), examples, config.reference_cache,
+        model, ChipCollator.from_config(config, adapter, examples), examples, config.reference_cache,
         cache_settings(config, model, adapter.processor, examples),
         needs_kl=config.loss_config.needs_kl, batch_size=config.per_device_eval_batch_size,
     )  # fmt: skip

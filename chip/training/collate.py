@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -26,25 +25,61 @@ from chip.data import PreferenceExample
 from chip.modeling import PromptInputs, VLMAdapter, scored_lengths
 from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, REFERENCE, pair_rows
 from chip.segments import changed_segments, spans_to_token_flags
+from chip.training.config import ChipConfig
+from chip.training.reference_cache import ReferenceCache
 
-if TYPE_CHECKING:
-    from chip.training.reference_cache import ReferenceCache
+# The collator's settings that are `ChipConfig` fields of the same name.
+SHARED_WITH_CONFIG = (
+    "corruption",
+    "noise_step",
+    "seed",
+    "max_length",
+    "segment_min_match",
+    "mark_insertions",
+)
 
 
 @dataclass
 class ChipCollator:
-    """Turns a list of `PreferenceExample` into the W, L and C model inputs of one step."""
+    """Turns a list of `PreferenceExample` into the W, L and C model inputs of one step.
+
+    A run builds it with `from_config`. Built by hand, the corruption and the segment alignment
+    default to `ChipConfig`'s defaults; the seed to 0 and the length to no cut.
+    """
 
     adapter: VLMAdapter
-    corruption: CorruptionKind = "diffusion"  # kind of ṽ
-    noise_step: int = 500  # diffusion step k of ṽ
+    corruption: CorruptionKind = ChipConfig.default("corruption")  # kind of ṽ
+    noise_step: int = ChipConfig.default("noise_step")  # diffusion step k of ṽ
     seed: int = 0  # run seed; with the example id it fixes every random corruption
     max_length: int | None = None  # longest prompt + response; only response tokens are cut
     score_corrupt: bool = True  # build the C rows (False when the visual weight is 0)
-    segment_min_match: int = 3  # anchors of the chosen/rejected alignment
-    mark_insertions: bool = False  # also flag pure insertions/deletions
+    segment_min_match: int = ChipConfig.default(
+        "segment_min_match"
+    )  # anchors of the chosen/rejected alignment
+    mark_insertions: bool = ChipConfig.default("mark_insertions")  # also flag pure insertions/deletions
     random_pool: Sequence[PreferenceExample] | None = None  # other examples, for corruption="random"
     reference_cache: ReferenceCache | None = None  # adds the ``reference`` entries when set
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ChipConfig,
+        adapter: VLMAdapter,
+        examples: Sequence[PreferenceExample] | None = None,
+        reference_cache: ReferenceCache | None = None,
+    ) -> ChipCollator:
+        """The collator of a run: every setting it shares with ``config`` read from there.
+
+        ``examples`` are the pool ``corruption="random"`` draws other images from.
+        """
+        shared = {name: getattr(config, name) for name in SHARED_WITH_CONFIG}
+        return cls(
+            adapter,
+            **shared,
+            score_corrupt=config.loss_config.needs_corrupt,
+            random_pool=examples,
+            reference_cache=reference_cache,
+        )
 
     def __call__(self, examples: list[PreferenceExample]) -> dict:
         prompts, corrupt_prompts, chosen_rows, rejected_rows = [], [], [], []

@@ -6,13 +6,13 @@ both work, and Accelerate / DeepSpeed / FSDP options come from `TrainingArgument
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from transformers import TrainingArguments
 
-from chip.corruption import CorruptionKind
-from chip.errors import ConfigError, check_choices
+from chip.corruption import NOISE_STEP, CorruptionKind
+from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 
 LOSS_GROUP = "CHiP loss (symbols of METHOD.md)"
@@ -106,7 +106,7 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     corruption: CorruptionKind = option(
         "diffusion", "The corrupted image ṽ of the visual preference.", "corrupted image"
     )
-    noise_step: int = option(500, "Diffusion step k of the noised image (0..999).", "corrupted image")
+    noise_step: int = option(NOISE_STEP, "Diffusion step k of the noised image (0..999).", "corrupted image")
 
     # ---- reference model -----------------------------------------------------------------------
     reference: ReferenceMode = option(
@@ -163,8 +163,9 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()  # TrainingArguments' own checks
-        ChipLossConfig.__post_init__(self)
-        check_choices(self, ("model_dtype", "corruption", "reference", "on_bad_row", "on_nonfinite"))
+        ChipLossConfig.__post_init__(
+            self
+        )  # the loss's checks, and `check_choices` of every Literal field here
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.logits_chunk_size < 0:
@@ -179,6 +180,11 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
             raise ConfigError(
                 "the token-level KL needs a reference: set --token_weight 0 with --reference none"
             )
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name``, for classes that take the same setting outside a run's config."""
+        return next(f.default for f in fields(cls) if f.name == name)
 
     @property
     def loss_config(self) -> ChipLossConfig:

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import chip.training.cli
 from chip.cli import main
+from chip.training.collate import ChipCollator
 
 POISONED = "ex5"
 
@@ -35,5 +35,5 @@ def poisoned(build: Callable[..., Any]) -> Callable[..., Any]:
 
 
 if __name__ == "__main__":
-    chip.training.cli.build_collator = poisoned(chip.training.cli.build_collator)
+    ChipCollator.from_config = poisoned(ChipCollator.from_config)
     sys.exit(main())

@@ -23,8 +23,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import chip.training.cli
 import chip.training.models
+from chip.training.collate import ChipCollator
 from chip.training.trainer import ChipTrainer
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
 from tests.train_helpers import train_args, write_pairs
@@ -34,7 +34,7 @@ STEPS = 4  # 8 pairs, batch 2: one epoch, so the poisoned example is in exactly 
 
 
 class Poison:
-    """Wraps `chip.training.cli.build_collator`: records each batch's ids, poisons POISONED's batch.
+    """Wraps `ChipCollator.from_config`: records each batch's ids, poisons POISONED's batch.
 
     Batches are collated one ahead of training (the dataloader prefetches), so the gradient hook
     reads ``training_poisoned``, set by the trainer's `compute_loss` for the batch it computes.
@@ -72,7 +72,7 @@ class Poison:
 @pytest.fixture
 def poison(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Poison]:
     injector = Poison(getattr(request, "param", "pixels"))
-    monkeypatch.setattr(chip.training.cli, "build_collator", injector.wrap(chip.training.cli.build_collator))
+    monkeypatch.setattr(ChipCollator, "from_config", injector.wrap(ChipCollator.from_config))
     if injector.where == "gradient":
         prepare, compute_loss = chip.training.models.prepare_policy, ChipTrainer.compute_loss
 

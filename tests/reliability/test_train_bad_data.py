@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import chip.training.cli
+from chip.training.collate import ChipCollator
 from tests.data.conftest import GOOD_ROW, make_images
 from tests.data.test_broken_inputs import CASES, Case
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
@@ -131,7 +131,7 @@ def test_train_with_skip_trains_on_the_good_rows_and_reports_what_it_skipped(
 ) -> None:
     data, good_ids = mixed_dataset(corpus_root, "mixed_skipped.jsonl")
     seen: list[str] = []
-    build = chip.training.cli.build_collator
+    build = ChipCollator.from_config
 
     def recording_collator(*args: Any, **kwargs: Any) -> Callable[[list], dict]:
         collator = build(*args, **kwargs)
@@ -143,7 +143,7 @@ def test_train_with_skip_trains_on_the_good_rows_and_reports_what_it_skipped(
 
         return collate
 
-    monkeypatch.setattr(chip.training.cli, "build_collator", recording_collator)
+    monkeypatch.setattr(ChipCollator, "from_config", recording_collator)
     out = tmp_path / "out"
     run = run_chip(["train", *train_args(tiny_model("llava"), data, out, on_bad_row="skip", max_steps=3,
                                          per_device_train_batch_size=2)])  # fmt: skip

@@ -47,3 +47,23 @@ def test_recipe_runs_as_written_on_a_tiny_model(recipe, tmp_path, tiny_model):
     assert any((tmp_path / "out" / "runs").rglob("events.out.tfevents.*")), (
         "the recipe's tensorboard log is missing"
     )
+
+
+def test_every_literal_setting_is_checked_and_every_reference_mode_has_its_strategy():
+    """The allowed values live in the ``Literal`` types only: a value outside one is refused for
+    every such field (none listed by hand), and `REFERENCES` holds one strategy per mode."""
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from chip.errors import ConfigError
+    from chip.training.config import ChipConfig, ReferenceMode
+    from chip.training.reference import REFERENCES
+
+    literal_fields = [
+        name for name, hint in get_type_hints(ChipConfig).items() if get_origin(hint) is Literal
+    ]
+    assert {"tdpo", "combine", "loss_type", "corruption", "reference", "on_nonfinite"} <= set(literal_fields)
+    for name in literal_fields:
+        with pytest.raises(ConfigError, match=f"^{name} must be one of"):
+            ChipConfig(output_dir="unused", use_cpu=True, **{name: "not-a-choice"})
+    assert sorted(REFERENCES) == sorted(get_args(ReferenceMode))
+    assert all(strategy.mode == mode for mode, strategy in REFERENCES.items())
