@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -35,10 +36,10 @@ from accelerate.utils import send_to_device
 from torch import nn
 from transformers import Trainer
 
-import chip.modeling.logps
 from bench.naive import NaiveBatch, naive_batch, naive_loss
 from bench.workload import Workload
 from chip.losses import ChipLossConfig
+from chip.modeling import ResponseScorer
 from chip.training.collate import ChipCollator
 from chip.training.config import ChipConfig
 from chip.training.precompute import precompute_reference
@@ -146,8 +147,8 @@ class TrlDpo(_TrainerVariant):
 class ChipVariant(_TrainerVariant):
     """`ChipTrainer` with a given loss, reference mode and layout switches.
 
-    ``full_logits`` forces `response_logps`' ``"full"`` route (a plain forward, logits at every
-    position, then a gather) — an ablation of computing logits only at the response positions.
+    ``full_logits`` gives the trainer a scorer on the ``"full"`` route (a plain forward, logits at
+    every position, then a gather) — an ablation of computing logits only at the response positions.
     """
 
     def __init__(
@@ -158,7 +159,6 @@ class ChipVariant(_TrainerVariant):
     ):  # fmt: skip
         super().__init__(workload, settings)
         self.key, self.label = key, label
-        self.full_logits = full_logits
         policy = workload.fresh_model(trainable=True)
         self.modules = [policy]
         extra: dict[str, Any] = {}
@@ -176,17 +176,18 @@ class ChipVariant(_TrainerVariant):
             encode_images_once=encode_images_once, logits_chunk_size=logits_chunk_size,
             share_frozen_vision=share_frozen_vision, padding_free=padding_free, **weights, **extra, **_training_args(workload, settings),
         )  # fmt: skip
-        trainer = ChipTrainer(model=policy, args=args, train_dataset=workload.examples, data_collator=collator,
-                              reference=strategy)  # fmt: skip
+        scorer = ResponseScorer(replace(args.layout_settings, route="full")) if full_logits else None
+        trainer = ChipTrainer(
+            model=policy,
+            args=args,
+            train_dataset=workload.examples,
+            data_collator=collator,
+            reference=strategy,
+            scorer=scorer,
+        )
         examples = workload.examples
         batches = [collator([examples[i] for i in ids]) for ids in workload.batches(settings["num_batches"])]
         self._finish(trainer, batches)
-
-    def _loss(self, batch: Any) -> float:
-        if not self.full_logits:
-            return super()._loss(batch)
-        with mock.patch.object(chip.modeling.logps, "_choose_route", lambda model: "full"):
-            return super()._loss(batch)
 
 
 class NaiveChip(Variant):

@@ -13,7 +13,9 @@ from chip.modeling.quirks import quirks_for
 from chip.modeling.wrappers import core_model
 
 
-def _images_once_allowed(model: nn.Module) -> bool:
+def images_once_allowed(model: nn.Module) -> bool:
+    """Whether ``model``'s family may take each example's image features once for both rows of a pair:
+    marked ``images_once`` in the quirk table, with ``get_image_features`` and ``mm_encoder_outputs``."""
     core = core_model(model)
     quirks = quirks_for(core.config)
     owner = getattr(core, quirks.trunk, None) if quirks.trunk else None
@@ -24,7 +26,7 @@ def _images_once_allowed(model: nn.Module) -> bool:
     )
 
 
-def _shared_image_inputs(core: PreTrainedModel, images: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+def shared_image_inputs(core: PreTrainedModel, images: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     """Image inputs for the 2B unpacked rows with each example's vision features computed once.
 
     The features go in through ``mm_encoder_outputs`` (transformers 5's input for precomputed

@@ -7,7 +7,7 @@ decoder trunk, keeps the hidden states at the positions that predict response to
 ``t - 1`` predicts token ``t``), and applies the LM head to those states only: one per real
 response token, ``(n, H)``.
 
-Three routes, chosen per model (``route="auto"``):
+Three routes, chosen per model (``route="auto"`` in `chip.modeling.layout.LayoutSettings`):
 
 - ``"trunk"``: ``model.model(...)`` then ``model.get_output_embeddings()`` on the gathered
   states, plus the family's post-head transform from the quirk table (e.g. soft-capping).
@@ -22,7 +22,8 @@ its row in :mod:`chip.modeling.quirks`; a family not in the table goes through i
 ``forward`` with neither, after one warning. The first batch a model scores is also a check: if
 a faster layout fails inside the model, that model falls back to the plain layout for the rest
 of the run (one warning naming what failed); if the plain layout fails too, :class:`ModelError`
-says in one line which model could not run.
+says in one line which model could not run. What the first batches showed is kept by the
+:class:`ResponseScorer` that scored them (the trainer holds one per run), not in the module.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,162 +38,137 @@ from transformers import PreTrainedModel
 
 from chip.errors import ChipError
 from chip.modeling.errors import ModelError, one_line
-from chip.modeling.images_once import _images_once_allowed
-from chip.modeling.pair_attention import NAME as PAIR_SDPA
-from chip.modeling.pair_attention import decoder_config
+from chip.modeling.kernels import TargetLogProb
+from chip.modeling.layout import LayoutSettings
 from chip.modeling.pairs import is_pair_batch
 from chip.modeling.plans import Plan, pack, row_plan, shared_prefix_plan, unpacked_plan
 from chip.modeling.quirks import ModelQuirks, quirks_for
-from chip.modeling.routes import Route, _choose_route, _own_forward_route, can_share_prefix
-from chip.modeling.scores import ResponseScores, TargetLogProb
+from chip.modeling.routes import Layout, candidate_layouts
+from chip.modeling.scores import ResponseScores
 from chip.modeling.wrappers import core_model
 
 logger = logging.getLogger(__name__)
+
+
+class ResponseScorer:
+    """Log-probabilities of the response tokens of batches, laid out as ``settings`` ask.
+
+    ``scorer(model, batch, return_logits)`` scores one batch. With ``chunk_size`` > 0 (and the
+    trunk route) the LM head runs over that many response tokens at a time
+    (`chip.modeling.chunked_head`): no ``(n, V)`` tensor is kept, and ``return_logits`` returns the
+    states and the head instead of the logits (`ResponseScores.token_kl` takes either). The head,
+    the log-softmax and the KL only ever run over the n real response tokens, never over padding
+    (`chip.modeling.scores`).
+
+    ``batch`` comes from :meth:`VLMAdapter.collate` (one scored row per row; every key but
+    ``response_mask`` goes to the model) or :meth:`VLMAdapter.collate_pairs` (2B scored rows,
+    ``[chosen_1..chosen_B, rejected_1..rejected_B]``). A pair batch runs as one sequence per pair
+    with a block mask when ``share_prefix`` is set and `can_share_prefix` allows it; otherwise it
+    is unpacked into two rows per pair, and with ``encode_images_once`` (where the family's quirks
+    allow it) each example's image features are computed once and fed to both rows. With
+    ``padding_free`` (where `can_pack` allows it) the rows of any layout run back to back in one
+    sequence without padding (`chip.modeling.plans.pack`). Every layout gives the same numbers.
+    Log-softmax runs in float32 whatever the model's dtype. Works under ``no_grad`` or with
+    gradients, with gradient checkpointing, and on PEFT-wrapped models.
+
+    With ``route="auto"`` a layout that fails inside a model on its first batch is replaced by the
+    plain one for that model (see the module docstring); the scorer remembers, per model, the
+    layouts that worked and the fallback chosen, so later batches go straight to it.
+    """
+
+    def __init__(self, settings: LayoutSettings | None = None) -> None:
+        self.settings = settings if settings is not None else LayoutSettings()
+        # Per core model, weakly (its entries go with the model): the layouts it has scored a batch
+        # with, the plain layout the first-batch check moved it to, and the families warned about.
+        self.verified: weakref.WeakKeyDictionary[PreTrainedModel, set[Layout]] = weakref.WeakKeyDictionary()
+        self.fallback: weakref.WeakKeyDictionary[PreTrainedModel, Layout] = weakref.WeakKeyDictionary()
+        self.warned: weakref.WeakSet[PreTrainedModel] = weakref.WeakSet()
+
+    def __call__(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], return_logits: bool = False
+    ) -> ResponseScores:
+        core = core_model(model)
+        self._warn_if_untested(core)
+        batch = {
+            key: value.to(core.dtype) if value.is_floating_point() else value for key, value in batch.items()
+        }  # processors may return other float types than the model's (Llama-4: bfloat16 pixels)
+        layouts = candidate_layouts(model, batch, self.settings)
+        if self.settings.route != "auto":
+            return score_layout(model, batch, layouts[0], return_logits, self.settings.chunk_size)
+        if core in self.fallback:
+            layouts = [self.fallback[core]]
+        return self._first_that_runs(model, batch, layouts, return_logits)
+
+    def _first_that_runs(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], layouts: list[Layout], return_logits: bool
+    ) -> ResponseScores:
+        """The scores of the first of ``layouts`` that runs; a layout that worked before is not retried."""
+        core = core_model(model)
+        failed: tuple[Layout, Exception] | None = None
+        for layout in layouts:
+            try:
+                scores = score_layout(model, batch, layout, return_logits, self.settings.chunk_size)
+            except (torch.OutOfMemoryError, ChipError):
+                raise
+            except Exception as error:  # a boundary: any error inside the model's code (docs/architecture.md)
+                if layout in self.verified.get(
+                    core, ()
+                ):  # it worked before: a real error, not a family quirk
+                    raise
+                failed = failed or (layout, error)
+                last_error = error
+                continue
+            if failed is not None:
+                self._fall_back(core, *failed, layout)
+            self.verified.setdefault(core, set()).add(layout)
+            return scores
+        raise ModelError(
+            f"{type(core).__name__} ({core.config.model_type}) cannot score a batch, not even through its "
+            f"own forward: {type(last_error).__name__}: {one_line(last_error)}"
+        ) from last_error
+
+    def _fall_back(self, core: PreTrainedModel, failed: Layout, error: Exception, plain: Layout) -> None:
+        logger.warning(
+            "%s (%s): %s failed on the first batch (%s: %s); using %s for this model from now on",
+            type(core).__name__, core.config.model_type, failed.describe(),
+            type(error).__name__, one_line(error), plain.describe(),
+        )  # fmt: skip
+        self.fallback[core] = plain
+
+    def _warn_if_untested(self, core: PreTrainedModel) -> None:
+        if quirks_for(core.config).known or core in self.warned:
+            return
+        self.warned.add(core)
+        logger.warning(
+            "%s (model type %r) is not in chip's quirks table: prefix sharing, images encoded once and the "
+            "trunk route are off; chip scores it through its own forward (see docs/models.md)",
+            type(core).__name__, getattr(core.config, "model_type", "?"),
+        )  # fmt: skip
 
 
 def response_logps(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     return_logits: bool = False,
-    route: Route = "auto",
-    share_prefix: bool = True,
-    encode_images_once: bool = True,
-    chunk_size: int = 0,
-    padding_free: bool = True,
+    settings: LayoutSettings | None = None,
 ) -> ResponseScores:
-    """Log-probabilities of the response tokens of ``batch`` under ``model``.
+    """Log-probabilities of the response tokens of ``batch`` under ``model``: one batch scored by a
+    new `ResponseScorer` with ``settings`` (default: every speed-up on, ``route="auto"``).
 
-    With ``chunk_size`` > 0 (and the trunk route) the LM head runs over that many response tokens at
-    a time (`chip.modeling.chunked_head`): no ``(n, V)`` tensor is kept, and ``return_logits``
-    returns the states and the head instead of the logits (`ResponseScores.token_kl` takes either).
-    The head, the log-softmax and the KL only ever run over the n real response tokens, never over
-    padding (`chip.modeling.scores`).
-
-    ``batch`` comes from :meth:`VLMAdapter.collate` (one scored row per row; every key but
-    ``response_mask`` goes to the model) or :meth:`VLMAdapter.collate_pairs` (2B scored rows,
-    ``[chosen_1..chosen_B, rejected_1..rejected_B]``). A pair batch runs as one sequence per pair
-    with a block mask when ``share_prefix`` is set and :func:`can_share_prefix` allows it;
-    otherwise it is unpacked into two rows per pair, and with ``encode_images_once`` (where the
-    family's quirks allow it) each example's image features are computed once and fed to both
-    rows. With ``padding_free`` (where :func:`can_pack` allows it) the rows of any layout run back
-    to back in one sequence without padding (`chip.modeling.plans.pack`). Every layout gives the
-    same numbers. Log-softmax runs in float32 whatever the model's
-    dtype. Works under ``no_grad`` or with gradients, with gradient checkpointing, and on
-    PEFT-wrapped models. With ``route="auto"`` a layout that fails inside the model on the first
-    batch is replaced by the plain one (see the module docstring).
+    To score many batches, hold one `ResponseScorer`: it keeps what each model's first batch
+    showed, so a failing fast layout is tried and warned about once, not on every batch.
     """
-    core = core_model(model)
-    _warn_if_untested(core)
-    batch = {
-        key: value.to(core.dtype) if value.is_floating_point() else value for key, value in batch.items()
-    }  # processors may return other float types than the model's (Llama-4: bfloat16 pixels)
-    layouts = _layouts(model, batch, route, share_prefix, encode_images_once, padding_free)
-    if route != "auto":
-        return _score(model, batch, layouts[0], return_logits, chunk_size)
-    if core in _PLAIN:
-        layouts = [_PLAIN[core]]
-    failed: tuple[_Layout, Exception] | None = None
-    for layout in layouts:
-        try:
-            scores = _score(model, batch, layout, return_logits, chunk_size)
-        except (torch.OutOfMemoryError, ChipError):
-            raise
-        except Exception as error:
-            if layout in _VERIFIED.get(core, ()):  # it worked before: a real error, not a family quirk
-                raise
-            failed = failed or (layout, error)
-            last_error = error
-            continue
-        if failed is not None:
-            logger.warning(
-                "%s (%s): %s failed on the first batch (%s: %s); using %s for this model from now on",
-                type(core).__name__, core.config.model_type, failed[0].describe(),
-                type(failed[1]).__name__, one_line(failed[1]), layout.describe(),
-            )  # fmt: skip
-            _PLAIN[core] = layout
-        _VERIFIED.setdefault(core, set()).add(layout)
-        return scores
-    raise ModelError(
-        f"{type(core).__name__} ({core.config.model_type}) cannot score a batch, not even through its "
-        f"own forward: {type(last_error).__name__}: {one_line(last_error)}"
-    ) from last_error
+    return ResponseScorer(settings)(model, batch, return_logits)
 
 
-# The layouts each core model has scored a batch with, and the plain layout of the models the
-# first-batch check moved there; weak, so a model's entries go with the model.
-_VERIFIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PLAIN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_WARNED: weakref.WeakSet = weakref.WeakSet()
-
-
-def _warn_if_untested(core: PreTrainedModel) -> None:
-    if quirks_for(core.config).known or core in _WARNED:
-        return
-    _WARNED.add(core)
-    logger.warning(
-        "%s (model type %r) is not in chip's quirks table: prefix sharing, images encoded once and the "
-        "trunk route are off; chip scores it through its own forward (see docs/models.md)",
-        type(core).__name__, getattr(core.config, "model_type", "?"),
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How one batch is scored: the logits route, a shared prefix, image features computed once,
-    rows packed without padding."""
-
-    route: Route
-    shared_prefix: bool
-    images_once: bool
-    padding_free: bool = False
-
-    def describe(self) -> str:
-        parts = [f"the {self.route} route"]
-        parts += ["a shared prefix"] if self.shared_prefix else []
-        parts += ["images encoded once"] if self.images_once else []
-        parts += ["rows packed without padding"] if self.padding_free else []
-        return " with ".join([parts[0], " and ".join(parts[1:])]) if len(parts) > 1 else parts[0]
-
-
-def _layouts(
+def score_layout(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
-    route: Route,
-    share_prefix: bool,
-    images_once: bool,
-    padding_free: bool,
-) -> list[_Layout]:
-    """The layout asked for, then (for ``route="auto"``) the plain fallbacks, without repeats."""
-    chosen = _choose_route(model) if route == "auto" else route
-    pairs = is_pair_batch(batch)
-    shared = pairs and share_prefix and can_share_prefix(model)
-    once = pairs and not shared and images_once and chosen == "trunk" and _images_once_allowed(model)
-    layouts = [_Layout(chosen, shared, once, padding_free and can_pack(model))]
-    if route == "auto":
-        own_forward = _own_forward_route(model)
-        layouts += [
-            _Layout(chosen, shared, once),
-            _Layout(own_forward, False, False),
-            _Layout("full", False, False),
-        ]
-    return list(dict.fromkeys(layouts))
-
-
-def can_pack(model: nn.Module) -> bool:
-    """Whether ``model`` can run a batch's rows back to back without padding: what
-    :func:`can_share_prefix` needs (ready masks and positions), on SDPA attention, which
-    `chip.modeling.pair_attention` splits per sequence."""
-    attention = decoder_config(core_model(model))._attn_implementation
-    return can_share_prefix(model) and attention in ("sdpa", PAIR_SDPA)
-
-
-def _score(
-    model: nn.Module,
-    batch: dict[str, torch.Tensor],
-    layout: _Layout,
+    layout: Layout,
     return_logits: bool,
     chunk_size: int = 0,
 ) -> ResponseScores:
+    """``batch`` scored in exactly ``layout`` (no fallback); see `ResponseScorer` for the arguments."""
     core = core_model(model)
     if not is_pair_batch(batch):
         plan = row_plan(batch)

@@ -26,7 +26,7 @@ import torch
 from transformers import PreTrainedModel
 
 from chip.modeling.batch import stack_pair_rows
-from chip.modeling.images_once import _shared_image_inputs
+from chip.modeling.images_once import shared_image_inputs
 from chip.modeling.pair_attention import NAME as PAIR_SDPA
 from chip.modeling.pair_attention import Segment, decoder_config, pair_attention, pair_segments
 from chip.modeling.pairs import (
@@ -153,7 +153,7 @@ def unpacked_plan(core: PreTrainedModel, batch: dict[str, torch.Tensor], share_i
     """Pair rows as the 2B rows ``[prompt_b, chosen_b]`` then ``[prompt_b, rejected_b]``."""
     rows = unpack_pairs(batch)  # 2B rows, no image inputs yet
     images = image_inputs(batch)
-    shared = _shared_image_inputs(core, images) if share_images and images else None
+    shared = shared_image_inputs(core, images) if share_images and images else None
     if shared is None:
         shared = {key: torch.cat([value, value]) for key, value in images.items()}
     return row_plan({**rows, **shared})

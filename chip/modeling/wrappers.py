@@ -13,11 +13,12 @@ from transformers import PreTrainedModel
 
 def core_model(model: nn.Module) -> PreTrainedModel:
     """The transformers model inside DDP / DeepSpeed / PEFT wrappers (LoRA layers stay injected)."""
-    model = _outer_peft_or_model(model)
+    model = outer_peft_or_model(model)
     return model.get_base_model() if isinstance(model, PeftModel) else model
 
 
-def _is_fsdp2(model: nn.Module) -> bool:
+def is_fsdp2(model: nn.Module) -> bool:
+    """Whether ``model`` is sharded in place by FSDP2 (`fully_shard`); False where torch has no FSDP2."""
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:
@@ -25,7 +26,7 @@ def _is_fsdp2(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def _outer_peft_or_model(model: nn.Module) -> nn.Module:
+def outer_peft_or_model(model: nn.Module) -> nn.Module:
     """Strip DDP / DeepSpeed-style ``.module`` wrappers down to a PEFT or transformers model."""
     while not isinstance(model, (PeftModel, PreTrainedModel)) and isinstance(
         getattr(model, "module", None), nn.Module
@@ -42,7 +43,7 @@ def adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
     of the weights is needed. Raises ``ValueError`` for a model without a PEFT adapter rather than
     silently scoring the reference with the policy.
     """
-    inner = _outer_peft_or_model(model)
+    inner = outer_peft_or_model(model)
     if isinstance(inner, PeftModel):
         with inner.disable_adapter():
             yield model
@@ -58,5 +59,5 @@ def adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
 
 def has_adapter(model: nn.Module) -> bool:
     """Whether :func:`adapter_disabled` can turn ``model`` into its reference model."""
-    inner = _outer_peft_or_model(model)
+    inner = outer_peft_or_model(model)
     return isinstance(inner, PeftModel) or bool(getattr(inner, "_hf_peft_config_loaded", False))

@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 from chip.corruption import NOISE_STEP, CorruptionKind
 from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
+from chip.modeling.layout import LayoutSettings
 
 LOSS_GROUP = "CHiP loss (symbols of METHOD.md)"
 
@@ -185,6 +186,16 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     def default(cls, name: str) -> Any:
         """The default of field ``name``, for classes that take the same setting outside a run's config."""
         return next(f.default for f in fields(cls) if f.name == name)
+
+    @property
+    def layout_settings(self) -> LayoutSettings:
+        """The speed switches as the one value the trainer hands to its `chip.modeling.ResponseScorer`."""
+        return LayoutSettings(
+            share_prefix=self.share_prefix,
+            encode_images_once=self.encode_images_once,
+            chunk_size=self.logits_chunk_size,
+            padding_free=self.padding_free,
+        )
 
     @property
     def loss_config(self) -> ChipLossConfig:

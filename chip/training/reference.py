@@ -24,19 +24,15 @@ import torch
 from torch import Tensor, nn
 from transformers.integrations import is_deepspeed_zero3_enabled
 
-from chip.modeling import ResponseScores, adapter_disabled, response_logps
+from chip.modeling import ResponseScorer, ResponseScores, adapter_disabled
 from chip.modeling.batch import CORRUPT, REAL, REFERENCE
 from chip.modeling.frozen_vision import shared_frozen_vision
 from chip.training.config import ChipConfig, ReferenceMode
 from chip.training.models import load_model
 from chip.training.reference_cache import ReferenceCache, cache_settings
 
-# (model, collated rows, need_logits) -> scores; the trainer binds its layout switches into it
+# (model, collated rows, need_logits) -> scores: a `ResponseScorer`; the trainer binds its own
 Scorer = Callable[[nn.Module, dict, bool], ResponseScores]
-
-
-def default_scorer(model: nn.Module, rows: dict, need_logits: bool) -> ResponseScores:
-    return response_logps(model, rows, return_logits=need_logits)
 
 
 class Reference:
@@ -81,7 +77,7 @@ class LiveReference(Reference):
 
     def __init__(self, ref_model: nn.Module | None = None):
         self.ref_model = ref_model
-        self._score: Scorer = default_scorer
+        self._score: Scorer = ResponseScorer()
         self._unwrap: Callable[[nn.Module], nn.Module] = lambda model: model
 
     @classmethod

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from chip.losses import TokenScores, chip_loss
-from chip.modeling import ResponseScores, response_logps
+from chip.modeling import ResponseScorer, ResponseScores
 from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, split_pairs
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
@@ -29,16 +29,21 @@ class ChipTrainer(NonFiniteGuard):
     """Preference training with the CHiP objective (DPO and every ablation are weight settings).
 
     ``reference`` is a `chip.training.reference.Reference` strategy (default: a live reference,
-    i.e. the PEFT policy's base under its disabled adapter).
+    i.e. the PEFT policy's base under its disabled adapter). ``scorer`` scores the policy's rows
+    and a live reference's (default: a `ResponseScorer` with the run's ``layout_settings``); it
+    keeps what each model's first batch showed for the whole run.
     """
 
     args: ChipConfig
 
-    def __init__(self, *args, reference: Reference | None = None, **kwargs):
+    def __init__(
+        self, *args, reference: Reference | None = None, scorer: ResponseScorer | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.loss_config = self.args.loss_config
+        self.scorer = scorer if scorer is not None else ResponseScorer(self.args.layout_settings)
         self.reference = reference if reference is not None else LiveReference(None)
-        self.reference.bind(self._logps, self.accelerator.unwrap_model, self._place_reference_model)
+        self.reference.bind(self.scorer, self.accelerator.unwrap_model, self._place_reference_model)
         self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def create_accelerator_and_postprocess(self) -> None:
@@ -67,15 +72,6 @@ class ChipTrainer(NonFiniteGuard):
     def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
         return place_reference_model(self.accelerator, ref_model)
 
-    def _logps(self, model: nn.Module, rows: dict, need_logits: bool = False) -> ResponseScores:
-        """`response_logps` with this run's layout switches (``share_prefix``, ``encode_images_once``,
-        ``logits_chunk_size``, ``padding_free``)."""
-        return response_logps(
-            model, rows, return_logits=need_logits, share_prefix=self.args.share_prefix,
-            encode_images_once=self.args.encode_images_once, chunk_size=self.args.logits_chunk_size,
-            padding_free=self.args.padding_free,
-        )  # fmt: skip
-
     def score_batch(
         self, model: nn.Module, inputs: dict
     ) -> tuple[TokenScores, TokenScores, TokenScores | None]:
@@ -87,14 +83,14 @@ class ChipTrainer(NonFiniteGuard):
         num, need_kl = len(inputs[IDS]), self.loss_config.needs_kl
         sharing = self.reference.sharing_vision(model) if self.args.share_frozen_vision else nullcontext()
         with sharing:
-            policy = self._logps(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
+            policy = self.scorer(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
             ref_logps, kl = self.reference.real(model, inputs, policy, need_kl)  # (2B, R) each
             real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
             chosen_rows, rejected_rows = split_pairs(range(2 * num), num)
             chosen, rejected = real(chosen_rows), real(rejected_rows)
             if not self.loss_config.needs_corrupt or CORRUPT not in inputs:
                 return chosen, rejected, None
-            policy_c = self._logps(model, inputs[CORRUPT])  # (B, R) rows C
+            policy_c = self.scorer(model, inputs[CORRUPT])  # (B, R) rows C
             ref_c = self.reference.corrupt(model, inputs, policy_c)  # (B, R)
         return chosen, rejected, _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
 

@@ -30,8 +30,8 @@ from transformers import AutoModelForImageTextToText
 from chip.corruption import diffusion_noise
 from chip.evaluation.benchmarks import Question
 from chip.evaluation.generate import GenerationSettings, generate_answers
-from chip.modeling import VLMAdapter, can_share_prefix, response_logps
-from chip.modeling.logps import _images_once_allowed
+from chip.modeling import LayoutSettings, VLMAdapter, can_share_prefix, response_logps
+from chip.modeling.images_once import images_once_allowed
 from chip.modeling.quirks import quirks_for
 from chip.testing import ALL_FAMILIES
 from tests.conftest import family_params, random_image
@@ -121,7 +121,7 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
     expected_corrupt_grads = _grads(model)
 
     assert can_share_prefix(model) == quirks.prefix_sharing, "prefix_sharing flag not in effect"
-    assert _images_once_allowed(model) == quirks.images_once, "images_once flag not in effect"
+    assert images_once_allowed(model) == quirks.images_once, "images_once flag not in effect"
     # The own-forward route ("keep", DDP/FSDP/DeepSpeed) never encodes images once.
     # Families that share a prefix also pack every layout without padding (the default); the padded
     # forms are checked beside them.
@@ -135,7 +135,9 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
     for route, route_layouts in layouts.items():
         for layout in route_layouts:
             label = f"{family} {route} {layout}"
-            scores = response_logps(model, pairs, route=route, return_logits=True, **layout)
+            scores = response_logps(
+                model, pairs, return_logits=True, settings=LayoutSettings(route=route, **layout)
+            )
             assert scores.mask.sum(1).tolist() == rows["response_mask"].sum(1).tolist()
             assert_close(scores.logps, expected, atol=2e-5, rtol=1e-5, msg=label)
             # logits too: a post-head transform (soft-capping) left out would show here first
@@ -145,7 +147,9 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
     route = "trunk" if quirks.trunk else "keep"
     for padding_free in (True, False):
         label = f"{family} {route} C padding_free={padding_free}"
-        scores = response_logps(model, corrupt, route=route, padding_free=padding_free)
+        scores = response_logps(
+            model, corrupt, settings=LayoutSettings(route=route, padding_free=padding_free)
+        )
         assert_close(scores.logps, expected_corrupt, atol=2e-5, rtol=1e-5, msg=label)
         scores.logps.sum().backward()
         _assert_grads_close(model, expected_corrupt_grads, label)

@@ -21,14 +21,16 @@ from transformers import AutoModelForImageTextToText
 from transformers.utils import is_torchvision_available
 
 from chip.cli import main as chip_main
-from chip.modeling import QUIRKS, ModelError, VLMAdapter, response_logps
+from chip.modeling import QUIRKS, LayoutSettings, ModelError, ResponseScorer, VLMAdapter, response_logps
 from chip.modeling import plans as plans_module
-from chip.modeling.logps import _choose_route
 from chip.modeling.quirks import DEFAULT_QUIRKS, quirks_for
+from chip.modeling.routes import choose_route
 from chip.testing import ALL_FAMILIES
 from chip.training.models import freeze_vision_tower, is_projector_parameter, language_linear_modules
 from tests.conftest import family_params, random_image
 from tests.train_helpers import train_args, write_pairs
+
+PLAIN = LayoutSettings(route="full", share_prefix=False, encode_images_once=False)  # the plain forward
 
 
 def _pair_batch(model_dir):
@@ -44,14 +46,15 @@ def test_an_unknown_family_takes_its_own_forward_with_one_warning(tiny_model, mo
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     batch = _pair_batch(model_dir)
     with torch.no_grad():
-        expected = response_logps(model, batch, route="full", share_prefix=False, encode_images_once=False)
+        expected = response_logps(model, batch, settings=PLAIN)
     monkeypatch.delitem(QUIRKS, "llava")
     assert quirks_for(model.config) is DEFAULT_QUIRKS
     fresh = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    assert _choose_route(fresh) == "keep"
+    assert choose_route(fresh) == "keep"
     with caplog.at_level(logging.WARNING, logger="chip.modeling.logps"), torch.no_grad():
-        first = response_logps(fresh, batch)
-        second = response_logps(fresh, batch)
+        scorer = ResponseScorer()  # what a trainer holds for a run
+        first = scorer(fresh, batch)
+        second = scorer(fresh, batch)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "(model type 'llava') is not in chip's quirks table" in warnings[0]
     assert "prefix sharing, images encoded once and the trunk route are off" in warnings[0]
@@ -64,19 +67,20 @@ def test_a_layout_failing_on_the_first_batch_falls_back_once(tiny_model, monkeyp
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     batch = _pair_batch(model_dir)
     with torch.no_grad():
-        expected = response_logps(model, batch, route="full", share_prefix=False, encode_images_once=False)
+        expected = response_logps(model, batch, settings=PLAIN)
     calls = []
 
     def broken(core, images):
         calls.append(1)
         raise AttributeError("'tuple' object has no attribute 'to'")
 
-    monkeypatch.setattr(plans_module, "_shared_image_inputs", broken)
+    monkeypatch.setattr(plans_module, "shared_image_inputs", broken)
     fresh = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     with caplog.at_level(logging.WARNING, logger="chip.modeling.logps"), torch.no_grad():
-        first = response_logps(fresh, batch, share_prefix=False)
+        scorer = ResponseScorer(LayoutSettings(share_prefix=False))
+        first = scorer(fresh, batch)
         tried = len(calls)  # packed, then padded: both encode images once
-        second = response_logps(fresh, batch, share_prefix=False)
+        second = scorer(fresh, batch)
     assert tried == 2 and len(calls) == tried, "the failed layouts are not tried again"
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "with images encoded once and rows packed without padding failed on the first batch" in warning
@@ -90,10 +94,11 @@ def test_a_failure_after_the_layout_worked_is_not_masked(tiny_model, monkeypatch
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     batch = _pair_batch(model_dir)
     with torch.no_grad():
-        response_logps(model, batch)
+        scorer = ResponseScorer()
+        scorer(model, batch)
         monkeypatch.setattr(plans_module, "pair_token_index", _raise_runtime_error)
         with pytest.raises(RuntimeError, match="a real bug"):
-            response_logps(model, batch)
+            scorer(model, batch)
 
 
 def _raise_runtime_error(*args, **kwargs):

@@ -18,7 +18,7 @@ from torch import nn
 from torch.testing import assert_close
 from transformers import AutoModelForImageTextToText
 
-from chip.modeling import QUIRKS, VLMAdapter, can_share_prefix, response_logps
+from chip.modeling import QUIRKS, LayoutSettings, VLMAdapter, can_share_prefix, response_logps
 from chip.modeling.quirks import quirks_for
 from chip.modeling.wrappers import core_model
 
@@ -76,7 +76,7 @@ class _Calls:
 def _scores(model, batch, **options):
     calls = _Calls(model)
     with torch.no_grad():
-        scores = response_logps(model, batch, return_logits=True, **options)
+        scores = response_logps(model, batch, return_logits=True, settings=LayoutSettings(**options))
     calls.close()
     return scores, calls
 

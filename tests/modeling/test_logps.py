@@ -13,9 +13,17 @@ from torch import nn
 from torch.testing import assert_close
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-from chip.modeling import QUIRKS, ModelQuirks, VLMAdapter, adapter_disabled, has_adapter, response_logps
-from chip.modeling.logps import _choose_route
+from chip.modeling import (
+    QUIRKS,
+    LayoutSettings,
+    ModelQuirks,
+    VLMAdapter,
+    adapter_disabled,
+    has_adapter,
+    response_logps,
+)
 from chip.modeling.plans import response_positions
+from chip.modeling.routes import choose_route
 
 RESPONSES = ["A red star on the left.", "No", "Two blue moons at the top left of the picture."]
 
@@ -55,9 +63,9 @@ def test_matches_full_forward_on_every_route(tiny_model_dir, make_image):
     batch = _batch(tiny_model_dir, make_image)
     with torch.no_grad():
         expected_logps, expected_logits = _full_forward_scores(model, batch)
-        assert _choose_route(model) == "trunk"
+        assert choose_route(model) == "trunk"
         for route in ("trunk", "keep", "full"):
-            scores = response_logps(model, batch, return_logits=True, route=route)
+            scores = response_logps(model, batch, return_logits=True, settings=LayoutSettings(route=route))
             lengths = batch["response_mask"].sum(1)
             assert scores.mask.sum(1).tolist() == lengths.tolist()
             assert scores.logps.shape == (3, int(lengths.max()))
@@ -102,7 +110,7 @@ def test_lora_policy_and_its_disabled_adapter_reference(tiny_model_dir, make_ima
         expected, _ = _full_forward_scores(policy, batch)
         with adapter_disabled(policy):
             reference = response_logps(policy, batch)
-    assert _choose_route(policy) == "trunk"
+    assert choose_route(policy) == "trunk"
     assert_close(scores.logps, expected, atol=1e-5, rtol=0)
     assert (scores.logps - base).abs().max() > 1e-3
     assert_close(reference.logps, base, atol=1e-6, rtol=0)
@@ -149,7 +157,7 @@ def test_wrapped_models_go_through_their_own_forward(tiny_model, make_image):
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     batch = _batch(model_dir, make_image)
     wrapped = _Wrapper(model)
-    assert _choose_route(wrapped) == "keep"
+    assert choose_route(wrapped) == "keep"
     with torch.no_grad():
         assert_close(
             response_logps(wrapped, batch).logps, response_logps(model, batch).logps, atol=1e-6, rtol=0
@@ -182,9 +190,9 @@ def test_trunk_route_repeats_the_familys_logit_transform(model_type, quirk, monk
     }
     with torch.no_grad():
         expected, _ = _full_forward_scores(model, batch)
-        scores = response_logps(model, batch, route="trunk")
+        scores = response_logps(model, batch, settings=LayoutSettings(route="trunk"))
         monkeypatch.setitem(QUIRKS, model_type, ModelQuirks())
-        untransformed = response_logps(model, batch, route="trunk")
+        untransformed = response_logps(model, batch, settings=LayoutSettings(route="trunk"))
     assert_close(scores.logps, expected, atol=1e-5, rtol=0)
     assert (untransformed.logps - expected).abs().max() > 1e-3  # the transform matters at these settings
 
