@@ -19,6 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from chip.losses import token_kl, topk_token_kl
 from chip.modeling import response_logps
+from chip.modeling.batch import REAL
 
 
 def step_peak_bytes(step: Callable[[], Any], device: torch.device) -> int:
@@ -68,8 +69,8 @@ def topk_kl_error(
     """
     policy_logits, ref_logits, masks = [], [], []
     for batch in batches:
-        scores = response_logps(policy, batch["real"], return_logits=True)
-        ref = response_logps(reference, batch["real"], return_logits=True)
+        scores = response_logps(policy, batch[REAL], return_logits=True)
+        ref = response_logps(reference, batch[REAL], return_logits=True)
         policy_logits.append(scores.logits[scores.mask])  # (n, V)
         ref_logits.append(ref.logits[scores.mask])  # (n, V)
         masks.append(scores.mask)

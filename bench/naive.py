@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from chip.data import PreferenceExample
 from chip.losses import ChipLossConfig, TokenScores, chip_loss
 from chip.modeling import VLMAdapter
+from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, REAL_SEGMENT, split_pairs
 from chip.modeling.plans import response_positions
 from chip.training.collate import ChipCollator
 
@@ -43,11 +44,10 @@ def naive_batch(
 ) -> NaiveBatch:
     """Rows W, L, C of ``examples``; C and the segment flags come from chip's collator (same ṽ)."""
     chip_batch = collator(list(examples))
-    num = len(examples)
     prompts = [adapter.encode_prompt(example.load_images(), example.prompt) for example in examples]
     chosen = [adapter.encode_response(example.chosen) for example in examples]
     rejected = [adapter.encode_response(example.rejected) for example in examples]
-    segments = chip_batch["real_segment"]  # (2B, R), R the longest of both responses
+    chosen_flags, rejected_flags = split_pairs(chip_batch[REAL_SEGMENT], len(examples))  # (B, R) each
     chosen_rows, rejected_rows = (
         adapter.collate(list(zip(prompts, chosen))),
         adapter.collate(list(zip(prompts, rejected))),
@@ -55,10 +55,11 @@ def naive_batch(
     return NaiveBatch(
         chosen=chosen_rows,
         rejected=rejected_rows,
-        corrupt=chip_batch["corrupt"],
-        chosen_segment=segments[:num, : int(chosen_rows["response_mask"].sum(-1).max())],
-        rejected_segment=segments[num:, : int(rejected_rows["response_mask"].sum(-1).max())],
-        corrupt_segment=chip_batch["corrupt_segment"],
+        corrupt=chip_batch[CORRUPT],
+        # R of the chip batch is the longest of both responses; each row type keeps its own
+        chosen_segment=chosen_flags[:, : int(chosen_rows["response_mask"].sum(-1).max())],
+        rejected_segment=rejected_flags[:, : int(rejected_rows["response_mask"].sum(-1).max())],
+        corrupt_segment=chip_batch[CORRUPT_SEGMENT],
     )
 
 

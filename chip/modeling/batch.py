@@ -36,6 +36,19 @@ def pair_rows(chosen: Sequence[T], rejected: Sequence[T]) -> list[T]:
     return [*chosen, *rejected]
 
 
+def cat_pair_rows(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """Per-example chosen and rejected values, ``(B, ...)`` each -> ``(2B, ...)`` in scored-row order."""
+    return torch.cat(pair_rows([chosen], [rejected]))
+
+
+def for_both_rows(values: T) -> T:
+    """What the chosen and the rejected row of each example share (a tensor or a sequence whose items
+    follow the examples: rows, images, image tokens) repeated for the 2B scored rows, in their order."""
+    if isinstance(values, torch.Tensor):
+        return cat_pair_rows(values, values)
+    return type(values)(pair_rows(values, values))
+
+
 def stack_pair_rows(per_pair: torch.Tensor) -> torch.Tensor:
     """``(B, 2, ...)`` with ``[:, 0]`` chosen and ``[:, 1]`` rejected -> ``(2B, ...)`` in scored-row order."""
     return per_pair.transpose(0, 1).reshape(-1, *per_pair.shape[2:])

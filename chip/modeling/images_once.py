@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from chip.modeling.batch import for_both_rows
 from chip.modeling.quirks import quirks_for
 from chip.modeling.wrappers import core_model
 
@@ -44,7 +45,7 @@ def shared_image_inputs(core: PreTrainedModel, images: dict[str, torch.Tensor]) 
     features = get_features(**{k: v for k, v in images.items() if k in accepted}, return_dict=True)
     doubled = type(features)(**{name: _twice(name, value) for name, value in features.items()})
     out: dict[str, Any] = {
-        key: torch.cat([value, value]) for key, value in images.items() if key != quirks.pixel_key
+        key: for_both_rows(value) for key, value in images.items() if key != quirks.pixel_key
     }
     out["mm_encoder_outputs"] = {"image": doubled}
     return out
@@ -55,11 +56,9 @@ _PER_LAYER_FIELDS = ("hidden_states", "attentions", "deepstack_features")
 
 
 def _twice(name: str, value: Any) -> Any:
-    """An encoder output field for the images of ``[rows, same rows]``: per image or token, repeated."""
-    if isinstance(value, torch.Tensor):
-        return torch.cat([value, value])  # (2n, ...)
+    """An encoder output field for the images of the 2B scored rows: per image or token, repeated."""
     if isinstance(value, (tuple, list)) and name in _PER_LAYER_FIELDS:
         return type(value)(_twice("", item) for item in value)
-    if isinstance(value, (tuple, list)):
-        return type(value)([*value, *value])
+    if isinstance(value, (torch.Tensor, tuple, list)):
+        return for_both_rows(value)  # (2n, ...)
     return value

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from chip.modeling.batch import pair_rows
+from chip.modeling.batch import cat_pair_rows, for_both_rows, pair_rows
 from chip.modeling.quirks import ALL_TOKEN_KEYS
 
 PAIR_LENGTHS = "pair_lengths"  # (B, 3) long: prompt, kept chosen and kept rejected lengths per row
@@ -126,16 +126,16 @@ def unpack_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The fallback layout: rows ``[prompt_b, chosen_b]`` then ``[prompt_b, rejected_b]`` (2B rows).
 
     Returns what :meth:`VLMAdapter.collate` would have built for those rows, minus the image
-    inputs, which the caller either repeats (``torch.cat([v, v])``) or feeds once as shared
+    inputs, which the caller either repeats (`chip.modeling.batch.for_both_rows`) or feeds once as shared
     features. Per-token processor outputs ``(B, T, ...)`` are unpacked like ``input_ids``, 0 at
     padding. Padding ids repeat each row's last real token (never an image
     placeholder); the attention mask hides them.
     """
     lengths = batch[PAIR_LENGTHS]  # (B, 3)
-    prompt = lengths[:, PROMPT].repeat(2)  # (2B,)
-    kept = torch.cat(pair_rows([lengths[:, CHOSEN]], [lengths[:, REJECTED]]))  # (2B,)
-    skip = torch.cat(
-        pair_rows([torch.zeros_like(lengths[:, CHOSEN])], [lengths[:, CHOSEN]])
+    prompt = for_both_rows(lengths[:, PROMPT])  # (2B,)
+    kept = cat_pair_rows(lengths[:, CHOSEN], lengths[:, REJECTED])  # (2B,)
+    skip = cat_pair_rows(
+        torch.zeros_like(lengths[:, CHOSEN]), lengths[:, CHOSEN]
     )  # (2B,) chosen tokens to jump
     row_len = prompt + kept  # (2B,)
     seq_len = int(row_len.max())
@@ -148,7 +148,7 @@ def unpack_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for key in ("input_ids", *ALL_TOKEN_KEYS):
         if key not in batch:
             continue
-        value = torch.cat([batch[key], batch[key]])  # (2B, T, ...)
+        value = for_both_rows(batch[key])  # (2B, T, ...)
         rows = torch.arange(len(value), device=value.device)[:, None]  # (2B, 1)
         gathered = value[rows, source]  # (2B, T', ...)
         if key != "input_ids":

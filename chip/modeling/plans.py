@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from chip.modeling.batch import stack_pair_rows
+from chip.modeling.batch import for_both_rows, stack_pair_rows
 from chip.modeling.images_once import shared_image_inputs
 from chip.modeling.pair_attention import NAME as PAIR_SDPA
 from chip.modeling.pair_attention import Segment, decoder_config, pair_attention, pair_segments
@@ -155,7 +155,7 @@ def unpacked_plan(core: PreTrainedModel, batch: dict[str, torch.Tensor], share_i
     images = image_inputs(batch)
     shared = shared_image_inputs(core, images) if share_images and images else None
     if shared is None:
-        shared = {key: torch.cat([value, value]) for key, value in images.items()}
+        shared = {key: for_both_rows(value) for key, value in images.items()}
     return row_plan({**rows, **shared})
 
 

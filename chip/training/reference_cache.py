@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from chip.errors import ChipError
-from chip.modeling.batch import pair_rows
+from chip.modeling.batch import for_both_rows, pair_rows
 
 FORMAT = "chip-reference-cache"
 VERSION = 1
@@ -167,10 +167,11 @@ class ReferenceCache:
         def rows(name: str) -> list[Tensor]:  # one entry per scored real row
             return pair_rows([r[f"chosen_{name}"] for r in records], [r[f"rejected_{name}"] for r in records])
 
-        out = {"real_logps": _pad(rows("logps"), real_kept, ids)}
+        real_ids = for_both_rows(list(ids))  # the example of each real row
+        out = {"real_logps": _pad(rows("logps"), real_kept, real_ids)}
         if "chosen_topk_logps" in records[0]:
-            out["real_topk_logps"] = _pad(rows("topk_logps"), real_kept, ids)
-            out["real_topk_ids"] = _pad(rows("topk_ids"), real_kept, ids)
+            out["real_topk_logps"] = _pad(rows("topk_logps"), real_kept, real_ids)
+            out["real_topk_ids"] = _pad(rows("topk_ids"), real_kept, real_ids)
         if corrupt_kept is not None:
             if "corrupt_logps" not in records[0]:
                 raise StaleCacheError(
@@ -200,13 +201,15 @@ def _load_shard(file: Path, expected_bytes: int | None) -> dict[str, Tensor]:
         ) from None
 
 
-def _pad(rows: list[Tensor], kept: Sequence[int], ids: Sequence[str]) -> Tensor:
+def _pad(rows: list[Tensor], kept: Sequence[int], row_ids: Sequence[str]) -> Tensor:
+    """Each row's cached values ``(kept, ...)`` padded to the longest row: ``(rows, R, ...)``; a row whose
+    length differs from this run's names its example (``row_ids``)."""
     width = max(kept, default=0)
     out = torch.zeros((len(rows), width, *rows[0].shape[1:]), dtype=rows[0].dtype)
     for i, (row, n) in enumerate(zip(rows, kept)):
         if row.shape[0] != n:
             raise StaleCacheError(
-                f"cached reference for example {ids[i % len(ids)]!r} has {row.shape[0]} response tokens, "
+                f"cached reference for example {row_ids[i]!r} has {row.shape[0]} response tokens, "
                 f"this run {n} (max_length or tokenizer changed?)"
             )
         out[i, :n] = row
