@@ -16,6 +16,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from chip.compat import add_flag_aliases
 from chip.errors import ChipError, ConfigError
 
 # command words -> "module:function" taking argv and returning an exit code
@@ -34,18 +35,15 @@ class OneLineParser(argparse.ArgumentParser):
     is also accepted as ``--a-b`` (and the other way round), so one spelling works everywhere."""
 
     def parse_known_args(self, args=None, namespace=None):
-        for action in list(self._actions):  # groups' options too: they share this table
-            for flag in [f for f in action.option_strings if f.startswith("--")]:
-                alias = _other_spelling(flag)
-                if alias not in self._option_string_actions:
-                    self._option_string_actions[alias] = action
+        add_flag_aliases(self, other_spelling)
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see `{self.prog} --help`)")
 
 
-def _other_spelling(flag: str) -> str:
+def other_spelling(flag: str) -> str:
+    """``--a_b`` -> ``--a-b`` and ``--a-b`` -> ``--a_b``."""
     body = flag[2:]
     return "--" + (body.replace("_", "-") if "_" in body else body.replace("-", "_"))
 

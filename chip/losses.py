@@ -141,13 +141,13 @@ def topk_token_kl(policy_logits: Tensor, ref_topk_logps: Tensor, ref_topk_ids: T
     head = (ref_top.exp() * (ref_top - policy_top)).sum(-1)  # (...)
     if ref_top.shape[-1] == policy_logp.shape[-1]:
         return head  # k = V: the tail is empty (its float32 rounding residue is not mass)
-    ref_tail = _log1mexp(torch.logsumexp(ref_top, -1))  # log p_tail, (...)
-    policy_tail = _log1mexp(torch.logsumexp(policy_top, -1)).clamp_min(-80.0)  # log q_tail, (...)
+    ref_tail = log1mexp(torch.logsumexp(ref_top, -1))  # log p_tail, (...)
+    policy_tail = log1mexp(torch.logsumexp(policy_top, -1)).clamp_min(-80.0)  # log q_tail, (...)
     tail = torch.where(ref_tail > -80.0, ref_tail.exp() * (ref_tail - policy_tail), 0.0)
     return head + tail
 
 
-def _log1mexp(x: Tensor) -> Tensor:
+def log1mexp(x: Tensor) -> Tensor:
     """log(1 − e^x) for x ≤ 0, stable at both ends (Mächler, 2012); −inf at x = 0."""
     x = x.clamp_max(0.0)
     return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))

@@ -54,20 +54,33 @@ Segment = tuple[int, int, int, int]
 
 
 @dataclass
-class _Forward:
+class PairForward:
     """The segments of each row of one forward, and how many attention calls recognised them."""
 
     rows: list[list[Segment]]
     calls: int = 0
 
 
-_ACTIVE: ContextVar[_Forward | None] = ContextVar("chip_pair_segments", default=None)
+_ACTIVE: ContextVar[PairForward | None] = ContextVar("chip_pair_segments", default=None)
 # The forward by id of the mask it was given: what a checkpointed layer's recomputation in backward
 # looks its segments up by. An entry lives as long as its mask.
-_BY_MASK: dict[int, _Forward] = {}
+_BY_MASK: dict[int, PairForward] = {}
 
 
-def _forward_for(attention_mask: torch.Tensor | None) -> _Forward | None:
+@contextmanager
+def active_segments(rows: list[list[Segment]]) -> Iterator[PairForward]:
+    """Inside the block `pair_sdpa` reads ``rows`` as the segments of the forward being run."""
+    forward = PairForward(rows)
+    token = _ACTIVE.set(forward)
+    try:
+        yield forward
+    finally:
+        _ACTIVE.reset(token)
+
+
+def forward_for(attention_mask: torch.Tensor | None) -> PairForward | None:
+    """The forward whose segments ``attention_mask`` belongs to: the active one, or for a layer
+    recomputed in backward (after the block), the one that mask was first seen with."""
     active = _ACTIVE.get()
     if attention_mask is None:
         return active
@@ -95,7 +108,7 @@ def pair_sdpa(
     ``(B, T, heads, D)`` like HF's attention functions (zeros at positions no segment covers:
     padding, which no real token attends to).
     """
-    forward = _forward_for(attention_mask)
+    forward = forward_for(attention_mask)
     if forward is None or len(forward.rows) != query.shape[0] or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
@@ -223,15 +236,13 @@ def pair_attention(core: PreTrainedModel, rows: list[list[Segment]], packed: boo
     # With checkpointing, a forward with gradients is recomputed in a later backward, possibly after
     # other forwards (a reference without gradients): keep the switch on for the model from then on.
     sticky = _checkpointing(core) or config._attn_implementation == NAME
-    forward = _Forward(rows)
-    token = _ACTIVE.set(forward)
     config._attn_implementation = NAME
     try:
-        yield
+        with active_segments(rows) as forward:
+            yield
     finally:
         if not sticky:
             config._attn_implementation = "sdpa"
-        _ACTIVE.reset(token)
     layers = getattr(config, "num_hidden_layers", 1)
     if packed and forward.calls < layers:
         raise RuntimeError(

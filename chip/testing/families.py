@@ -27,23 +27,23 @@ from chip.testing.family_processors import (
     QWEN3_IDS,
     QWEN3_TOKENS,
     QWEN3_VISION,
-    _aya,
-    _clip_llava,
-    _cohere2_vision,
-    _gemma3,
-    _gemma4,
-    _glm4v,
-    _idefics2,
-    _internvl,
-    _lfm2_vl,
-    _llama4,
-    _llava_onevision,
-    _mllama,
-    _paligemma,
-    _pixtral,
-    _qwen3_processor,
-    _qwen3_text,
-    _smolvlm,
+    aya_processor,
+    clip_llava_processor,
+    cohere2_vision_processor,
+    gemma3_processor,
+    gemma4_processor,
+    glm4v_processor,
+    idefics2_processor,
+    internvl_processor,
+    lfm2_vl_processor,
+    llama4_processor,
+    llava_onevision_processor,
+    mllama_processor,
+    paligemma_processor,
+    pixtral_processor,
+    qwen3_processor,
+    qwen3_text,
+    smolvlm_processor,
 )
 from chip.testing.tiny_tokenizer import TokenSpec, byte_level_tokenizer
 
@@ -140,15 +140,15 @@ COHERE_IMAGE_TOKENS = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<
 
 def _qwen3_family(**vision: Any) -> Family:
     """Qwen3-VL, Qwen3.5 and their MoE variants share tokens, placeholder, processor and M-RoPE text config."""
-    return Family(QWEN3_TOKENS, "<|vision_start|><|image_pad|><|vision_end|>", _qwen3_processor(), QWEN3_IDS,
-                  text=_qwen3_text(), vision={**QWEN3_VISION, **vision})  # fmt: skip
+    return Family(QWEN3_TOKENS, "<|vision_start|><|image_pad|><|vision_end|>", qwen3_processor(), QWEN3_IDS,
+                  text=qwen3_text(), vision={**QWEN3_VISION, **vision})  # fmt: skip
 
 
 FAMILIES: dict[str, Family] = {
     "vipllava": Family(
         LLAVA_TOKENS,
         "<image>\n",
-        _clip_llava,
+        clip_llava_processor,
         {"image_token_index": "<image>"},
         config={"vision_feature_layers": [-2, -1]},
         vision={"image_size": 32, "patch_size": 8},
@@ -162,7 +162,7 @@ FAMILIES: dict[str, Family] = {
             named=(("video_token", "<video>"),),
         ),
         "<image>\n",
-        _llava_onevision,
+        llava_onevision_processor,
         {"image_token_index": "<image>", "video_token_index": "<video>"},
         config={
             "image_grid_pinpoints": [[32, 32], [32, 64], [64, 32]],
@@ -177,7 +177,7 @@ FAMILIES: dict[str, Family] = {
     "gemma3": Family(
         GEMMA_TOKENS,
         "<start_of_image>",
-        _gemma3,
+        gemma3_processor,
         {
             "boi_token_index": "<start_of_image>",
             "eoi_token_index": "<end_of_image>",
@@ -190,7 +190,7 @@ FAMILIES: dict[str, Family] = {
     "paligemma": Family(
         TokenSpec(eos="<eos>", pad="<pad>", image="<image>", bos="<bos>"),
         "",
-        _paligemma,
+        paligemma_processor,
         {"image_token_index": "<image>"},
         text={"final_logit_softcapping": 0.5},  # PaliGemma-2's Gemma-2 decoder caps; small, to matter here
         vision={"image_size": 32, "patch_size": 8},
@@ -198,7 +198,7 @@ FAMILIES: dict[str, Family] = {
     "idefics2": Family(
         IDEFICS_TOKENS,
         "<image>",
-        _idefics2,
+        idefics2_processor,
         {"image_token_id": "<image>"},
         vision={"image_size": 32, "patch_size": 8},
         config={
@@ -216,7 +216,7 @@ FAMILIES: dict[str, Family] = {
     "smolvlm": Family(
         IDEFICS_TOKENS,
         "<image>",
-        _smolvlm,
+        smolvlm_processor,
         {"image_token_id": "<image>"},
         config={"scale_factor": 2},
         vision={"image_size": 32, "patch_size": 8},
@@ -224,7 +224,7 @@ FAMILIES: dict[str, Family] = {
     "internvl": Family(
         INTERNVL_TOKENS,
         "<IMG_CONTEXT>",
-        _internvl,
+        internvl_processor,
         {"image_token_id": "<IMG_CONTEXT>"},
         config={"downsample_ratio": 0.5},
         vision={"image_size": [32, 32], "patch_size": [8, 8]},
@@ -232,7 +232,7 @@ FAMILIES: dict[str, Family] = {
     "mistral3": Family(
         TokenSpec(eos="</s>", pad="<pad>", image="[IMG]", bos="<s>", extra=("[IMG_BREAK]", "[IMG_END]")),
         "[IMG]",
-        _pixtral,
+        pixtral_processor,
         {"image_token_index": "[IMG]"},
         config={"spatial_merge_size": 2},
         vision={"image_size": 32, "patch_size": 8},
@@ -247,7 +247,7 @@ FAMILIES: dict[str, Family] = {
             extra=COHERE_IMAGE_TOKENS + ("TILE", "TILE_GLOBAL"),
         ),
         "<image>",
-        _aya,
+        aya_processor,
         {"image_token_index": "<|IMG_PATCH|>"},
         config={"downsample_factor": 2},
         vision={"image_size": 32, "patch_size": 16},
@@ -258,7 +258,7 @@ FAMILIES: dict[str, Family] = {
             eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", image="<|image|>", bos="<|begin_of_text|>"
         ),
         "<|image|>",
-        _mllama,
+        mllama_processor,
         {"image_token_index": "<|image|>"},
         text={"cross_attention_layers": [1]},
         vision={
@@ -287,7 +287,7 @@ FAMILIES: dict[str, Family] = {
             ),
         ),
         "<|image|>",
-        _llama4,
+        llama4_processor,
         {
             "boi_token_index": "<|image_start|>",
             "eoi_token_index": "<|image_end|>",
@@ -320,7 +320,7 @@ FAMILIES: dict[str, Family] = {
             named=(("video_token", "<|video|>"),),
         ),
         "<|begin_of_image|><|image|><|end_of_image|>",
-        _glm4v,
+        glm4v_processor,
         {
             "image_token_id": "<|image|>",
             "video_token_id": "<|video|>",
@@ -353,7 +353,7 @@ FAMILIES: dict[str, Family] = {
             ),
         ),
         "<image>",
-        _lfm2_vl,
+        lfm2_vl_processor,
         {"image_token_id": "<image>"},
         config={"projector_hidden_size": 64, "downsample_factor": 2},
         text={"layer_types": ["conv", "full_attention"], "full_attn_idxs": [1]},
@@ -373,7 +373,7 @@ FAMILIES: dict[str, Family] = {
             ),
         ),
         "<|IMG_PATCH|>",
-        _cohere2_vision,
+        cohere2_vision_processor,
         {"image_token_id": "<|IMG_PATCH|>"},
         config={"downsample_factor": 2, "alignment_intermediate_size": 64},
         vision={"image_size": 32, "patch_size": 8},
@@ -396,7 +396,7 @@ FAMILIES: dict[str, Family] = {
             ),
         ),
         "<|image|>",
-        _gemma4,
+        gemma4_processor,
         {
             "boi_token_id": "<|image>",
             "eoi_token_id": "<image|>",

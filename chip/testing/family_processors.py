@@ -16,7 +16,7 @@ def _cls(name: str) -> Any:
     return getattr(transformers, name)
 
 
-def _qwen3_processor(pixels: int = 32 * 32, patch: int = 8) -> Callable:
+def qwen3_processor(pixels: int = 32 * 32, patch: int = 8) -> Callable:
     def build(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
         image = _cls("Qwen2VLImageProcessorPil")(
             size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=patch, merge_size=2,
@@ -41,12 +41,12 @@ QWEN3_IDS = {
 QWEN3_VISION = dict(patch_size=8, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
 
 
-def _qwen3_text() -> dict[str, Any]:
+def qwen3_text() -> dict[str, Any]:
     return {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
                                 "mrope_interleaved": True}}  # fmt: skip
 
 
-def _clip_llava(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def clip_llava_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("CLIPImageProcessorPil")(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return _cls("LlavaProcessor")(
         image, tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
@@ -54,25 +54,25 @@ def _clip_llava(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     )  # fmt: skip
 
 
-def _gemma3(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def gemma3_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("Gemma3ImageProcessorPil")(size={"height": 32, "width": 32})
     return _cls("Gemma3Processor")(image, tok, chat_template=template, image_seq_length=4)
 
 
-def _paligemma(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def paligemma_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("SiglipImageProcessorPil")(size={"height": 32, "width": 32})
     image.image_seq_length = 16
     return _cls("PaliGemmaProcessor")(image, tok, chat_template=template)
 
 
-def _idefics2(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def idefics2_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("Idefics2ImageProcessorPil")(
         size={"shortest_edge": 32, "longest_edge": 64}, do_image_splitting=False
     )
     return _cls("Idefics2Processor")(image, tok, image_seq_len=4, chat_template=template)
 
 
-def _smolvlm(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def smolvlm_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("SmolVLMImageProcessorPil")(
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
@@ -80,35 +80,35 @@ def _smolvlm(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     return _cls("SmolVLMProcessor")(image, tok, video, image_seq_len=4, chat_template=template)
 
 
-def _internvl(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def internvl_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("GotOcr2ImageProcessorPil")(size={"height": 32, "width": 32}, crop_to_patches=False)
     video = _cls("InternVLVideoProcessor")(size={"height": 32, "width": 32})
     return _cls("InternVLProcessor")(image, tok, video, image_seq_length=4, chat_template=template)
 
 
-def _pixtral(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def pixtral_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("PixtralImageProcessorPil")(size={"longest_edge": 32}, patch_size=8)
     return _cls("PixtralProcessor")(image, tok, patch_size=8, spatial_merge_size=2, chat_template=template)
 
 
-def _aya(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def aya_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("GotOcr2ImageProcessorPil")(size={"height": 32, "width": 32}, crop_to_patches=False)
     return _cls("AyaVisionProcessor")(
         image, tok, patch_size=16, img_size=32, downsample_factor=2, chat_template=template
     )
 
 
-def _mllama(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def mllama_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("MllamaImageProcessorPil")(size={"height": 32, "width": 32}, max_image_tiles=2)
     return _cls("MllamaProcessor")(image, tok, chat_template=template)
 
 
-def _llama4(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def llama4_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("Llama4ImageProcessor")(size={"height": 32, "width": 32}, max_patches=2)
     return _cls("Llama4Processor")(image, tok, patch_size=8, pixel_shuffle_ratio=0.5, chat_template=template)
 
 
-def _glm4v(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def glm4v_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     pixels = 32 * 32
     image = _cls("Glm4vImageProcessorPil")(
         size={"shortest_edge": pixels, "longest_edge": pixels}, patch_size=8, merge_size=2,
@@ -118,7 +118,7 @@ def _glm4v(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     return _cls("Glm4vProcessor")(image, tok, video, chat_template=template)
 
 
-def _lfm2_vl(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def lfm2_vl_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("Lfm2VlImageProcessor")(
         tile_size=32, encoder_patch_size=8, downsample_factor=2, min_image_tokens=4, max_image_tokens=16,
         max_num_patches=64, do_image_splitting=False,
@@ -126,14 +126,14 @@ def _lfm2_vl(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     return _cls("Lfm2VlProcessor")(image, tok, chat_template=template)
 
 
-def _cohere2_vision(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def cohere2_vision_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("Cohere2VisionImageProcessor")(
         size={"height": 32, "width": 32}, patch_size=2, crop_to_patches=False, max_patches=1
     )
     return _cls("Cohere2VisionProcessor")(image, tok, chat_template=template)
 
 
-def _llava_onevision(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def llava_onevision_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("LlavaOnevisionImageProcessorPil")(
         size={"height": 32, "width": 32}, image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]]
     )
@@ -144,7 +144,7 @@ def _llava_onevision(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMi
     )  # fmt: skip
 
 
-def _gemma4(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
+def gemma4_processor(tok: PreTrainedTokenizerFast, template: str) -> ProcessorMixin:
     image = _cls("Gemma4ImageProcessorPil")(patch_size=8, max_soft_tokens=70, pooling_kernel_size=2)
     video = _cls("Gemma4VideoProcessor")(patch_size=8, max_soft_tokens=70, pooling_kernel_size=2)
     audio = _cls("Gemma4AudioFeatureExtractor")()

@@ -17,6 +17,7 @@ from types import MappingProxyType
 import yaml
 from transformers import HfArgumentParser
 
+from chip.compat import DataclassFieldHook, groups_hidden, order_groups, own_options_group
 from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
@@ -36,7 +37,7 @@ DESCRIPTION = {
 }
 
 
-class ChipArgumentParser(HfArgumentParser):
+class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
     """`HfArgumentParser` over `ChipConfig` with chip's settings in sections and one-line errors."""
 
     def __init__(self, command: str = "train"):
@@ -46,26 +47,26 @@ class ChipArgumentParser(HfArgumentParser):
         run = self.add_argument_group("run")
         run.add_argument("--config", metavar="FILE.yaml", default=argparse.SUPPRESS,
                          help="YAML file of field: value; command-line values override it.")  # fmt: skip
-        sections = {"run": run, **getattr(self, "_chip_sections", {})}
-        self._action_groups = [sections[title] for title in ("run", *SECTIONS) if title in sections] + [
-            group for group in self._action_groups if group not in sections.values()
-        ]
-        self._optionals.title = TRAINING_ARGUMENTS_TITLE
+        sections = {"run": run, **self.__dict__.get("chip_sections", {})}
+        order_groups(self, [sections[title] for title in ("run", *SECTIONS) if title in sections])
+        own_options_group(self).title = TRAINING_ARGUMENTS_TITLE
 
-    @staticmethod
-    def _parse_dataclass_field(parser, field: Field) -> None:
-        """Add a field's option to its help section (its ``group`` metadata; the loss fields to theirs)."""
+    def add_dataclass_field(self, parser, field: Field) -> None:
+        """Add a field's option to its help section (its ``group`` metadata; the loss fields to theirs).
+
+        Runs inside `HfArgumentParser.__init__`, before this class's own attributes are set.
+        """
         section = field.metadata.get("group") or (
             LOSS_GROUP if field.name in ChipLossConfig.field_names() else None
         )
         if section is not None:
-            sections = parser.__dict__.setdefault("_chip_sections", {})
+            sections = parser.__dict__.setdefault("chip_sections", {})
             if section not in sections:
                 sections[section] = parser.add_argument_group(section)
             field = copy.copy(field)
             field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "group"})
             parser = sections[section]
-        HfArgumentParser._parse_dataclass_field(parser, field)
+        super().add_dataclass_field(parser, field)
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see `{USAGE[self.command].split(' --')[0]} --help`)")
@@ -74,12 +75,8 @@ class ChipArgumentParser(HfArgumentParser):
         """chip's sections; with ``everything`` also each `TrainingArguments` option."""
         if everything:
             return super().format_help()
-        shown = self._action_groups
-        self._action_groups = [group for group in shown if group is not self._optionals]
-        try:
+        with groups_hidden(self, [own_options_group(self)]):
             text = super().format_help()
-        finally:
-            self._action_groups = shown
         common = ", ".join(f"--{name}" for name in COMMON_TRAINING_ARGUMENTS)
         return (f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}.\n"
                 f"`{self.prog} --help_all` lists them all.\n")  # fmt: skip

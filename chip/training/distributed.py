@@ -14,6 +14,8 @@ import torch.distributed as dist
 from accelerate import Accelerator
 from torch import nn
 
+from chip.compat import accelerate_shared_state
+
 
 def enable_fsdp_on_cpu() -> None:
     """Let ``accelerate launch`` with an FSDP config shard over CPU processes (gloo), as it does over GPUs.
@@ -25,10 +27,9 @@ def enable_fsdp_on_cpu() -> None:
     accelerate take its ordinary FSDP path (the device stays the CPU). Called before the
     `Accelerator` exists; a no-op for every other launch.
     """
-    from accelerate.state import PartialState
     from accelerate.utils import DistributedType, parse_flag_from_env
 
-    state = PartialState._shared_state
+    state = accelerate_shared_state()
     if (
         parse_flag_from_env("ACCELERATE_USE_FSDP")
         and state.get("distributed_type") == DistributedType.MULTI_CPU

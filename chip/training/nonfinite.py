@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from transformers import Trainer
 
+from chip.compat import TrainerHooks
 from chip.errors import ChipError
 from chip.losses import TokenScores
 from chip.training.distributed import on_any_process
@@ -35,7 +36,7 @@ class NonFiniteLossError(ChipError):
     """
 
 
-class NonFiniteGuard(Trainer):
+class NonFiniteGuard(TrainerHooks, Trainer):
     """`Trainer` mixin: checks the loss (`guard_loss`) and the gradient norm, per ``args.on_nonfinite``."""
 
     def __init__(self, *args, **kwargs):
@@ -85,7 +86,7 @@ class NonFiniteGuard(Trainer):
         # gradient can still be NaN (0 × NaN in the backward); the gradient check then drops the update.
         return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
 
-    def _get_grad_norm(self, model, grad_norm=None):
+    def on_grad_norm(self, grad_norm):
         """Trainer's gradient norm, checked before the optimizer applies the gradient.
 
         This is the one point of `Trainer`'s loop where the norm of the whole accumulated (and
@@ -94,7 +95,6 @@ class NonFiniteGuard(Trainer):
         drops the update: with every ``.grad`` set to None the optimizer leaves each parameter and
         its moments as they were, where clipping alone would have multiplied them by NaN.
         """
-        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         ids, self._step_ids = self._step_ids, []
         if grad_norm is None or math.isfinite(float(grad_norm)):
             return grad_norm
@@ -120,7 +120,7 @@ class NonFiniteGuard(Trainer):
         """
         folder = Path(self.args.output_dir) / NONFINITE_DIR.format(step=step)
         self.save_model(str(folder))
-        self._save_optimizer_and_scheduler(str(folder))
+        self.save_optimizer_and_scheduler(str(folder))
         if self.args.should_save:
             (folder / "nonfinite.json").write_text(json.dumps(report, indent=1))
             self.state.save_to_json(str(folder / "trainer_state.json"))  # last: marks the folder complete

@@ -52,22 +52,21 @@ class ChipTrainer(NonFiniteGuard):
         if self.is_fsdp_enabled:
             wrap_only_present_layers(self.accelerator, self.model)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, plus the full weights when FSDP shards the state dict.
+    def after_save_model(self, output_dir: str | None, checkpoint: bool) -> None:
+        """After `Trainer.save_model`: the full weights of a final save when FSDP shards the state dict.
 
         With ``fsdp_state_dict_type: SHARDED_STATE_DICT`` transformers 5.24 writes no weights at all
-        here (checkpoints get their shards from the optimizer-state save), so the final
+        there (checkpoints get their shards from the optimizer-state save), so the final
         ``output_dir`` of a sharded run would hold no model. The shards are gathered (a collective:
         every process calls this) and written by the main process for `from_pretrained`.
         """
-        super().save_model(output_dir, _internal_call)
         sharded = self.is_fsdp_enabled and "FULL_STATE_DICT" not in str(
             self.accelerator.state.fsdp_plugin.state_dict_type
         )
-        if sharded and not _internal_call:
+        if sharded and not checkpoint:
             state_dict = self.accelerator.get_state_dict(self.model)
             if self.args.should_save:
-                self._save(output_dir, state_dict=state_dict)
+                self.write_weights(output_dir, state_dict)
 
     def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
         return place_reference_model(self.accelerator, ref_model)
@@ -119,7 +118,7 @@ class ChipTrainer(NonFiniteGuard):
         self._stored_metrics[train_eval].clear()
         super().log(logs, start_time)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+    def load_checkpoint_weights(self, folder: str, model: nn.Module | None) -> bool:
         """Load a full-model checkpoint the way `from_pretrained` does, key renaming included.
 
         transformers 5.24's `Trainer` loads ``model.safetensors`` with its raw key names and
@@ -128,7 +127,7 @@ class ChipTrainer(NonFiniteGuard):
         weights with the trained optimizer state. PEFT adapters, FSDP and DeepSpeed keep the stock path.
         """
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        folder = Path(resume_from_checkpoint)
+        folder = Path(folder)
         has_full_weights = (folder / "model.safetensors").exists() or (
             folder / "model.safetensors.index.json"
         ).exists()
@@ -138,14 +137,15 @@ class ChipTrainer(NonFiniteGuard):
             or self.is_deepspeed_enabled
             or not hasattr(target, "from_pretrained")
         ):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return False
         dtype = next(target.parameters()).dtype
         loaded = type(target).from_pretrained(folder, dtype=dtype)
         target.load_state_dict(loaded.state_dict(), strict=True)
         del loaded
+        return True
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
+        inputs = self.prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None

@@ -10,7 +10,7 @@ from transformers import AttentionInterface, AutoModelForImageTextToText
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from chip.modeling import VLMAdapter, response_logps
-from chip.modeling.pair_attention import _ACTIVE, NAME, _Forward, pair_sdpa, pair_segments
+from chip.modeling.pair_attention import NAME, active_segments, forward_for, pair_sdpa, pair_segments
 from chip.modeling.pairs import PADDING, pair_attention_mask, pair_branches
 
 
@@ -30,11 +30,8 @@ def test_two_calls_per_row_equal_one_call_with_the_dense_mask():
     dense, _ = sdpa_attention_forward(
         module, query, key, value, pair_attention_mask(lengths, seq_len, torch.bool)
     )
-    token = _ACTIVE.set(_Forward(pair_segments(lengths)))
-    try:
+    with active_segments(pair_segments(lengths)):
         split, _ = pair_sdpa(module, query, key, value, None)
-    finally:
-        _ACTIVE.reset(token)
     real = pair_branches(lengths, seq_len) != PADDING  # (B, T)
     assert_close(split[real], dense[real], rtol=0, atol=1e-12)
     assert split[~real].abs().max() == 0
@@ -52,11 +49,8 @@ def test_packed_segments_equal_each_row_on_its_own():
     for row in rows:
         segments.append((start, *row))
         start += sum(row)
-    token = _ACTIVE.set(_Forward([segments]))
-    try:
+    with active_segments([segments]):
         packed, _ = pair_sdpa(module, query, key, value, None)  # (1, L, heads, D)
-    finally:
-        _ACTIVE.reset(token)
     for start, *lengths in segments:
         own = slice(start, start + sum(lengths))
         mask = pair_attention_mask(torch.tensor([lengths]), sum(lengths), torch.bool)  # (1, 1, t, t)
@@ -110,9 +104,7 @@ def test_gradient_checkpointing_runs_pair_attention_with_the_same_gradients(tiny
     split_calls: list[int] = []
 
     def counting(module, query, key, value, attention_mask, **kwargs):
-        from chip.modeling.pair_attention import _forward_for
-
-        split_calls.append(_forward_for(attention_mask) is not None)
+        split_calls.append(forward_for(attention_mask) is not None)
         return pair_sdpa(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setitem(AttentionInterface._global_mapping, NAME, counting)
@@ -199,15 +191,12 @@ def test_the_variable_length_kernel_path_equals_the_per_segment_calls(monkeypatc
     query = torch.randn(len(rows), 4, seq_len, 8, dtype=torch.float64)
     key, value = torch.randn(2, len(rows), 2, seq_len, 8, dtype=torch.float64)
     module = _GroupedQueryAttention()
-    token = _ACTIVE.set(_Forward(rows))
-    try:
+    with active_segments(rows):
         expected, _ = pair_sdpa(module, query, key, value, None)
         calls: list[int] = []
         monkeypatch.setattr(pair_attention, "_VARLEN_ATTN", _emulated_varlen(calls))
         monkeypatch.setattr(pair_attention, "_varlen_usable", lambda query, dropout: True)
         got, _ = pair_sdpa(module, query, key, value, None)
-    finally:
-        _ACTIVE.reset(token)
     assert calls == [len(lengths)]  # one call for every segment's causal part
     assert_close(got, expected, rtol=0, atol=1e-12)
 
