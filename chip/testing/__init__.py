@@ -1,7 +1,8 @@
 """Test helpers shipped with chip: tiny models of each supported family, built offline."""
 
 from chip.testing.families import NEEDS_TORCHVISION, missing_packages
-from chip.testing.tiny import ALL_FAMILIES, FAMILIES, TinySize, build_tiny_model, tiny_config
+from chip.testing.sizes import TinySize
+from chip.testing.tiny import ALL_FAMILIES, FAMILIES, build_tiny_model, tiny_config
 
 __all__ = [
     "ALL_FAMILIES",
