@@ -1,8 +1,8 @@
 """Parsing `chip train` / `chip data precompute` arguments: a YAML file plus ``--field value`` overrides.
 
 `--help` lists chip's own settings first, in sections (model, LoRA, data, CHiP loss, corrupted
-image, reference, speed); `--help_all` adds every `transformers.TrainingArguments` field. Any
-argparse mistake (unknown choice, missing value) is one `ConfigError` line.
+image, reference, speed, robustness); `--help_all` adds every `transformers.TrainingArguments`
+field. Any argparse mistake (unknown choice, missing value) is one `ConfigError` line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
 
-SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference", "speed")
+SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference", "speed", "robustness")
 TRAINING_ARGUMENTS_TITLE = "transformers.TrainingArguments (every field; see the transformers docs)"
 USAGE = {
     "train": "chip train --config FILE.yaml [--FIELD VALUE ...]",

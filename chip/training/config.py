@@ -122,9 +122,6 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         64, "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary).",
         "reference",
     )  # fmt: skip
-    on_nonfinite: Literal["error", "skip"] = option(
-        "error", "On a NaN/inf loss: stop (after saving state) or skip the batch.", "reference"
-    )
 
     # ---- speed (docs/performance.md); every switch changes cost only, never the numbers ----------
     share_prefix: bool = option(
@@ -155,6 +152,11 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "With a live reference and the vision tower frozen, the reference reuses the policy's "
         "vision-tower output for the same images instead of encoding them again.",
         "speed",
+    )
+
+    # ---- robustness --------------------------------------------------------------------------
+    on_nonfinite: Literal["error", "skip"] = option(
+        "error", "On a NaN/inf loss or gradient: stop (after saving state) or skip the batch.", "robustness"
     )
 
     # ---- TrainingArguments defaults that differ ---------------------------------------------------
