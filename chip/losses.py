@@ -9,7 +9,7 @@ one visual one:
 - token level: TDPO's sequential KL (Zeng et al., 2024), ``δ = K(y_l) − sg(K(y_w))``;
 - visual: the chosen response must be likelier under the real image than under a corrupted one.
 
-Symbols follow ``spec/METHOD.md``. With ``λ = α = μ = 0`` the loss is exactly sigmoid DPO on
+Symbols follow ``docs/method.md``. With ``λ = α = μ = 0`` the loss is exactly sigmoid DPO on
 summed log-probs (Rafailov et al., 2023, eq. 7). Nothing here knows about models: the inputs are
 per-response-token log-probs already aligned and masked, shapes ``[B, T]``.
 """

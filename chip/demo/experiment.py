@@ -1,7 +1,7 @@
 """The demo experiment: base model -> preference pairs -> DPO, the CHiP ablations and CHiP -> eval.
 
 Every core method is one row of `METHODS`: a set of `ChipConfig` overrides applied to the same
-base model, the same pairs, steps, batch and seeds (matched settings; METHOD.md defect 6). Each
+base model, the same pairs, steps, batch and seeds (matched settings, unlike the published baselines; docs/method.md). Each
 gets the same tuning budget: its learning rate is chosen from `DemoConfig.lr_grid` on validation
 scenes (seed 0), and its results are measured on a separate test split at that lr on every seed.
 `VARIANTS` change the visual term of a core method and reuse its learning rate. Training goes
@@ -205,7 +205,7 @@ def _evaluate(model_path: Path, scenes: list[Scene], samples: int, seed: int, la
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
     """The per-run numbers of results.json.
 
-    ``chair_i``/``chair_s``/``recall`` use greedy decoding (EVAL.md's default); ``sampled_*`` the
+    ``chair_i``/``chair_s``/``recall`` use greedy decoding (`chip eval`'s default); ``sampled_*`` the
     T = 1 samples, which show hallucinations greedy decoding hides; ``pope_*`` greedy yes/no
     (``pope_accuracy`` over all questions, ``pope_<split>`` the accuracy of POPE's three splits).
     """

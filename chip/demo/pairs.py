@@ -1,4 +1,4 @@
-"""Preference pairs from the world, in API.md's row format, written as JSON Lines plus PNG files.
+"""Preference pairs from the world, in chip's row format (docs/data.md), written as JSON Lines plus PNG files.
 
     from chip.demo.pairs import write_preference_pairs
     path = write_preference_pairs(WorldConfig(), "out/pairs", count=2000)   # out/pairs/pairs.jsonl
@@ -13,7 +13,7 @@ the kind the world's prior produces, so the pair isolates exactly the preference
 
 ``chosen_segments`` / ``rejected_segments`` are character spans of the changed words. A pure
 insertion has no changed word on the chosen side, so both spans are widened by the word before
-it ("star" vs "star with a moon"), as in API.md's example; both responses then carry a segment.
+it ("star" vs "star with a moon"); both responses then carry a segment.
 """
 
 from __future__ import annotations

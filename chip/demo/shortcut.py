@@ -3,7 +3,7 @@
     from chip.demo.shortcut import shortcut_analysis
     shortcut_analysis(base_path, {"dpo+visual": run_dir, ...}, WorldConfig(), scenes=200)
 
-The visual margin h_vis = R(y_w | v) − R(y_w | ṽ) (METHOD.md) can grow in two ways: the policy
+The visual margin h_vis = R(y_w | v) − R(y_w | ṽ) (docs/method.md) can grow in two ways: the policy
 learns that the caption fits *this* image better than its noised copy (content), or it learns to
 give any caption a lower likelihood under any noisy-looking image (a shortcut: diffusion noise is
 easy to spot). Two measurements tell them apart:

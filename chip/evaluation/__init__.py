@@ -1,4 +1,4 @@
-"""Hallucination benchmarks (EVAL.md): pure scorers, a judge client, reports and generation.
+"""Hallucination benchmarks (docs/evaluation.md): pure scorers, a judge client, reports and generation.
 
 One module per benchmark (`chair`, `pope`, `amber`, `mmhal`, `hallusion`), each a pure function
 from answers and ground truth to a metrics dict; `generate` produces answers with a model and

@@ -45,7 +45,7 @@ class Benchmark:
     id_type: type = str
     # optional: an id built from the whole row (None when the row lacks what it needs)
     row_id: Callable[[dict], Hashable | None] | None = None
-    # True when EVAL.md gives the benchmark no rule-based scorer
+    # True when the benchmark has no rule-based scorer (docs/evaluation.md)
     needs_judge: bool = False
 
 

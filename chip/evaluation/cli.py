@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", help="prompt for benchmarks whose questions have none (chair, objhal)")
     gen.add_argument("--batch-size", type=int, default=8)
     gen.add_argument(
-        "--num-beams", type=int, default=1, help="1 = greedy (EVAL.md default); the authors used 3"
+        "--num-beams", type=int, default=1, help="1 = greedy (the default); the CHiP authors used 3"
     )
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--limit", type=int, help="answer only the first N questions")
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"--bench {args.bench} needs --{option}")
     if bench.needs_judge and not args.judge_url:
         raise ConfigError(
-            f"--bench {args.bench} needs a judge (--judge-url); EVAL.md gives it no rule-based scorer"
+            f"--bench {args.bench} needs a judge (--judge-url); it has no rule-based scorer (docs/evaluation.md)"
         )
     if args.model:
         answers_path = _generate(args)

@@ -37,7 +37,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings; the defaults are EVAL.md's (greedy, 256 new tokens)."""
+    """Decoding settings; the defaults: greedy, 256 new tokens."""
 
     batch_size: int = 8  # questions per generate() call
     num_beams: int = 1  # 1 = greedy; the CHiP authors used 3 beams

@@ -6,7 +6,7 @@
     qAcc = question groups (one question asked over several figures) all correct / groups
 
 Whether an answer is correct is decided either by a judge LLM comparing it with the reference
-explanation (the reference scorer), or offline by reading it as yes/no with EVAL.md's rule and
+explanation (the reference scorer), or offline by reading it as yes/no with chip's yes/no rule and
 comparing with `gt_answer` ("1" = yes). The metrics say which scorer produced them.
 """
 

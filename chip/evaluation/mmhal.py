@@ -5,7 +5,7 @@ human reference answer and the model's answer, and rates the answer 0-6: ratings
 hallucination (from "not informative" to "informative with good reasoning"), 0-2 mean
 hallucination. Score = mean rating; hallucination rate = share of ratings below 3.
 
-There is no rule-based fallback: without a judge this benchmark cannot be scored (EVAL.md).
+There is no rule-based fallback: without a judge this benchmark cannot be scored (docs/evaluation.md).
 Unparseable or failed judge replies count as rating 0 and are reported in `n_unparseable`.
 
 The official reading follows the reference `eval_gpt4.py`: its judge prompt (read from the

@@ -1,6 +1,6 @@
 """Object vocabularies and the CHAIR mention extractor (Rohrbach et al., EMNLP 2018).
 
-A caption's object mentions are found by EVAL.md's pipeline:
+A caption's object mentions are found by this pipeline (docs/evaluation.md):
 
     lower-case, tokenise -> singularise each word -> merge two-word phrases
     ("hot dog", "baby cat" -> "cat", "toilet seat" -> "toilet") -> drop suppressed words

@@ -1,7 +1,7 @@
 """Reading a free-form answer as yes/no, and the binary-classification metrics built on it.
 
 POPE, AMBER's discriminative part and HallusionBench's offline scorer all ask yes/no questions.
-EVAL.md's rule for them: the answer is "no" if its first sentence contains the word "no" or
+chip's rule for them (docs/evaluation.md): the answer is "no" if its first sentence contains the word "no" or
 "not", else "yes". Two readings of that rule exist:
 
 - `reads_as_yes_official`: POPE's reference (RUCAIBox/POPE `evaluate.py`, parsed the same way by

@@ -1,6 +1,6 @@
 """Batch preference examples into the three scored rows of CHiP.
 
-Per example (METHOD.md): W = (y_w | v), L = (y_l | v), C = (y_w | ṽ). The prompt and its images are
+Per example (docs/method.md): W = (y_w | v), L = (y_l | v), C = (y_w | ṽ). The prompt and its images are
 preprocessed once and shared by W and L; C reuses the same token ids with noised pixels
 (diffusion) or re-encodes the corrupted image (image-space kinds, which keep the image size, so the
 number of image tokens is unchanged). Every corruption is seeded from (seed, example id), so any
@@ -120,7 +120,7 @@ class ChipCollator:
     def _segments(
         self, example: PreferenceExample, chosen_ids: list[int], rejected_ids: list[int]
     ) -> tuple[list[bool], list[bool]]:
-        """User-given character spans when present, else the token alignment of METHOD.md."""
+        """User-given character spans when present, else the token alignment of `chip.segments`."""
         if example.chosen_segments is None and example.rejected_segments is None:
             return changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
         return (

@@ -16,7 +16,7 @@ from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.modeling.layout import LayoutSettings
 
-LOSS_GROUP = "CHiP loss (symbols of METHOD.md)"
+LOSS_GROUP = "CHiP loss (symbols of docs/method.md)"
 
 # Where π_ref comes from; each mode is a strategy in `chip.training.reference.REFERENCES`.
 ReferenceMode = Literal["model", "precomputed", "none"]
@@ -95,7 +95,7 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         False, "Allow image paths that escape image_root (../, absolute paths).", "data"
     )
 
-    # ---- CHiP loss: the fields of `chip.losses.ChipLossConfig` (symbols of METHOD.md), inherited ----
+    # ---- CHiP loss: the fields of `chip.losses.ChipLossConfig` (symbols of docs/method.md), inherited
     segment_min_match: int = option(
         3, "Shortest matching token run that anchors the chosen/rejected alignment.", LOSS_GROUP
     )
