@@ -54,9 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default="cpu", help="model shape and workload (default: cpu)"
     )
-    parser.add_argument("--variants", default=None,
-                        help=f"comma-separated, from {sorted(VARIANTS)} (default: the preset's, else "
-                             f"{','.join(DEFAULT_VARIANTS)})")  # fmt: skip
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated, from {sorted(VARIANTS)} (default: the preset's, else "
+        f"{','.join(DEFAULT_VARIANTS)})",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="preference pairs per step (default: the preset's)"
@@ -66,8 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
-    parser.add_argument("--num-batches", type=int, default=None,
-                        help="distinct batches the steps cycle through (default: the preset's, 2 or 3)")  # fmt: skip
+    parser.add_argument(
+        "--num-batches",
+        type=int,
+        default=None,
+        help="distinct batches the steps cycle through (default: the preset's, 2 or 3)",
+    )
     parser.add_argument(
         "--learning-rate", type=float, default=1e-4, help="AdamW learning rate of every variant"
     )
@@ -75,16 +82,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kl-top-k", type=int, default=64, help="top-k of the precomputed reference (chip's default)"
     )
     parser.add_argument("--gradient-checkpointing", action="store_true", help="enable it in every variant")
-    parser.add_argument("--sequential", action="store_true",
-                        help="run variants one after another, freeing each (for models too big to hold them all)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: 1 on a CPU, where other processes' load makes "
-                             "multi-threaded timings erratic; torch's default on a GPU)")  # fmt: skip
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run variants one after another, freeing each (for models too big to hold them all)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on a CPU, where other processes' load makes "
+        "multi-threaded timings erratic; torch's default on a GPU)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory steps")
     parser.add_argument("--no-kl-error", action="store_true", help="skip the top-k KL error measurement")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON output file (default: bench/results/bench_step.json for the cpu preset, "
-                             "bench/results/bench_<preset>.json for the others)")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON output file (default: bench/results/bench_step.json for the cpu preset, "
+        "bench/results/bench_<preset>.json for the others)",
+    )
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     chosen = args.variants.split(",") if args.variants else preset.variants or DEFAULT_VARIANTS
@@ -110,9 +128,17 @@ class Runner:
     def build(self, name: str) -> Variant:
         started = time.perf_counter()
         variant = VARIANTS[name](self.workload, self.settings)
-        self.results[name] = {"label": variant.label, "setup_seconds": time.perf_counter() - started,
-                              "step_seconds": [], "cpu_seconds": [], "losses": [], "batch_tokens": [],
-                              "decoder_calls": [], "decoder_positions": [], "decoder_real": []}  # fmt: skip
+        self.results[name] = {
+            "label": variant.label,
+            "setup_seconds": time.perf_counter() - started,
+            "step_seconds": [],
+            "cpu_seconds": [],
+            "losses": [],
+            "batch_tokens": [],
+            "decoder_calls": [],
+            "decoder_positions": [],
+            "decoder_real": [],
+        }
         self.counts[name] = DecoderCount([decoder_of(module) for module in variant.modules])
         return variant
 
@@ -186,15 +212,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads or 1)
     preset = PRESETS[args.preset]
     preset = replace(
-        preset, batch_size=args.batch_size or preset.batch_size, dtype=args.dtype or preset.dtype,
+        preset,
+        batch_size=args.batch_size or preset.batch_size,
+        dtype=args.dtype or preset.dtype,
         num_batches=args.num_batches,
-    )  # fmt: skip
+    )
     sequential = args.sequential or args.preset == "llava-7b"
     workload = build_workload(preset, device, num_examples=preset.batch_size * args.num_batches)
     settings = {
-        "learning_rate": args.learning_rate, "kl_top_k": args.kl_top_k, "num_batches": args.num_batches,
-        "gradient_checkpointing": args.gradient_checkpointing, "output_dir": tempfile.mkdtemp(prefix="chip-bench-"),
-    }  # fmt: skip
+        "learning_rate": args.learning_rate,
+        "kl_top_k": args.kl_top_k,
+        "num_batches": args.num_batches,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "output_dir": tempfile.mkdtemp(prefix="chip-bench-"),
+    }
     runner = Runner(args, workload, device, settings)
     runner.run_sequential() if sequential else runner.run_interleaved()
     report = summarise(args, preset, device, runner.results, runner.kl_error, sequential, workload)
@@ -242,15 +273,26 @@ def summarise(args, preset, device, results, kl_error, sequential, workload) -> 
                 result[f"memory_ratio_to_{suffix}"] = result["peak_bytes"] / baseline["peak_bytes"]
     return {
         "command": "python bench/bench_step.py " + " ".join(sys.argv[1:]),
-        "preset": args.preset, "preset_notes": preset.notes, "model_sizes": preset.sizes, "dtype": preset.dtype,
-        "batch_size": preset.batch_size, "prompt_tokens": preset.prompt_tokens, "response_tokens": preset.response_tokens,
+        "preset": args.preset,
+        "preset_notes": preset.notes,
+        "model_sizes": preset.sizes,
+        "dtype": preset.dtype,
+        "batch_size": preset.batch_size,
+        "prompt_tokens": preset.prompt_tokens,
+        "response_tokens": preset.response_tokens,
         "response_lengths": asdict(preset.response_lengths) if preset.response_lengths else None,
         "image_sizes": asdict(preset.image_sizes) if preset.image_sizes else None,
-        "examples": _example_summary(workload), "num_batches": args.num_batches,
-        "warmup": args.warmup, "repeats": args.repeats, "order": "sequential" if sequential else "interleaved",
-        "learning_rate": args.learning_rate, "gradient_checkpointing": args.gradient_checkpointing,
-        "machine": _machine(device), "variants": results, "topk_kl_error": kl_error,
-    }  # fmt: skip
+        "examples": _example_summary(workload),
+        "num_batches": args.num_batches,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "order": "sequential" if sequential else "interleaved",
+        "learning_rate": args.learning_rate,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "machine": _machine(device),
+        "variants": results,
+        "topk_kl_error": kl_error,
+    }
 
 
 def _example_summary(workload) -> dict[str, Any]:
@@ -262,19 +304,26 @@ def _example_summary(workload) -> dict[str, Any]:
         for name in ("prompt", "image", "chosen", "rejected")
     }
     batches = workload.batches(workload.preset.num_batches)
-    return {"ranges": ranges, "batch_tokens": [workload.batch_tokens(ids) for ids in batches],
-            "per_example": counts}  # fmt: skip
+    return {
+        "ranges": ranges,
+        "batch_tokens": [workload.batch_tokens(ids) for ids in batches],
+        "per_example": counts,
+    }
 
 
 def print_table(report: dict[str, Any]) -> None:
     ranges = report["examples"]["ranges"]
     image, chosen, rejected = (ranges[name] for name in ("image", "chosen", "rejected"))
-    spans = {name: f"{r['min']}" if r["min"] == r["max"] else f"{r['min']}-{r['max']} (median {r['median']:g})"
-             for name, r in (("image", image), ("chosen", chosen), ("rejected", rejected))}  # fmt: skip
-    print(f"\n{report['preset_notes']}; batch {report['batch_size']} pairs, prompt {report['prompt_tokens']} + "
-          f"{spans['image']} image tokens, responses chosen {spans['chosen']}, rejected {spans['rejected']}; "
-          f"{report['machine']['device']}; {report['order']}, median of {report['repeats']} steps after "
-          f"{report['warmup']} warm-up")  # fmt: skip
+    spans = {
+        name: f"{r['min']}" if r["min"] == r["max"] else f"{r['min']}-{r['max']} (median {r['median']:g})"
+        for name, r in (("image", image), ("chosen", chosen), ("rejected", rejected))
+    }
+    print(
+        f"\n{report['preset_notes']}; batch {report['batch_size']} pairs, prompt {report['prompt_tokens']} + "
+        f"{spans['image']} image tokens, responses chosen {spans['chosen']}, rejected {spans['rejected']}; "
+        f"{report['machine']['device']}; {report['order']}, median of {report['repeats']} steps after "
+        f"{report['warmup']} warm-up"
+    )
     header = (
         "variant",
         "wall s",
@@ -291,30 +340,45 @@ def print_table(report: dict[str, Any]) -> None:
     print(row.format(*header))
     for result in report["variants"].values():
         peak = result.get("peak_bytes")
-        print(row.format(
-            result["label"], f"{result['median_seconds']:.2f}",
-            *_ratios(result, "time"), f"{result['median_cpu_seconds']:.2f}", *_ratios(result, "cpu"),
-            "" if peak is None else f"{peak / MB:.0f}", *_ratios(result, "memory"),
-        ))  # fmt: skip
-    print(f"\nreal tokens per step {statistics.mean(report['examples']['batch_tokens']):,.0f} on average; "
-          "decoder positions and padding: every decoder call of a timed step, policy and reference")  # fmt: skip
+        print(
+            row.format(
+                result["label"],
+                f"{result['median_seconds']:.2f}",
+                *_ratios(result, "time"),
+                f"{result['median_cpu_seconds']:.2f}",
+                *_ratios(result, "cpu"),
+                "" if peak is None else f"{peak / MB:.0f}",
+                *_ratios(result, "memory"),
+            )
+        )
+    print(
+        f"\nreal tokens per step {statistics.mean(report['examples']['batch_tokens']):,.0f} on average; "
+        "decoder positions and padding: every decoder call of a timed step, policy and reference"
+    )
     header = ("variant", "tokens/s", "x (a)", "x (a')", "dec. pos/step", "x (a)", "x (a')", "padding")
     row = "{:<52} {:>8} {:>6} {:>6} {:>13} {:>6} {:>6} {:>7}"
     print(row.format(*header))
     for result in report["variants"].values():
-        print(row.format(
-            result["label"], f"{result['tokens_per_second']:,.0f}", *_ratios(result, "tokens_per_second"),
-            f"{result['decoder_positions_per_step']:,.0f}", *_ratios(result, "positions"),
-            f"{result['padding_fraction']:.1%}",
-        ))  # fmt: skip
+        print(
+            row.format(
+                result["label"],
+                f"{result['tokens_per_second']:,.0f}",
+                *_ratios(result, "tokens_per_second"),
+                f"{result['decoder_positions_per_step']:,.0f}",
+                *_ratios(result, "positions"),
+                f"{result['padding_fraction']:.1%}",
+            )
+        )
     error = report["topk_kl_error"]
     if error:
         for name, stats in (("this model", error["benchmark_model"]), ("sharpened", error["sharpened"])):
-            print(f"top-{error['top_k']} reference KL vs exact, {name}: per token mean "
-                  f"{stats['token_rel_error_mean']:.2%} max {stats['token_rel_error_max']:.2%}; per response mean "
-                  f"{stats['sequence_rel_error_mean']:.2%} max {stats['sequence_rel_error_max']:.2%} (reference "
-                  f"entropy {stats['reference_entropy_mean_nats']:.2f} nats, top-k mass "
-                  f"{stats['reference_topk_mass_mean']:.3f}, exact KL {stats['exact_kl_per_token_mean']:.2e}/token)")  # fmt: skip
+            print(
+                f"top-{error['top_k']} reference KL vs exact, {name}: per token mean "
+                f"{stats['token_rel_error_mean']:.2%} max {stats['token_rel_error_max']:.2%}; per response mean "
+                f"{stats['sequence_rel_error_mean']:.2%} max {stats['sequence_rel_error_max']:.2%} (reference "
+                f"entropy {stats['reference_entropy_mean_nats']:.2f} nats, top-k mass "
+                f"{stats['reference_topk_mass_mean']:.3f}, exact KL {stats['exact_kl_per_token_mean']:.2e}/token)"
+            )
 
 
 def _ratios(result: dict[str, Any], quantity: str) -> list[str]:
@@ -341,8 +405,14 @@ def _machine(device: torch.device) -> dict[str, Any]:
         )
     except (OSError, StopIteration):
         pass
-    info = {"device": device.type, "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__}  # fmt: skip
+    info = {
+        "device": device.type,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     import transformers
     import trl
 

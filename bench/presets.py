@@ -99,7 +99,7 @@ PRESETS: dict[str, Preset] = {
             vision_intermediate_size=128,
             vision_layers=1,
             vision_heads=2,
-        ),  # fmt: skip
+        ),
         dtype="float32",
         batch_size=2,
         prompt_tokens=40,
@@ -142,7 +142,7 @@ PRESETS: dict[str, Preset] = {
             image_grid_pinpoints=LLAVA_NEXT_PINPOINTS,
             **SMALL_DECODER,
             max_position_embeddings=8192,
-        ),  # fmt: skip
+        ),
         dtype="float32",
         batch_size=4,
         response_lengths=ResponseLengths(),
@@ -150,7 +150,7 @@ PRESETS: dict[str, Preset] = {
             min_pixels=100_000,
             max_pixels=2_000_000,
             aspect_ratios=(1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3, 16 / 9, 9 / 16, 2.0, 1 / 2, 3.0, 1 / 3),
-        ),  # fmt: skip
+        ),
         variants=VARLEN_VARIANTS,
         num_batches=3,
         notes="LLaVA-NeXT anyres, 1,100-2,900 image tokens, small decoder, responses of 10-240 words",
@@ -165,7 +165,7 @@ PRESETS: dict[str, Preset] = {
             min_pixels=4 * 28 * 28,
             max_pixels=1280 * 28 * 28,
             **SMALL_DECODER,
-        ),  # fmt: skip
+        ),
         dtype="float32",
         batch_size=8,
         response_lengths=ResponseLengths(),
@@ -201,7 +201,7 @@ PRESETS: dict[str, Preset] = {
             vision_intermediate_size=4096,
             vision_layers=24,
             vision_heads=16,
-        ),  # fmt: skip
+        ),
         dtype="bfloat16",
         batch_size=2,
         notes="LLaVA-1.5-7B shape, random weights, bf16 (needs a GPU with ~120 GB)",

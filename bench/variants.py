@@ -126,9 +126,12 @@ class TrlDpo(_TrainerVariant):
         )
         rows = workload.trl_rows
         trainer = DPOTrainer(
-            model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows[:2]),
+            model=policy,
+            ref_model=reference,
+            args=args,
+            train_dataset=Dataset.from_list(rows[:2]),
             processing_class=workload.adapter.processor,
-        )  # fmt: skip
+        )
         batches = [
             trainer.data_collator([dict(rows[i]) for i in ids])
             for ids in workload.batches(settings["num_batches"])
@@ -152,11 +155,20 @@ class ChipVariant(_TrainerVariant):
     """
 
     def __init__(
-        self, workload: Workload, settings: dict[str, Any], key: str, label: str, weights: dict[str, float],
-        reference: str = "model", share_prefix: bool = True, encode_images_once: bool = True,
-        full_logits: bool = False, logits_chunk_size: int = 0, share_frozen_vision: bool = True,
+        self,
+        workload: Workload,
+        settings: dict[str, Any],
+        key: str,
+        label: str,
+        weights: dict[str, float],
+        reference: str = "model",
+        share_prefix: bool = True,
+        encode_images_once: bool = True,
+        full_logits: bool = False,
+        logits_chunk_size: int = 0,
+        share_frozen_vision: bool = True,
         padding_free: bool = True,
-    ):  # fmt: skip
+    ):
         super().__init__(workload, settings)
         self.key, self.label = key, label
         policy = workload.fresh_model(trainable=True)
@@ -172,10 +184,17 @@ class ChipVariant(_TrainerVariant):
             collator.reference_cache = strategy.cache
             extra = dict(reference_cache=str(cache_dir))
         args = ChipConfig(
-            reference=reference, kl_top_k=settings["kl_top_k"], share_prefix=share_prefix,
-            encode_images_once=encode_images_once, logits_chunk_size=logits_chunk_size,
-            share_frozen_vision=share_frozen_vision, padding_free=padding_free, **weights, **extra, **_training_args(workload, settings),
-        )  # fmt: skip
+            reference=reference,
+            kl_top_k=settings["kl_top_k"],
+            share_prefix=share_prefix,
+            encode_images_once=encode_images_once,
+            logits_chunk_size=logits_chunk_size,
+            share_frozen_vision=share_frozen_vision,
+            padding_free=padding_free,
+            **weights,
+            **extra,
+            **_training_args(workload, settings),
+        )
         scorer = ResponseScorer(replace(args.layout_settings, route="full")) if full_logits else None
         trainer = ChipTrainer(
             model=policy,
@@ -228,9 +247,14 @@ def write_reference_cache(
     folder = Path(tempfile.mkdtemp(prefix="chip-bench-cache-"))
     reference = workload.fresh_model(trainable=False)
     precompute_reference(
-        reference, collator, workload.examples, folder, settings={"bench": True, "kl_top_k": top_k},
-        needs_kl=weights["token_weight"] > 0, batch_size=workload.preset.batch_size,
-    )  # fmt: skip
+        reference,
+        collator,
+        workload.examples,
+        folder,
+        settings={"bench": True, "kl_top_k": top_k},
+        needs_kl=weights["token_weight"] > 0,
+        batch_size=workload.preset.batch_size,
+    )
     del reference
     return folder
 
@@ -239,12 +263,22 @@ def _training_args(workload: Workload, settings: dict[str, Any]) -> dict[str, An
     """The `TrainingArguments` every Trainer-based variant shares."""
     on_cpu = workload.device.type == "cpu"
     return dict(
-        output_dir=settings["output_dir"], per_device_train_batch_size=workload.preset.batch_size,
-        learning_rate=settings["learning_rate"], weight_decay=0.0, seed=0, report_to="none",
-        save_strategy="no", logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-        bf16=False, fp16=False, gradient_checkpointing=settings["gradient_checkpointing"], use_cpu=on_cpu,
+        output_dir=settings["output_dir"],
+        per_device_train_batch_size=workload.preset.batch_size,
+        learning_rate=settings["learning_rate"],
+        weight_decay=0.0,
+        seed=0,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=settings["gradient_checkpointing"],
+        use_cpu=on_cpu,
         remove_unused_columns=False,
-    )  # fmt: skip
+    )
 
 
 def _unique_bytes(tensors: list[torch.Tensor]) -> int:
@@ -291,13 +325,13 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
         FULL_CHIP,
         share_prefix=False,
         encode_images_once=False,
-    ),  # fmt: skip
+    ),
     "chip-live-vision-twice": _chip(
         "chip-live-vision-twice",
         "(c) with the reference encoding every image again",
         FULL_CHIP,
         share_frozen_vision=False,
-    ),  # fmt: skip
+    ),
     "chip-live-padded": _chip(
         "chip-live-padded", "(c) with padded rows (no packing)", FULL_CHIP, padding_free=False
     ),
@@ -313,6 +347,6 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
         FULL_CHIP,
         reference="precomputed",
         logits_chunk_size=256,
-    ),  # fmt: skip
+    ),
 }
 DEFAULT_VARIANTS = ["trl", "trl-completion", "naive", "chip-live", "chip-precomputed", "chip-dpo"]

@@ -159,14 +159,23 @@ def make_examples(
             chosen = _text(rng, chosen_len - 1)
             rejected = _fit(rng, _swapped(chosen), rejected_len - 1)
         example = PreferenceExample(
-            id=f"bench{index}", row=index, source="bench", images=[ImageRef(data=buffer.getvalue())],
-            prompt=prompt, chosen=chosen, rejected=rejected,
-        )  # fmt: skip
+            id=f"bench{index}",
+            row=index,
+            source="bench",
+            images=[ImageRef(data=buffer.getvalue())],
+            prompt=prompt,
+            chosen=chosen,
+            rejected=rejected,
+        )
         examples.append(example)
-        trl_rows.append({
-            "images": [Image.fromarray(pixels)], "prompt": adapter.format_prompt(prompt, 1),
-            "chosen": chosen + eos, "rejected": rejected + eos,
-        })  # fmt: skip
+        trl_rows.append(
+            {
+                "images": [Image.fromarray(pixels)],
+                "prompt": adapter.format_prompt(prompt, 1),
+                "chosen": chosen + eos,
+                "rejected": rejected + eos,
+            }
+        )
         tokens.append(_check_lengths(adapter, example, preset.prompt_tokens, chosen_len, rejected_len))
     return examples, trl_rows, tokens
 
@@ -208,9 +217,11 @@ def _check_lengths(
     prompt = adapter.encode_prompt(images, example.prompt)
     image = sum(int(t) == adapter.image_token_id for t in prompt.input_ids)
     counts = ExampleTokens(
-        prompt=len(prompt), image=image, chosen=len(adapter.encode_response(example.chosen)),
+        prompt=len(prompt),
+        image=image,
+        chosen=len(adapter.encode_response(example.chosen)),
         rejected=len(adapter.encode_response(example.rejected)),
-    )  # fmt: skip
+    )
     if (counts.prompt - image, counts.chosen, counts.rejected) != (prompt_text, chosen_len, rejected_len):
         raise AssertionError(
             f"example {example.id}: token lengths {counts}, wanted {prompt_text} text tokens in the prompt "

@@ -30,10 +30,17 @@ def check_main(argv: list[str]) -> int:
     """
     args = _parser().parse_args(argv)
     _, report = load_preference_rows(
-        args.file, image_root=args.image_root, on_bad_row="skip", max_pixels=args.max_pixels,
-        allow_outside_root=args.allow_outside_root, image_check=args.image_check, num_workers=args.workers,
-        progress=True, column_map=args.column_map, split=args.split,
-    )  # fmt: skip
+        args.file,
+        image_root=args.image_root,
+        on_bad_row="skip",
+        max_pixels=args.max_pixels,
+        allow_outside_root=args.allow_outside_root,
+        image_check=args.image_check,
+        num_workers=args.workers,
+        progress=True,
+        column_map=args.column_map,
+        split=args.split,
+    )
     print(report)
     return 0 if report.ok else 1
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from chip.data.messages import conversation_fields
 from chip.errors import DataError
 
 Problem = tuple[str, str, str]  # (stored field, kind, reason), as chip.data.rows reports them
@@ -51,8 +52,6 @@ RANKED_OUTPUTS = ("output_1", "output_2", "preference")
 # A stored column that derives fields -> those fields: a problem with it explains their absence.
 DERIVED_FIELDS = {"conversations": ("prompt",), "preference": ("chosen", "rejected")}
 # LLaVA's speaker names -> chat roles.
-SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-IMAGE_TOKEN = "<image>"
 MAP_HINT = "map columns with --column_map COLUMN=FIELD (e.g. --column_map question=prompt)"
 
 
@@ -282,35 +281,6 @@ def _resolve_image_column(
             image_note += f"; chosen over {', '.join(others)}"
         return image_note
     return ""
-
-
-def conversation_fields(value: Any) -> dict[str, Any] | None:
-    """LLaVA `conversations` -> {"prompt": messages} (+ chosen/rejected from `preference_values`).
-
-    The prompt is every turn up to the last human one; `<image>` tokens become image parts; the
-    messages are then checked like any chat prompt. None when `value` is not a list of turns.
-    """
-    if not isinstance(value, list) or not value or not all(isinstance(turn, dict) for turn in value):
-        return None
-    messages = []
-    for turn in value:
-        speaker = turn.get("from", turn.get("role"))
-        text = turn.get("value", turn.get("content"))
-        if not isinstance(text, str):
-            messages.append({"role": SPEAKERS.get(speaker, speaker), "content": text})
-            continue
-        parts: list[dict[str, str]] = [{"type": "image"}] * text.count(IMAGE_TOKEN)
-        stripped = text.replace(IMAGE_TOKEN, "").strip()
-        if stripped or not parts:
-            parts.append({"type": "text", "text": stripped})
-        messages.append({"role": SPEAKERS.get(speaker, speaker), "content": parts})
-    last_user = max((k for k, m in enumerate(messages) if m["role"] == "user"), default=len(messages) - 1)
-    fields: dict[str, Any] = {"prompt": messages[: last_user + 1]}
-    answer = value[last_user + 1] if last_user + 1 < len(value) else {}
-    pair = answer.get("preference_values")
-    if isinstance(pair, list) and len(pair) == 2:
-        fields["chosen"], fields["rejected"] = pair
-    return fields
 
 
 def ranked_pair(record: dict[str, Any]) -> tuple[Any, Any]:

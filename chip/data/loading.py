@@ -229,24 +229,38 @@ def _parse_records(
         elif parsed is not None:
             first_use[row_id] = BadRow(report.source, raw.row, "", "", "", raw.line, raw.shard).location
 
-        images = []
-        for field, source in sources:
-            if isinstance(source, bytes):
-                images.append((field, ImageRef(data=source)))
-                continue
-            if source not in resolved:  # datasets reuse images: resolve each path once
-                try:
-                    resolved[source] = ImageRef(path=resolve_image_path(source, root, allow_outside_root))
-                except ImageProblem as problem:
-                    resolved[source] = problem
-            ref_or_problem = resolved[source]
-            if isinstance(ref_or_problem, ImageProblem):
-                report.add(raw.row, field, ref_or_problem.kind, ref_or_problem.reason, raw.line, raw.shard)
-                parsed = None
-            else:
-                images.append((field, ref_or_problem))
-        candidates.append(_Candidate(raw, parsed, row_id, images))
+        images, images_ok = _image_refs(raw, sources, root, allow_outside_root, resolved, report)
+        candidates.append(_Candidate(raw, parsed if images_ok else None, row_id, images))
     return candidates
+
+
+def _image_refs(
+    raw: RawRecord,
+    sources: list[tuple[str, Any]],
+    root: Path,
+    allow_outside_root: bool,
+    resolved: dict[str, ImageRef | ImageProblem],
+    report: DataReport,
+) -> tuple[list[tuple[str, ImageRef]], bool]:
+    """The row's images as ``(stored field, ImageRef)``, and whether every one resolved (each
+    problem reported). ``resolved`` caches each path as written: datasets reuse images."""
+    images, ok = [], True
+    for field, source in sources:
+        if isinstance(source, bytes):
+            images.append((field, ImageRef(data=source)))
+            continue
+        if source not in resolved:
+            try:
+                resolved[source] = ImageRef(path=resolve_image_path(source, root, allow_outside_root))
+            except ImageProblem as problem:
+                resolved[source] = problem
+        ref_or_problem = resolved[source]
+        if isinstance(ref_or_problem, ImageProblem):
+            report.add(raw.row, field, ref_or_problem.kind, ref_or_problem.reason, raw.line, raw.shard)
+            ok = False
+        else:
+            images.append((field, ref_or_problem))
+    return images, ok
 
 
 def _check_images(

@@ -16,6 +16,9 @@ from typing import Any
 
 ROLES = ("system", "user", "assistant")
 Message = dict[str, Any]
+# LLaVA `conversations`: speaker names as roles, and the placeholder of an image in a turn's text.
+SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+IMAGE_TOKEN = "<image>"
 
 
 class FieldProblem(Exception):
@@ -119,3 +122,32 @@ def split_implicit_prompt(
             "can be taken from them",
         )
     return prompt, chosen[-1:], rejected[-1:]
+
+
+def conversation_fields(value: Any) -> dict[str, Any] | None:
+    """LLaVA `conversations` -> {"prompt": messages} (+ chosen/rejected from `preference_values`).
+
+    The prompt is every turn up to the last human one; `<image>` tokens become image parts; the
+    messages are then checked like any chat prompt. None when `value` is not a list of turns.
+    """
+    if not isinstance(value, list) or not value or not all(isinstance(turn, dict) for turn in value):
+        return None
+    messages = []
+    for turn in value:
+        speaker = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
+        if not isinstance(text, str):
+            messages.append({"role": SPEAKERS.get(speaker, speaker), "content": text})
+            continue
+        parts: list[dict[str, str]] = [{"type": "image"}] * text.count(IMAGE_TOKEN)
+        stripped = text.replace(IMAGE_TOKEN, "").strip()
+        if stripped or not parts:
+            parts.append({"type": "text", "text": stripped})
+        messages.append({"role": SPEAKERS.get(speaker, speaker), "content": parts})
+    last_user = max((k for k, m in enumerate(messages) if m["role"] == "user"), default=len(messages) - 1)
+    fields: dict[str, Any] = {"prompt": messages[: last_user + 1]}
+    answer = value[last_user + 1] if last_user + 1 < len(value) else {}
+    pair = answer.get("preference_values")
+    if isinstance(pair, list) and len(pair) == 2:
+        fields["chosen"], fields["rejected"] = pair
+    return fields

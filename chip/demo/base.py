@@ -21,6 +21,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,13 +269,28 @@ def _train(
     )
     losses.clear()
     encoder = PromptEncoder(processor, world.image_size)
+    train_captions(model, encoder, config, device, on_step=lambda loss: tick("caption", loss))
+    bar.close()
+    model.eval()
+    return model, processor, losses, vision
+
+
+def train_captions(
+    model: Any,
+    encoder: PromptEncoder,
+    config: BaseModelConfig,
+    device: torch.device,
+    on_step: Callable[[float], None],
+) -> None:
+    """The captioning stage: the whole model on captions and yes/no answers of training scenes
+    (AdamW, `lr_at`'s schedule, gradients clipped at 1); ``on_step(loss)`` after each step."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=(0.9, 0.98), weight_decay=config.weight_decay
     )
     rng = random.Random(f"base/{config.seed}")
     model.train()
     for step in range(config.steps):
-        scenes = make_scenes(world, "train", config.batch_size, start=step * config.batch_size)
+        scenes = make_scenes(config.world, "train", config.batch_size, start=step * config.batch_size)
         questions, answers = training_examples(scenes, rng, config.qa_fraction)
         batch = {
             k: v.to(device) for k, v in encoder.batch([s.image for s in scenes], questions, answers).items()
@@ -286,7 +302,4 @@ def _train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        tick("caption", loss.item())
-    bar.close()
-    model.eval()
-    return model, processor, losses, vision
+        on_step(loss.item())

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from chip.demo.base import BaseModelConfig
-from chip.demo.experiment import METHODS, VARIANTS, DemoConfig, run_experiment, tuned_as
+from chip.demo.experiment import DemoConfig, run_experiment
+from chip.demo.methods import METHODS, VARIANTS, tuned_as
 from chip.demo.report import write_report, write_results
 
 
@@ -37,12 +38,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
     parser.add_argument(
         "--output_dir", type=Path, default=Path("runs/demo"), help="results folder (default: runs/demo)"
     )
-    parser.add_argument("--cache_dir", type=Path, default=Path("~/.cache/chip/demo").expanduser(),
-                        help="where the base model is cached (default: ~/.cache/chip/demo)")  # fmt: skip
-    parser.add_argument("--methods", help="comma-separated core methods and visual-term variants to run "
-                        f"(default: all in full mode; known: {', '.join([*METHODS, *VARIANTS])})")  # fmt: skip
-    parser.add_argument("--base", choices=("quick", "full"),
-                        help="base model preset (default: quick with --quick, else full)")  # fmt: skip
+    parser.add_argument(
+        "--cache_dir",
+        type=Path,
+        default=Path("~/.cache/chip/demo").expanduser(),
+        help="where the base model is cached (default: ~/.cache/chip/demo)",
+    )
+    parser.add_argument(
+        "--methods",
+        help="comma-separated core methods and visual-term variants to run "
+        f"(default: all in full mode; known: {', '.join([*METHODS, *VARIANTS])})",
+    )
+    parser.add_argument(
+        "--base", choices=("quick", "full"), help="base model preset (default: quick with --quick, else full)"
+    )
     parser.add_argument("--seeds", type=int, help="training seeds per method and variant (full mode: 5)")
     args = parser.parse_args(argv)
     config = DemoConfig.quick() if args.quick else DemoConfig.full()

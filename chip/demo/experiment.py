@@ -1,19 +1,19 @@
 """The demo experiment: base model -> preference pairs -> DPO, the CHiP ablations and CHiP -> eval.
 
 Every core method is one row of `METHODS`: a set of `ChipConfig` overrides applied to the same
-base model, the same pairs, steps, batch and seeds (matched settings, unlike the published baselines; docs/method.md). Each
-gets the same tuning budget: its learning rate is chosen from `DemoConfig.lr_grid` on validation
-scenes (seed 0), and its results are measured on a separate test split at that lr on every seed.
-`VARIANTS` change the visual term of a core method and reuse its learning rate. Training goes
-through `chip.training.cli.run_training`, the exact path of `chip train`. Evaluation captions the
-test scenes (greedy, and sampled at T = 1) and answers their yes/no questions; per-scene counts go
-to `chip.demo.stats` for paired bootstrap intervals of every difference that the report states.
+base model, the same pairs, steps, batch and seeds (matched settings, unlike the published
+baselines; docs/method.md). Each gets the same tuning budget: its learning rate is chosen from
+`DemoConfig.lr_grid` on validation scenes (seed 0), and its results are measured on a separate test
+split at that lr on every seed. `VARIANTS` (`chip.demo.methods`) change the visual term of a core
+method and reuse its learning rate. Training goes through `chip.training.cli.run_training`, the
+exact path of `chip train`. Evaluation (`chip.demo.model_metrics`) captions the test
+scenes (greedy, and sampled at T = 1) and answers their yes/no questions; per-scene counts go to
+`chip.demo.stats` for paired bootstrap intervals of every difference that the report states.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,54 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, ProgressCallback
+from transformers import ProgressCallback
 
-from chip.demo.base import BaseModelConfig, default_device, train_base_model
-from chip.demo.measure import answer_questions, caption_metrics, caption_scenes, pope_metrics, scene_counts
+from chip.demo.base import BaseModelConfig, train_base_model
+from chip.demo.methods import METHODS, QUICK_METHODS, VARIANTS, method_settings, tuned_as
+from chip.demo.model_metrics import evaluate_model, validate_model
 from chip.demo.pairs import PairsConfig, write_preference_pairs
 from chip.demo.stats import bootstrap_difference
-from chip.demo.world import Scene, make_scenes
-from chip.losses import ChipLossConfig
-
-# Loss settings per method, as `ChipConfig` overrides (ablations are just weights): each ablation
-# turns on one of CHiP's terms at its `ChipLossConfig` default. Each core method gets its own
-# learning rate, chosen on validation scenes from the same grid.
-TERMS = ("segment_weight", "token_weight", "visual_weight")  # λ, α, μ
-DPO = {name: 0.0 for name in TERMS}
-METHODS: dict[str, dict[str, Any]] = {
-    "dpo": DPO,
-    **{
-        f"dpo+{name.removesuffix('_weight')}": {**DPO, name: getattr(ChipLossConfig(), name)}
-        for name in TERMS
-    },
-    "chip": {},  # every `chip train` default: λ = 3, α = 0.1 (TDPO2), μ = 1, diffusion noise, joint sigmoid
-}
-# Variants of the visual term (issue 16, item 4): (the core method whose chosen lr they reuse,
-# their overrides on top of that method's).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dpo+visual-separate": ("dpo+visual", {"combine": "separate"}),
-    "chip-separate": ("chip", {"combine": "separate"}),
-    **{
-        f"chip-{kind}": ("chip", {"corruption": kind})
-        for kind in ("crop", "black", "rotate", "blur", "random")
-    },
-    "chip-clip20": ("chip", {"max_grad_norm": 20.0}),  # the authors' gradient clipping (chip's recipe: 1)
-}
-QUICK_METHODS = ("dpo", "chip")
-
-
-def method_settings(name: str) -> dict[str, Any]:
-    """The `chip train` overrides of a core method or a variant."""
-    if name in METHODS:
-        return METHODS[name]
-    parent, overrides = VARIANTS[name]
-    return {**METHODS[parent], **overrides}
-
-
-def tuned_as(name: str) -> str:
-    """The core method whose learning-rate choice ``name`` uses (itself for a core method)."""
-    return name if name in METHODS else VARIANTS[name][0]
+from chip.demo.world import make_scenes
 
 
 @dataclass
@@ -98,9 +58,17 @@ class DemoConfig:
 
     @classmethod
     def full(cls) -> DemoConfig:
-        return cls(base=BaseModelConfig.full(), methods=tuple(METHODS), variants=tuple(VARIANTS),
-                   seeds=(0, 1, 2, 3, 4), variant_seeds=(0, 1, 2, 3, 4), lr_grid=(5e-5, 1e-4, 2e-4),
-                   val_scenes=300, test_scenes=1000, analysis_scenes=200)  # fmt: skip
+        return cls(
+            base=BaseModelConfig.full(),
+            methods=tuple(METHODS),
+            variants=tuple(VARIANTS),
+            seeds=(0, 1, 2, 3, 4),
+            variant_seeds=(0, 1, 2, 3, 4),
+            lr_grid=(5e-5, 1e-4, 2e-4),
+            val_scenes=300,
+            test_scenes=1000,
+            analysis_scenes=200,
+        )
 
     @property
     def ranks_methods(self) -> bool:
@@ -133,73 +101,28 @@ def train_method(
     if (out / "trainer_state.json").exists():
         return out
     values = {
-        "model_name_or_path": base_path, "dataset": pairs, "output_dir": out, "seed": seed,
-        "max_steps": config.steps, "per_device_train_batch_size": config.batch_size,
-        "learning_rate": learning_rate, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
-        "logging_steps": 5, "save_strategy": "no", "report_to": "none", "max_length": 128,
-        "dataloader_num_workers": 0, "log_level": "warning", "sft_weight": config.sft_weight,
+        "model_name_or_path": base_path,
+        "dataset": pairs,
+        "output_dir": out,
+        "seed": seed,
+        "max_steps": config.steps,
+        "per_device_train_batch_size": config.batch_size,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.1,
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": "none",
+        "max_length": 128,
+        "dataloader_num_workers": 0,
+        "log_level": "warning",
+        "sft_weight": config.sft_weight,
         **method_settings(name),
-    }  # fmt: skip
+    }
     argv = [token for key, value in values.items() for token in (f"--{key}", str(value))]
     label = f"train {name} seed {seed} lr {learning_rate:g}"
     run_training(parse_config(argv), callbacks=[_QuietProgress(label)], replace_progress=True)
     return out
-
-
-def _load(model_path: Path) -> tuple[Any, Any]:
-    model = AutoModelForImageTextToText.from_pretrained(model_path).to(default_device()).eval()
-    return model, AutoProcessor.from_pretrained(model_path)
-
-
-def _cached(path: Path, compute: Any) -> Any:
-    """``compute()``, stored as JSON at ``path``: a rerun (or a later run sharing the folder) reuses it."""
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel runs sharing a folder do not collide
-    tmp.write_text(json.dumps(value))
-    tmp.replace(path)
-    return value
-
-
-@torch.no_grad()
-def validate_model(model_path: Path, scenes: list[Scene], label: str) -> dict[str, float]:
-    """Greedy CHAIR_i and recall on the validation scenes: what the learning-rate choice sees."""
-    return _cached(
-        model_path / f"metrics-val-{len(scenes)}.json", lambda: _validate(model_path, scenes, label)
-    )
-
-
-def _validate(model_path: Path, scenes: list[Scene], label: str) -> dict[str, float]:
-    model, processor = _load(model_path)
-    greedy = caption_metrics(scenes, caption_scenes(model, processor, scenes, desc=label))
-    return {"chair_i": greedy["chair_i"], "recall": greedy["recall"]}
-
-
-@torch.no_grad()
-def evaluate_model(
-    model_path: Path, scenes: list[Scene], samples: int, seed: int, label: str
-) -> dict[str, Any]:
-    """Test metrics of one model: greedy (and sampled) CHAIR with per-scene counts, POPE by split."""
-    name = f"metrics-test-{len(scenes)}-{samples}-{seed}.json"
-    return _cached(model_path / name, lambda: _evaluate(model_path, scenes, samples, seed, label))
-
-
-def _evaluate(model_path: Path, scenes: list[Scene], samples: int, seed: int, label: str) -> dict[str, Any]:
-    model, processor = _load(model_path)
-    greedy = caption_scenes(model, processor, scenes, desc=f"{label}: greedy captions")
-    result: dict[str, Any] = {
-        "greedy": caption_metrics(scenes, greedy),
-        "counts": scene_counts(scenes, greedy),
-    }
-    result["examples"] = [{"truth": s.caption, "greedy": g[0]} for s, g in zip(scenes[:3], greedy)]
-    if samples:
-        sampled = caption_scenes(model, processor, scenes, temperature=1.0, samples=samples, seed=seed,
-                                 desc=f"{label}: sampled captions")  # fmt: skip
-        result["sampled"] = caption_metrics(scenes, sampled)
-        result["sampled_counts"] = scene_counts(scenes, sampled)
-    result["pope"] = pope_metrics(scenes, answer_questions(model, processor, scenes, desc=f"{label}: yes/no"))
-    return result
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
@@ -213,8 +136,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     out = {"chair_i": greedy["chair_i"], "chair_s": greedy["chair_s"], "recall": greedy["recall"]}
     if "sampled" in metrics:
         sampled = metrics["sampled"]
-        out |= {"sampled_chair_i": sampled["chair_i"], "sampled_chair_s": sampled["chair_s"],
-                "sampled_recall": sampled["recall"]}  # fmt: skip
+        out |= {
+            "sampled_chair_i": sampled["chair_i"],
+            "sampled_chair_s": sampled["chair_s"],
+            "sampled_recall": sampled["recall"],
+        }
     out |= {"pope_accuracy": pope["accuracy"], "pope_f1": pope["f1"], "pope_yes_ratio": pope["yes_ratio"]}
     out |= {f"pope_{split}": pope[split]["accuracy"] for split in ("random", "popular", "adversarial")}
     return out
@@ -300,8 +226,15 @@ class _Experiment:
         _announce(name, self.results["methods"][name])
 
     def _out(self, name: str, lr: float, seed: int) -> Path:
-        return train_method(name, seed, lr, self.base_path, self.pairs, self.runs_dir / f"{name}-lr{lr:g}-seed{seed}",
-                            self.config)  # fmt: skip
+        return train_method(
+            name,
+            seed,
+            lr,
+            self.base_path,
+            self.pairs,
+            self.runs_dir / f"{name}-lr{lr:g}-seed{seed}",
+            self.config,
+        )
 
     def _seeds(self, name: str, lr: float, seeds: tuple[int, ...]) -> None:
         runs = []
@@ -342,16 +275,22 @@ class _Experiment:
             from chip.demo.shortcut import shortcut_analysis
 
             clock = time.perf_counter()
-            visual_runs = {name: self.runs_dir / f"{name}-lr{results['chosen_lr'][name]:g}-seed{config.seeds[0]}"
-                           for name in ("dpo", "dpo+visual", "chip") if name in config.methods}  # fmt: skip
-            results["shortcut"] = shortcut_analysis(self.base_path, visual_runs, config.base.world,
-                                                    config.analysis_scenes)  # fmt: skip
+            visual_runs = {
+                name: self.runs_dir / f"{name}-lr{results['chosen_lr'][name]:g}-seed{config.seeds[0]}"
+                for name in ("dpo", "dpo+visual", "chip")
+                if name in config.methods
+            }
+            results["shortcut"] = shortcut_analysis(
+                self.base_path, visual_runs, config.base.world, config.analysis_scenes
+            )
             self.timings["shortcut"] = time.perf_counter() - clock
         results["config"] = _jsonable(asdict(config))
         results["ranks_methods"] = config.ranks_methods
-        results["decoding"] = (f"chair_i/chair_s/recall: greedy captions of {config.test_scenes} test scenes; "
-                               f"sampled_*: {config.eval_samples} samples per test scene at T=1; pope_*: greedy "
-                               "yes/no on every question of the test scenes")  # fmt: skip
+        results["decoding"] = (
+            f"chair_i/chair_s/recall: greedy captions of {config.test_scenes} test scenes; "
+            f"sampled_*: {config.eval_samples} samples per test scene at T=1; pope_*: greedy "
+            "yes/no on every question of the test scenes"
+        )
         results["timings_seconds"] = {k: round(v, 1) for k, v in self.timings.items()}
         results["scene_counts"] = self.counts
         return results
@@ -385,9 +324,11 @@ def _curves(run_dir: Path) -> list[dict[str, float]]:
 
 
 def _announce(name: str, summary: dict[str, Any]) -> None:
-    print(f"{name:>12}: greedy CHAIR_i {summary['chair_i']:.3f}±{summary['chair_i_std']:.3f} "
-          f"CHAIR_s {summary['chair_s']:.3f} recall {summary['recall']:.3f} | POPE accuracy random "
-          f"{summary['pope_random']:.3f} adversarial {summary['pope_adversarial']:.3f}")  # fmt: skip
+    print(
+        f"{name:>12}: greedy CHAIR_i {summary['chair_i']:.3f}±{summary['chair_i_std']:.3f} "
+        f"CHAIR_s {summary['chair_s']:.3f} recall {summary['recall']:.3f} | POPE accuracy random "
+        f"{summary['pope_random']:.3f} adversarial {summary['pope_adversarial']:.3f}"
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -81,29 +81,43 @@ def results_table(results: dict[str, Any]) -> str:
     for name, summary in methods.items():
         diff = comparisons.get(f"{name} vs dpo", {})
         greedy = diff.get("greedy")
-        row = [name, f"{results.get('chosen_lr', {}).get(name, '—')}", str(_seeds(summary)),
-               _pct(summary["chair_i"]), _interval(greedy) if greedy else "—", _call(greedy) if greedy else "—",
-               _pct(summary["recall"])]  # fmt: skip
+        row = [
+            name,
+            f"{results.get('chosen_lr', {}).get(name, '—')}",
+            str(_seeds(summary)),
+            _pct(summary["chair_i"]),
+            _interval(greedy) if greedy else "—",
+            _call(greedy) if greedy else "—",
+            _pct(summary["recall"]),
+        ]
         if sampled:
             row += [
                 _pct(summary.get("sampled_chair_i")),
                 _interval(diff["sampled"]) if "sampled" in diff else "—",
             ]
-        row += [_pct(summary["pope_random"]), _pct(summary["pope_popular"]), _pct(summary["pope_adversarial"]),
-                f"{summary['pope_yes_ratio']:.2f}"]  # fmt: skip
+        row += [
+            _pct(summary["pope_random"]),
+            _pct(summary["pope_popular"]),
+            _pct(summary["pope_adversarial"]),
+            f"{summary['pope_yes_ratio']:.2f}",
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def comparisons_table(results: dict[str, Any], names: list[str] | None = None) -> str:
-    lines = ["| comparison (A vs B) | greedy CHAIR_i(A) − CHAIR_i(B), points [95% CI] | call | sampled [95% CI] | call |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| comparison (A vs B) | greedy CHAIR_i(A) − CHAIR_i(B), points [95% CI] | call | sampled [95% CI] | call |",
+        "|---|---|---|---|---|",
+    ]
     for key, diff in results.get("comparisons", {}).items():
         if names is not None and key not in names:
             continue
         sampled = diff.get("sampled")
-        lines.append(f"| {key} | {_interval(diff['greedy'])} | {_call(diff['greedy'])} | "
-                     f"{_interval(sampled) if sampled else '—'} | {_call(sampled) if sampled else '—'} |")  # fmt: skip
+        lines.append(
+            f"| {key} | {_interval(diff['greedy'])} | {_call(diff['greedy'])} | "
+            f"{_interval(sampled) if sampled else '—'} | {_call(sampled) if sampled else '—'} |"
+        )
     return "\n".join(lines)
 
 
@@ -112,8 +126,10 @@ def grids_table(results: dict[str, Any]) -> str:
     if not grids:
         return "No learning-rate grid in this run: every method used the same learning rate."
     lrs = sorted({lr for grid in grids.values() for lr in grid}, key=float)
-    lines = ["| method | " + " | ".join(f"lr {lr}: CHAIR_i % / recall %" for lr in lrs) + " | chosen |",
-             "|" + "---|" * (len(lrs) + 2)]  # fmt: skip
+    lines = [
+        "| method | " + " | ".join(f"lr {lr}: CHAIR_i % / recall %" for lr in lrs) + " | chosen |",
+        "|" + "---|" * (len(lrs) + 2),
+    ]
     for name, grid in grids.items():
         cells = [
             f"{_pct(grid[lr]['chair_i'])} / {_pct(grid[lr]['recall'])}" if lr in grid else "—" for lr in lrs
@@ -123,11 +139,15 @@ def grids_table(results: dict[str, Any]) -> str:
 
 
 def shortcut_table(shortcut: dict[str, Any]) -> str:
-    lines = ["| model | mean h_vis, objects present (nats) | mean h_vis, objects removed | h_vis > 0, present | h_vis > 0, removed |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | mean h_vis, objects present (nats) | mean h_vis, objects removed | h_vis > 0, present | h_vis > 0, removed |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in shortcut["margins"].items():
-        lines.append(f"| {name} | {m['h_vis_with_objects']:.2f} | {m['h_vis_objects_removed']:.2f} | "
-                     f"{_pct(m['share_positive_with_objects'])}% | {_pct(m['share_positive_objects_removed'])}% |")  # fmt: skip
+        lines.append(
+            f"| {name} | {m['h_vis_with_objects']:.2f} | {m['h_vis_objects_removed']:.2f} | "
+            f"{_pct(m['share_positive_with_objects'])}% | {_pct(m['share_positive_objects_removed'])}% |"
+        )
     return "\n".join(lines)
 
 
@@ -145,14 +165,15 @@ def answer(results: dict[str, Any]) -> str:
     chip_dpo = comparisons.get("chip vs dpo")
     if chip_dpo:
         g = chip_dpo["greedy"]
-        sentence = "Does CHiP beat DPO here? " + (
-            "**Yes**" if g["distinguishable"] and g["difference"] < 0
-            else "**No, it is worse**" if g["distinguishable"]
-            else "**Not distinguishable**"
-        )  # fmt: skip
-        sentence += (f": greedy CHAIR_i {_pct(methods['chip']['chair_i'])}% vs {_pct(methods['dpo']['chair_i'])}%, "
-                     f"difference {_interval(g)} points (95% paired bootstrap CI over "
-                     f"{config['test_scenes']} test scenes and the seeds)")  # fmt: skip
+        verdict = "**Not distinguishable**"
+        if g["distinguishable"]:
+            verdict = "**Yes**" if g["difference"] < 0 else "**No, it is worse**"
+        sentence = "Does CHiP beat DPO here? " + verdict
+        sentence += (
+            f": greedy CHAIR_i {_pct(methods['chip']['chair_i'])}% vs {_pct(methods['dpo']['chair_i'])}%, "
+            f"difference {_interval(g)} points (95% paired bootstrap CI over "
+            f"{config['test_scenes']} test scenes and the seeds)"
+        )
         if g.get("relative") is not None:
             sentence += f", a relative change of {100 * g['relative']:+.0f}% (the paper: −52.7% / −55.5%)"
         if "sampled" in chip_dpo:
@@ -166,18 +187,26 @@ def answer(results: dict[str, Any]) -> str:
         if diff:
             parts.append(f"{name} {_interval(diff['greedy'])} ({_call(diff['greedy'])})")
     if parts:
-        sentences.append("Which part helps, each added to DPO alone (greedy CHAIR_i difference to DPO, points): "
-                         + "; ".join(parts) + ".")  # fmt: skip
-    vis = [f"{k} {_interval(d['greedy'])} ({_call(d['greedy'])})" for k, d in comparisons.items()
-           if k.startswith(("chip-", "dpo+visual-")) and not k.endswith("vs dpo")]  # fmt: skip
+        sentences.append(
+            "Which part helps, each added to DPO alone (greedy CHAIR_i difference to DPO, points): "
+            + "; ".join(parts)
+            + "."
+        )
+    vis = [
+        f"{k} {_interval(d['greedy'])} ({_call(d['greedy'])})"
+        for k, d in comparisons.items()
+        if k.startswith(("chip-", "dpo+visual-")) and not k.endswith("vs dpo")
+    ]
     if vis:
         sentences.append("Visual-term variants against the method they modify: " + "; ".join(vis) + ".")
     base = methods.get("base")
     if base:
-        sentences.append(f"The base answers existence questions from the image: POPE accuracy {_pct(base['pope_random'])}% "
-                         f"(random negatives), {_pct(base['pope_popular'])}% (popular), "
-                         f"{_pct(base['pope_adversarial'])}% (adversarial), and hallucinates in captions "
-                         f"(CHAIR_i {_pct(base['chair_i'])}% at recall {_pct(base['recall'])}%).")  # fmt: skip
+        sentences.append(
+            f"The base answers existence questions from the image: POPE accuracy {_pct(base['pope_random'])}% "
+            f"(random negatives), {_pct(base['pope_popular'])}% (popular), "
+            f"{_pct(base['pope_adversarial'])}% (adversarial), and hallucinates in captions "
+            f"(CHAIR_i {_pct(base['chair_i'])}% at recall {_pct(base['recall'])}%)."
+        )
     return " ".join(sentences)
 
 
@@ -195,17 +224,30 @@ def plot_forest(results: dict[str, Any], path: Path) -> Path:
         if key.endswith(" vs dpo")
     ]
     decodings = [d for d in ("greedy", "sampled") if any(d in diff for _, diff in rows)]
-    fig, axes = plt.subplots(1, max(1, len(decodings)), figsize=(5.5 * max(1, len(decodings)), 0.45 * len(rows) + 1.5),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(decodings)),
+        figsize=(5.5 * max(1, len(decodings)), 0.45 * len(rows) + 1.5),
+        squeeze=False,
+    )
     for ax, decoding in zip(axes[0], decodings):
         for y, (_, diff) in enumerate(rows):
             d = diff.get(decoding)
             if d is None:
                 continue
-            colour = "tab:green" if d["distinguishable"] and d["difference"] < 0 else (
-                "tab:red" if d["distinguishable"] else "tab:grey")  # fmt: skip
-            ax.errorbar(100 * d["difference"], y, xerr=[[100 * (d["difference"] - d["low"])], [100 * (d["high"] - d["difference"])]],
-                        fmt="o", color=colour, capsize=3)  # fmt: skip
+            colour = (
+                "tab:green"
+                if d["distinguishable"] and d["difference"] < 0
+                else ("tab:red" if d["distinguishable"] else "tab:grey")
+            )
+            ax.errorbar(
+                100 * d["difference"],
+                y,
+                xerr=[[100 * (d["difference"] - d["low"])], [100 * (d["high"] - d["difference"])]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(range(len(rows)), [name for name, _ in rows])
         ax.invert_yaxis()

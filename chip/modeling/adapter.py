@@ -188,11 +188,17 @@ class VLMAdapter:
 
     def special_tokens_in(self, prompt: str | list[dict]) -> list[str]:
         """Special tokens whose literal text appears in the prompt's text (the processor would parse them)."""
-        texts = [prompt] if isinstance(prompt, str) else [
-            part if isinstance(part, str) else part.get("text") or ""
-            for message in prompt
-            for part in ([message["content"]] if isinstance(message["content"], str) else message["content"])
-        ]  # fmt: skip
+        texts = (
+            [prompt]
+            if isinstance(prompt, str)
+            else [
+                part if isinstance(part, str) else part.get("text") or ""
+                for message in prompt
+                for part in (
+                    [message["content"]] if isinstance(message["content"], str) else message["content"]
+                )
+            ]
+        )
         specials = [t for t in self.tokenizer.all_special_tokens if t] + list(
             getattr(self.tokenizer, "extra_special_tokens", []) or []
         )

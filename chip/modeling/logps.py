@@ -111,9 +111,8 @@ class ResponseScorer:
             except (torch.OutOfMemoryError, ChipError):
                 raise
             except Exception as error:  # a boundary: any error inside the model's code (docs/architecture.md)
-                if layout in self.verified.get(
-                    core, ()
-                ):  # it worked before: a real error, not a family quirk
+                # It worked before: a real error, not a family quirk.
+                if layout in self.verified.get(core, ()):
                     raise
                 failed = failed or (layout, error)
                 last_error = error
@@ -130,9 +129,13 @@ class ResponseScorer:
     def _fall_back(self, core: PreTrainedModel, failed: Layout, error: Exception, plain: Layout) -> None:
         logger.warning(
             "%s (%s): %s failed on the first batch (%s: %s); using %s for this model from now on",
-            type(core).__name__, core.config.model_type, failed.describe(),
-            type(error).__name__, one_line(error), plain.describe(),
-        )  # fmt: skip
+            type(core).__name__,
+            core.config.model_type,
+            failed.describe(),
+            type(error).__name__,
+            one_line(error),
+            plain.describe(),
+        )
         self.fallback[core] = plain
 
     def _warn_if_untested(self, core: PreTrainedModel) -> None:
@@ -142,8 +145,9 @@ class ResponseScorer:
         logger.warning(
             "%s (model type %r) is not in chip's quirks table: prefix sharing, images encoded once and the "
             "trunk route are off; chip scores it through its own forward (see docs/models.md)",
-            type(core).__name__, getattr(core.config, "model_type", "?"),
-        )  # fmt: skip
+            type(core).__name__,
+            getattr(core.config, "model_type", "?"),
+        )
 
 
 def response_logps(

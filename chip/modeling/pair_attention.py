@@ -168,9 +168,13 @@ def _varlen_usable(query: torch.Tensor, dropout: float) -> bool:
 
 
 def _pair_varlen(
-    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-    rows: list[list[Segment]], options: dict,
-) -> torch.Tensor:  # fmt: skip
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    rows: list[list[Segment]],
+    options: dict,
+) -> torch.Tensor:
     """`pair_sdpa` with every segment's causal ``[prompt, chosen]`` part in one call of torch's
     variable-length flash attention (sequences back to back, delimited by cumulative lengths); the
     rejected tokens, a small share, keep their per-segment call. Returns ``(B, T, heads, D)``."""
@@ -189,9 +193,17 @@ def _pair_varlen(
     longest = max(length for _, length in spans)
     q, k, v = by_token(query), by_token(key), by_token(value)
     causal = _VARLEN_ATTN(
-        q[shared], k[shared], v[shared], bounds, bounds, longest, longest, scale=options["scaling"],
-        window_size=(-1, 0), enable_gqa=k.shape[1] != q.shape[1],
-    )  # fmt: skip  # (sum P + C, h, D)
+        q[shared],
+        k[shared],
+        v[shared],
+        bounds,
+        bounds,
+        longest,
+        longest,
+        scale=options["scaling"],
+        window_size=(-1, 0),
+        enable_gqa=k.shape[1] != q.shape[1],
+    )  # (sum P + C, h, D)
     index, outputs = [shared], [causal]
     for row, segments in enumerate(rows):
         one = (query[row : row + 1], key[row : row + 1], value[row : row + 1])  # (1, h, T, D) each

@@ -56,8 +56,12 @@ DEFAULT_TOKEN_KEYS = (TokenKey("mm_token_type_ids"), TokenKey("token_type_ids"))
 # Audio encoders count as vision here: chip never feeds them, so they are frozen and no LoRA target.
 VISION_MODULES = ("vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder", "audio_tower")
 PROJECTOR_MODULES = (
-    "multi_modal_projector", "connector", "visual.merger", "visual.deepstack_merger_list", "embed_audio",
-)  # fmt: skip
+    "multi_modal_projector",
+    "connector",
+    "visual.merger",
+    "visual.deepstack_merger_list",
+    "embed_audio",
+)
 
 
 def _softcap(attribute_owner: str) -> LogitsTransform:
@@ -161,14 +165,14 @@ QUIRKS: dict[str, ModelQuirks] = {
         logits_transform=_softcap("text"),
         images_once=True,
         projector_modules=(*PROJECTOR_MODULES, "embed_vision"),
-    ),  # fmt: skip
+    ),
     # PaliGemma's prefix (image + prompt, token type 0) attends bidirectionally; the response is
     # its causal suffix (token type 1).
     "paligemma": ModelQuirks(
         logits_transform=_softcap("text"),
         images_once=True,
         token_keys=(TokenKey("token_type_ids", response=1),),
-    ),  # fmt: skip
+    ),
     # Mllama's trunk takes no precomputed image features; text tokens cross-attend to the image.
     "mllama": ModelQuirks(token_keys=(TokenKey("cross_attention_mask", response=None),)),
     # Llama-4's forward reads `outputs.image_outputs` from its language model's output, which has

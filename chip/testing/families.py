@@ -17,6 +17,10 @@ from typing import Any
 from transformers import PreTrainedTokenizerFast, ProcessorMixin
 
 from chip.testing.family_processors import (
+    COHERE_IMAGE_TOKENS,
+    GEMMA_TOKENS,
+    IDEFICS_TOKENS,
+    INTERNVL_TOKENS,
     QWEN3_IDS,
     QWEN3_TOKENS,
     QWEN3_VISION,
@@ -38,7 +42,7 @@ from chip.testing.family_processors import (
     qwen3_text,
     smolvlm_processor,
 )
-from chip.testing.tiny_tokenizer import TokenSpec
+from chip.testing.tiny_tokenizer import LLAVA_TOKENS, TokenSpec
 
 
 @dataclass(frozen=True)
@@ -56,31 +60,16 @@ class Family:
     vision_type: str | None = None  # vision config model type, where the default config has none
 
 
-LLAVA_TOKENS = TokenSpec(eos="</s>", pad="<pad>", image="<image>", bos="<s>", bos_by_tokenizer=True)
-GEMMA_TOKENS = TokenSpec(
-    eos="<end_of_turn>", pad="<pad>", image="<image_soft_token>", bos="<bos>",
-    extra=("<start_of_image>", "<end_of_image>"),
-    named=(("boi_token", "<start_of_image>"), ("eoi_token", "<end_of_image>")),
-)  # fmt: skip
-IDEFICS_TOKENS = TokenSpec(
-    eos="<end_of_utterance>", pad="<|finetune_right_pad_id|>", image="<image>", bos="<|begin_of_text|>",
-    extra=("<fake_token_around_image>", "<global-img>",
-           *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))),
-    named=(("image_boundary_token", "<fake_token_around_image>"),),
-)  # fmt: skip
-INTERNVL_TOKENS = TokenSpec(
-    eos="<|im_end|>", pad="<|endoftext|>", image="<IMG_CONTEXT>",
-    extra=("<img>", "</img>", "<video>"),
-    named=(("start_image_token", "<img>"), ("end_image_token", "</img>"),
-           ("context_image_token", "<IMG_CONTEXT>"), ("video_token", "<video>")),
-)  # fmt: skip
-COHERE_IMAGE_TOKENS = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>")
-
-
 def _qwen3_family(**vision: Any) -> Family:
     """Qwen3-VL, Qwen3.5 and their MoE variants share tokens, placeholder, processor and M-RoPE text config."""
-    return Family(QWEN3_TOKENS, "<|vision_start|><|image_pad|><|vision_end|>", qwen3_processor(), QWEN3_IDS,
-                  text=qwen3_text(), vision={**QWEN3_VISION, **vision})  # fmt: skip
+    return Family(
+        QWEN3_TOKENS,
+        "<|vision_start|><|image_pad|><|vision_end|>",
+        qwen3_processor(),
+        QWEN3_IDS,
+        text=qwen3_text(),
+        vision={**QWEN3_VISION, **vision},
+    )
 
 
 FAMILIES: dict[str, Family] = {
@@ -108,7 +97,7 @@ FAMILIES: dict[str, Family] = {
             "vision_feature_select_strategy": "full",
         },
         vision={"image_size": 32, "patch_size": 8},
-    ),  # fmt: skip
+    ),
     "qwen3_vl": _qwen3_family(deepstack_visual_indexes=[0]),
     "qwen3_vl_moe": _qwen3_family(deepstack_visual_indexes=[0]),
     "qwen3_5": _qwen3_family(),
@@ -125,7 +114,7 @@ FAMILIES: dict[str, Family] = {
         config={"mm_tokens_per_image": 4},
         vision={"image_size": 32, "patch_size": 8},
         template_bos=True,
-    ),  # fmt: skip
+    ),
     "paligemma": Family(
         TokenSpec(eos="<eos>", pad="<pad>", image="<image>", bos="<bos>"),
         "",
@@ -133,7 +122,7 @@ FAMILIES: dict[str, Family] = {
         {"image_token_index": "<image>"},
         text={"final_logit_softcapping": 0.5},  # PaliGemma-2's Gemma-2 decoder caps; small, to matter here
         vision={"image_size": 32, "patch_size": 8},
-    ),  # fmt: skip
+    ),
     "idefics2": Family(
         IDEFICS_TOKENS,
         "<image>",
@@ -176,7 +165,7 @@ FAMILIES: dict[str, Family] = {
         config={"spatial_merge_size": 2},
         vision={"image_size": 32, "patch_size": 8},
         template_bos=True,
-    ),  # fmt: skip
+    ),
     "aya_vision": Family(
         TokenSpec(
             eos="<|END_OF_TURN_TOKEN|>",
@@ -191,7 +180,7 @@ FAMILIES: dict[str, Family] = {
         config={"downsample_factor": 2},
         vision={"image_size": 32, "patch_size": 16},
         template_bos=True,
-    ),  # fmt: skip
+    ),
     "mllama": Family(
         TokenSpec(
             eos="<|eot_id|>", pad="<|finetune_right_pad_id|>", image="<|image|>", bos="<|begin_of_text|>"
@@ -210,7 +199,7 @@ FAMILIES: dict[str, Family] = {
             "supported_aspect_ratios": [[1, 1], [1, 2], [2, 1]],
         },
         template_bos=True,
-    ),  # fmt: skip
+    ),
     "llama4": Family(
         TokenSpec(
             eos="<|eot|>",
@@ -243,7 +232,7 @@ FAMILIES: dict[str, Family] = {
             "vision_output_dim": 64,
         },
         template_bos=True,
-    ),  # fmt: skip
+    ),
     "glm4v": Family(
         TokenSpec(
             eos="<|endoftext|>",
@@ -277,7 +266,7 @@ FAMILIES: dict[str, Family] = {
             }
         },
         vision={"image_size": 32, "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2},
-    ),  # fmt: skip
+    ),
     "lfm2_vl": Family(
         TokenSpec(
             eos="<|im_end|>",
@@ -297,7 +286,7 @@ FAMILIES: dict[str, Family] = {
         config={"projector_hidden_size": 64, "downsample_factor": 2},
         text={"layer_types": ["conv", "full_attention"], "full_attn_idxs": [1]},
         vision={"patch_size": 8, "num_patches": 16},
-    ),  # fmt: skip
+    ),
     "cohere2_vision": Family(
         TokenSpec(
             eos="<|END_OF_TURN_TOKEN|>",
@@ -317,7 +306,7 @@ FAMILIES: dict[str, Family] = {
         config={"downsample_factor": 2, "alignment_intermediate_size": 64},
         vision={"image_size": 32, "patch_size": 8},
         template_bos=True,
-    ),  # fmt: skip
+    ),
     "gemma4": Family(
         TokenSpec(
             eos="<turn|>",
@@ -350,7 +339,7 @@ FAMILIES: dict[str, Family] = {
         vision={"patch_size": 8, "pooling_kernel_size": 2, "position_embedding_size": 64},
         template_bos=True,
         vision_type="gemma4_vision",
-    ),  # fmt: skip
+    ),
 }
 
 FAMILIES["glm4v_moe"] = FAMILIES["glm4v"]
@@ -358,9 +347,23 @@ FAMILIES["glm4v_moe"] = FAMILIES["glm4v"]
 # Families whose stock processor cannot be built without torchvision (a video processor, or an
 # image processor that only exists in its torchvision version).
 NEEDS_TORCHVISION = frozenset(
-    {"llava_onevision", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe", "smolvlm", "internvl",
-     "llama4", "glm4v", "glm4v_moe", "lfm2_vl", "cohere2_vision", "gemma4", "mistral3"}
-)  # fmt: skip
+    {
+        "llava_onevision",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+        "qwen3_5",
+        "qwen3_5_moe",
+        "smolvlm",
+        "internvl",
+        "llama4",
+        "glm4v",
+        "glm4v_moe",
+        "lfm2_vl",
+        "cohere2_vision",
+        "gemma4",
+        "mistral3",
+    }
+)
 # Other packages a family's stock processor imports (SmolVLM writes tile positions as words).
 NEEDS_PACKAGES: dict[str, tuple[str, ...]] = {"smolvlm": ("num2words",)}
 

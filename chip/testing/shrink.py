@@ -21,19 +21,49 @@ from chip.testing.sizes import TinyFamily, TinySize, vocab_size
 
 # Shrunk values of the size fields every family's text and vision configs name the same way.
 TEXT_SIZES: dict[str, int] = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=16, global_head_dim=16, moe_intermediate_size=32,
-    shared_expert_intermediate_size=32, num_experts=4, num_local_experts=4, num_experts_per_tok=2,
-    n_routed_experts=4, n_shared_experts=1, max_position_embeddings=4096, hidden_size_per_layer_input=8,
-    linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
-    first_k_dense_replace=1, num_kv_shared_layers=0, kv_lora_rank=16, q_lora_rank=16,
-    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
-)  # fmt: skip
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    global_head_dim=16,
+    moe_intermediate_size=32,
+    shared_expert_intermediate_size=32,
+    num_experts=4,
+    num_local_experts=4,
+    num_experts_per_tok=2,
+    n_routed_experts=4,
+    n_shared_experts=1,
+    max_position_embeddings=4096,
+    hidden_size_per_layer_input=8,
+    linear_num_value_heads=4,
+    linear_num_key_heads=2,
+    linear_key_head_dim=16,
+    linear_value_head_dim=16,
+    first_k_dense_replace=1,
+    num_kv_shared_layers=0,
+    kv_lora_rank=16,
+    q_lora_rank=16,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    v_head_dim=16,
+)
 VISION_SIZES: dict[str, int] = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_heads=2,
-    head_dim=16, depth=2, embed_dim=32, num_key_value_heads=2, projection_dim=64, out_hidden_size=64,
-    vision_output_dim=64, num_global_layers=1,
-)  # fmt: skip
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_heads=2,
+    head_dim=16,
+    depth=2,
+    embed_dim=32,
+    num_key_value_heads=2,
+    projection_dim=64,
+    out_hidden_size=64,
+    vision_output_dim=64,
+    num_global_layers=1,
+)
 
 
 def shrink(config: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
@@ -84,9 +114,13 @@ def build_shrunk(
     processor = spec.processor(tok, template)
     defaults = AutoConfig.for_model(model_type).to_dict()
     text = {
-        **shrink(defaults["text_config"], TEXT_SIZES), **spec.text, "vocab_size": vocab_size(size, tok),
-        "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-    }  # fmt: skip
+        **shrink(defaults["text_config"], TEXT_SIZES),
+        **spec.text,
+        "vocab_size": vocab_size(size, tok),
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
     if "vocab_size_per_layer_input" in text:  # Gemma-4's per-layer embeddings
         text["vocab_size_per_layer_input"] = text["vocab_size"]
     parts: dict[str, Any] = {"text_config": text}

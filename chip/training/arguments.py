@@ -42,11 +42,19 @@ class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
 
     def __init__(self, command: str = "train"):
         self.command = command
-        super().__init__(ChipConfig, prog=USAGE[command].split(" --")[0], usage=USAGE[command],
-                         description=DESCRIPTION[command])  # fmt: skip
+        super().__init__(
+            ChipConfig,
+            prog=USAGE[command].split(" --")[0],
+            usage=USAGE[command],
+            description=DESCRIPTION[command],
+        )
         run = self.add_argument_group("run")
-        run.add_argument("--config", metavar="FILE.yaml", default=argparse.SUPPRESS,
-                         help="YAML file of field: value; command-line values override it.")  # fmt: skip
+        run.add_argument(
+            "--config",
+            metavar="FILE.yaml",
+            default=argparse.SUPPRESS,
+            help="YAML file of field: value; command-line values override it.",
+        )
         sections = {"run": run, **self.__dict__.get("chip_sections", {})}
         order_groups(self, [sections[title] for title in ("run", *SECTIONS) if title in sections])
         own_options_group(self).title = TRAINING_ARGUMENTS_TITLE
@@ -78,16 +86,30 @@ class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
         with groups_hidden(self, [own_options_group(self)]):
             text = super().format_help()
         common = ", ".join(f"--{name}" for name in COMMON_TRAINING_ARGUMENTS)
-        return (f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}.\n"
-                f"`{self.prog} --help_all` lists them all.\n")  # fmt: skip
+        return (
+            f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}.\n"
+            f"`{self.prog} --help_all` lists them all.\n"
+        )
 
 
 # TrainingArguments fields a CHiP run typically sets, named at the end of the short help
 COMMON_TRAINING_ARGUMENTS = (
-    "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "num_train_epochs", "max_steps", "bf16", "gradient_checkpointing", "save_steps", "eval_strategy",
-    "eval_steps", "logging_steps", "report_to", "resume_from_checkpoint", "seed",
-)  # fmt: skip
+    "output_dir",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "bf16",
+    "gradient_checkpointing",
+    "save_steps",
+    "eval_strategy",
+    "eval_steps",
+    "logging_steps",
+    "report_to",
+    "resume_from_checkpoint",
+    "seed",
+)
 
 
 def help_text(argv: list[str], command: str = "train") -> str | None:

@@ -40,9 +40,14 @@ def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
             "--dataset is required (a file, a folder of shards, a `datasets` folder or a hub id)"
         )
     examples, report = load_preference_rows(
-        dataset, image_root=config.image_root, on_bad_row="skip", allow_outside_root=config.allow_outside_root,
-        progress=True, column_map=config.column_map, split=config.dataset_split,
-    )  # fmt: skip
+        dataset,
+        image_root=config.image_root,
+        on_bad_row="skip",
+        allow_outside_root=config.allow_outside_root,
+        progress=True,
+        column_map=config.column_map,
+        split=config.dataset_split,
+    )
     logger.info("%s: %s", dataset, report.mapping.describe())
     check_with_processor(examples, report, adapter, config.max_length)
     examples = apply_on_bad_row(examples, report, config.on_bad_row)
@@ -74,8 +79,11 @@ def load_train_eval(config: ChipConfig, adapter) -> tuple[list, list]:
         raise ConfigError(f"--eval_strategy {strategy} needs --eval_dataset FILE or --eval_fraction F")
     if held_out and strategy == "no":
         config.eval_strategy, config.eval_steps = "steps", config.eval_steps or config.logging_steps
-        logger.info("evaluating the %d held-out examples every %s steps (set --eval_strategy to change)",
-                    len(held_out), config.eval_steps)  # fmt: skip
+        logger.info(
+            "evaluating the %d held-out examples every %s steps (set --eval_strategy to change)",
+            len(held_out),
+            config.eval_steps,
+        )
     shared = {ex.id for ex in examples} & {ex.id for ex in held_out}
     if shared and config.reference == "precomputed":
         raise ConfigError(
@@ -93,8 +101,15 @@ def _log_skipped(dataset: str, report) -> None:
     first = sorted(report.bad_rows, key=lambda bad: (bad.row, bad.field))
     shown = "; ".join(str(bad) for bad in first[:SKIPPED_ROWS_SHOWN])
     more = f"; and {len(first) - SKIPPED_ROWS_SHOWN} more" if len(first) > SKIPPED_ROWS_SHOWN else ""
-    logger.warning("skipped %d of %d rows of %s (%s): %s%s; run `chip data check` for the full list",
-                   report.num_bad_rows, report.total_rows, dataset, counts, shown, more)  # fmt: skip
+    logger.warning(
+        "skipped %d of %d rows of %s (%s): %s%s; run `chip data check` for the full list",
+        report.num_bad_rows,
+        report.total_rows,
+        dataset,
+        counts,
+        shown,
+        more,
+    )
 
 
 def load_adapter(config: ChipConfig):
@@ -129,10 +144,14 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     reference = REFERENCES[config.reference].prepare(config, model, adapter.processor, examples + held_out)
     model = prepare_policy(model, config)
     trainer = ChipTrainer(
-        model=model, args=config, train_dataset=examples, eval_dataset=held_out or None,
-        processing_class=adapter.processor, reference=reference,
+        model=model,
+        args=config,
+        train_dataset=examples,
+        eval_dataset=held_out or None,
+        processing_class=adapter.processor,
+        reference=reference,
         data_collator=ChipCollator.from_config(config, adapter, examples, reference_cache=reference.cache),
-    )  # fmt: skip
+    )
     if replace_progress and callbacks:
         from transformers import ProgressCallback
 
@@ -169,10 +188,14 @@ def run_precompute(config: ChipConfig) -> Path:
     examples = examples + held_out  # the cache covers evaluation too
     model = load_model(config).to(config.device).eval()
     return precompute_reference(
-        model, ChipCollator.from_config(config, adapter, examples), examples, config.reference_cache,
+        model,
+        ChipCollator.from_config(config, adapter, examples),
+        examples,
+        config.reference_cache,
         cache_settings(config, model, adapter.processor, examples),
-        needs_kl=config.loss_config.needs_kl, batch_size=config.per_device_eval_batch_size,
-    )  # fmt: skip
+        needs_kl=config.loss_config.needs_kl,
+        batch_size=config.per_device_eval_batch_size,
+    )
 
 
 def _setup_logging() -> None:

@@ -70,9 +70,10 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "data",
     )
     column_map: list[str] | None = option(
-        None, "COLUMN=FIELD renames, repeatable or comma-separated (e.g. question=prompt); shown by chip data check.",
+        None,
+        "COLUMN=FIELD renames, repeatable or comma-separated (e.g. question=prompt); shown by chip data check.",
         "data",
-    )  # fmt: skip
+    )
     dataset_split: str | None = option(
         None, "Split of a DatasetDict folder or hub dataset (default: train).", "data"
     )
@@ -119,9 +120,10 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         None, "Folder of the precomputed reference cache (with --reference precomputed).", "reference"
     )
     kl_top_k: int = option(
-        64, "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary).",
+        64,
+        "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary).",
         "reference",
-    )  # fmt: skip
+    )
 
     # ---- speed (docs/performance.md); every switch changes cost only, never the numbers ----------
     share_prefix: bool = option(

@@ -91,11 +91,13 @@ def deepspeed_reference(ref_model: nn.Module, policy_config: dict) -> nn.Module:
         text_config = getattr(ref_model.config, "text_config", None) or ref_model.config
         hidden = getattr(text_config, "hidden_size", None)
         if hidden:
-            zero.update({
-                "reduce_bucket_size": hidden * hidden,
-                "stage3_param_persistence_threshold": 10 * hidden,
-                "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
-            })  # fmt: skip
+            zero.update(
+                {
+                    "reduce_bucket_size": hidden * hidden,
+                    "stage3_param_persistence_threshold": 10 * hidden,
+                    "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+                }
+            )
     else:
         zero["stage"] = 0
     engine, *_ = deepspeed.initialize(model=ref_model, config=config)

@@ -143,8 +143,11 @@ def nonfinite_terms(
         if score is None:
             continue
         mask = score.mask.bool()  # (B, T)
-        for name, values in ((f"policy_{role}_logps", score.logps), (f"ref_{role}_logps", score.ref_logps),
-                             (f"kl_{role}", score.kl)):  # fmt: skip
+        for name, values in (
+            (f"policy_{role}_logps", score.logps),
+            (f"ref_{role}_logps", score.ref_logps),
+            (f"kl_{role}", score.kl),
+        ):
             if values is None:
                 continue
             bad = (~torch.isfinite(values) & mask).any(-1)  # (B,)

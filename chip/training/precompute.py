@@ -93,8 +93,12 @@ def example_records(scores_real, scores_corrupt, num: int, top_k: int) -> list[d
         top_logps_w, top_logps_l = split_pairs(_split_rows(top_logps, scores_real.mask), num)
         top_ids_w, top_ids_l = split_pairs(_split_rows(top_ids.to(torch.int32), scores_real.mask), num)
         for i, record in enumerate(records):
-            record.update(chosen_topk_logps=top_logps_w[i], rejected_topk_logps=top_logps_l[i],
-                          chosen_topk_ids=top_ids_w[i], rejected_topk_ids=top_ids_l[i])  # fmt: skip
+            record.update(
+                chosen_topk_logps=top_logps_w[i],
+                rejected_topk_logps=top_logps_l[i],
+                chosen_topk_ids=top_ids_w[i],
+                rejected_topk_ids=top_ids_l[i],
+            )
     if scores_corrupt is not None:
         corrupt = _split_rows(scores_corrupt.logps.float(), scores_corrupt.mask)
         for i, record in enumerate(records):
@@ -123,18 +127,8 @@ def precompute_reference(
     reference = LiveReference(model)
     cache_fingerprint, kl_top_k = fingerprint(settings), settings["kl_top_k"]
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    progress_file = path / "progress.json"
     shard_size = resolve_shard_size(shard_size)
-    previous = read_cache_json(progress_file) if progress_file.exists() else None
-    if previous is not None and (
-        not isinstance(previous, dict) or previous.get("fingerprint") != cache_fingerprint
-    ):
-        raise StaleCacheError(
-            f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
-        )
-    _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
-
+    _claim_folder(path, cache_fingerprint, settings)
     num_shards = (len(examples) + shard_size - 1) // shard_size
     shards = []
     done = 0
@@ -155,10 +149,32 @@ def precompute_reference(
         done += len(chunk)
     bar.close()
 
-    manifest = {"format": FORMAT, "version": VERSION, "fingerprint": cache_fingerprint, "settings": settings,
-                "kl_top_k": kl_top_k, "num_examples": done, "shards": shards}  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "fingerprint": cache_fingerprint,
+        "settings": settings,
+        "kl_top_k": kl_top_k,
+        "num_examples": done,
+        "shards": shards,
+    }
     _atomic_write_text(json.dumps(manifest, indent=1), path / "manifest.json")
     return path
+
+
+def _claim_folder(path: Path, cache_fingerprint: str, settings: dict) -> None:
+    """Mark ``path`` as holding the cache of ``settings`` (``progress.json``); refuse a folder that
+    holds one for other settings, so two caches are never mixed."""
+    path.mkdir(parents=True, exist_ok=True)
+    progress_file = path / "progress.json"
+    previous = read_cache_json(progress_file) if progress_file.exists() else None
+    if previous is not None and (
+        not isinstance(previous, dict) or previous.get("fingerprint") != cache_fingerprint
+    ):
+        raise StaleCacheError(
+            f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
+        )
+    _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
 
 
 def _score_chunk(

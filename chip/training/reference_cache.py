@@ -74,18 +74,27 @@ def cache_settings(config, model: torch.nn.Module, processor, examples: Sequence
     tokenizer = getattr(processor, "tokenizer", processor)
     loss = config.loss_config
     return {
-        "model": config.model_name_or_path, "model_hash": model_fingerprint(model),
-        "tokenizer_hash": fingerprint(tokenizer.get_vocab()), "data_hash": dataset_fingerprint(examples),
-        "corruption": config.corruption, "noise_step": config.noise_step, "seed": config.seed,
-        "max_length": config.max_length, "kl_top_k": config.kl_top_k,
-        "needs_kl": loss.needs_kl, "needs_corrupt": loss.needs_corrupt,
-    }  # fmt: skip
+        "model": config.model_name_or_path,
+        "model_hash": model_fingerprint(model),
+        "tokenizer_hash": fingerprint(tokenizer.get_vocab()),
+        "data_hash": dataset_fingerprint(examples),
+        "corruption": config.corruption,
+        "noise_step": config.noise_step,
+        "seed": config.seed,
+        "max_length": config.max_length,
+        "kl_top_k": config.kl_top_k,
+        "needs_kl": loss.needs_kl,
+        "needs_corrupt": loss.needs_corrupt,
+    }
 
 
 def _changed_settings(then: dict, now: dict) -> str:
     """``name: old -> new`` for each setting that differs (hashes named by what they cover)."""
-    changed = [f"{name}: {then.get(name)!r} -> {now.get(name)!r}" for name in sorted(set(then) | set(now))
-               if then.get(name) != now.get(name)]  # fmt: skip
+    changed = [
+        f"{name}: {then.get(name)!r} -> {now.get(name)!r}"
+        for name in sorted(set(then) | set(now))
+        if then.get(name) != now.get(name)
+    ]
     return "; ".join(changed) or "the fingerprint differs"
 
 
@@ -93,8 +102,15 @@ def dataset_fingerprint(examples: Iterable) -> str:
     """Hash of each example's id, texts, segment spans and image references, in order."""
     digest = hashlib.sha256()
     for ex in examples:
-        record = [ex.id, ex.prompt, ex.chosen, ex.rejected, ex.chosen_segments, ex.rejected_segments,
-                  [getattr(ref, "key", repr(ref)) for ref in ex.images]]  # fmt: skip
+        record = [
+            ex.id,
+            ex.prompt,
+            ex.chosen,
+            ex.rejected,
+            ex.chosen_segments,
+            ex.rejected_segments,
+            [getattr(ref, "key", repr(ref)) for ref in ex.images],
+        ]
         digest.update(json.dumps(record, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:32]
 

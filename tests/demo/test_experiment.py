@@ -7,15 +7,8 @@ import json
 import pytest
 
 from chip.demo.base import BaseModelConfig
-from chip.demo.experiment import (
-    METHODS,
-    VARIANTS,
-    DemoConfig,
-    choose_lr,
-    method_settings,
-    run_experiment,
-    summarise,
-)
+from chip.demo.experiment import DemoConfig, choose_lr, run_experiment, summarise
+from chip.demo.methods import METHODS, VARIANTS, method_settings
 from chip.demo.report import answer, write_report, write_results
 
 
