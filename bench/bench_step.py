@@ -43,6 +43,7 @@ from bench.padding import DecoderCount, decoder_of  # noqa: E402
 from bench.presets import PRESETS  # noqa: E402
 from bench.variants import DEFAULT_VARIANTS, VARIANTS, Variant  # noqa: E402
 from bench.workload import build_workload  # noqa: E402
+from chip.training.config import ChipConfig  # noqa: E402
 
 MB = 2**20
 
@@ -79,7 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--learning-rate", type=float, default=1e-4, help="AdamW learning rate of every variant"
     )
     parser.add_argument(
-        "--kl-top-k", type=int, default=64, help="top-k of the precomputed reference (chip's default)"
+        "--kl-top-k",
+        type=int,
+        default=ChipConfig.default("kl_top_k"),
+        help="top-k of the precomputed reference (chip's default)",
     )
     parser.add_argument("--gradient-checkpointing", action="store_true", help="enable it in every variant")
     parser.add_argument(
