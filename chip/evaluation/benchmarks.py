@@ -2,7 +2,8 @@
 
 Each entry knows which answer-row field holds its ids, which files it needs, how to turn them
 into a scorer's inputs, and which questions to generate answers for. Adding a benchmark is one
-`Benchmark(...)` in `BENCHMARKS`; the CLI has no per-benchmark branches.
+`Benchmark(...)` in `BENCHMARKS` (the general-ability ones are in `general.py`); the CLI has no
+per-benchmark branches.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from chip.errors import ConfigError, DataError
 from chip.evaluation import amber, amber_official, chair, hallusion, mmhal, objhal_judge, pope
+from chip.evaluation.general import GENERAL_BENCHMARKS
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
 from chip.evaluation.registry import Benchmark, Question, single_path
@@ -265,5 +267,6 @@ BENCHMARKS: dict[str, Benchmark] = {
             _hallusion_questions,
             row_id=_hallusion_row_id,
         ),
+        *GENERAL_BENCHMARKS,
     )
 }
