@@ -11,9 +11,12 @@ or on a general-ability one (mme, mmbench, scienceqa).
     chip eval --bench mmbench --answers A.jsonl --questions MMBench_DEV_EN.tsv --output M.json
     chip eval --bench scienceqa --answers A.jsonl --annotations scienceqa --output M.json
     chip eval --compare base.json dpo.json chip.json [--markdown table.md]
+    chip eval --compare base/ dpo/ chip/     # one folder of metrics JSONs per model
 
 Results are one JSON of metrics per run (fractions, written atomically) plus an optional
-Markdown table; `--compare` prints runs side by side with their differences from the first.
+Markdown table; `--compare` prints runs side by side with their differences from the first; runs
+given the same name (a folder, or repeated `--names`) form one column, hallucination benchmarks
+first, then general ones.
 `--reading official` (default) scores as the benchmark's reference code does, quirks included;
 `--reading corrected` applies chip's fixes (docs/evaluation.md lists them). Every metrics JSON
 names its `reading`.
@@ -92,13 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-workers", type=int, default=4, help="concurrent judge requests")
 
     compare = parser.add_argument_group("comparison")
-    compare.add_argument("--compare", nargs="+", metavar="RUN", help="metrics JSON files to put side by side")
-    compare.add_argument("--names", nargs="+", help="column names for --compare (default: file names)")
+    compare.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="metrics JSON files, or folders of them (one per model), to put side by side",
+    )
+    compare.add_argument(
+        "--names",
+        nargs="+",
+        help="column names for --compare (default: file or folder names); runs with one name form one column",
+    )
     return parser
 
 
 def _compare(args: argparse.Namespace) -> int:
-    table = compare_table(load_runs(args.compare, args.names))
+    kinds = {name: bench.kind for name, bench in BENCHMARKS.items()}
+    table = compare_table(load_runs(args.compare, args.names), kinds)
     print(table, end="")
     if args.markdown:
         write_text_atomic(args.markdown, table)
