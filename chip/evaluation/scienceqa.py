@@ -18,13 +18,13 @@ problem is outside IMG's count).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from chip.errors import DataError
+from chip.evaluation.io import read_json
 
 OPTIONS = "ABCDE"
 _ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
@@ -56,20 +56,11 @@ def choice_index(letter: str | None, n_choices: int) -> int:
     return OPTIONS.index(letter) if letter is not None and letter in OPTIONS[:n_choices] else -1
 
 
-def _load(path: Path) -> object:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
-
-
 def read_problems(folder: str | Path, split: str = "test") -> tuple[dict[str, Problem], list[str]]:
     """All problems of ScienceQA's `problems.json` by id, and the ids of `split` in `pid_splits.json`."""
     folder = Path(folder)
-    raw = _load(folder / "problems.json")
-    splits = _load(folder / "pid_splits.json")
+    raw = read_json(folder / "problems.json")
+    splits = read_json(folder / "pid_splits.json")
     if not isinstance(raw, dict) or not isinstance(splits, dict):
         raise DataError(f"{folder}: problems.json and pid_splits.json must hold JSON objects")
     if split not in splits:
