@@ -2,51 +2,28 @@
 
 Each entry knows which answer-row field holds its ids, which files it needs, how to turn them
 into a scorer's inputs, and which questions to generate answers for. Adding a benchmark is one
-`Benchmark(...)` in `BENCHMARKS`; the CLI has no per-benchmark branches.
+`Benchmark(...)` in `BENCHMARKS` (the general-ability ones are in `general.py`); the CLI has no
+per-benchmark branches.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable
 from pathlib import Path
 
 from chip.errors import ConfigError, DataError
 from chip.evaluation import amber, amber_official, chair, hallusion, mmhal, objhal_judge, pope
+from chip.evaluation.general import GENERAL_BENCHMARKS
 from chip.evaluation.io import index_by, read_located_records, read_records
 from chip.evaluation.judge import JudgeClient
+from chip.evaluation.registry import Benchmark, Question, single_path
 
 # How answers are read: as the reference scorers read them, or with chip's corrections.
 READINGS = ("official", "corrected")
 
 # Answer text may come under any of these names (ours, LLaVA's, AMBER's, MMHal's, HallusionBench's, CHAIR's).
 ANSWER_FIELDS = ("answer", "text", "response", "model_answer", "model_prediction", "caption")
-
-
-@dataclass(frozen=True)
-class Question:
-    """One prompt to generate an answer for: `image` is a path relative to --image-root, or None."""
-
-    id: Hashable
-    prompt: str
-    image: str | None
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    id_field: str  # the field of an answer row that names its question / image
-    needs: tuple[str, ...]  # CLI options that must be given ("annotations", "questions")
-    # (args, answers by id, judge or None) -> metrics, including "scorer"
-    score: Callable[[argparse.Namespace, dict[Hashable, str], JudgeClient | None], dict]
-    # args -> the questions to answer when generating with --model
-    questions: Callable[[argparse.Namespace], list[Question]]
-    id_type: type = str
-    # optional: an id built from the whole row (None when the row lacks what it needs)
-    row_id: Callable[[dict], Hashable | None] | None = None
-    # True when the benchmark has no rule-based scorer (docs/evaluation.md)
-    needs_judge: bool = False
 
 
 def answer_text(row: dict, path: str | Path, where: str) -> str:
@@ -61,6 +38,10 @@ def answer_text(row: dict, path: str | Path, where: str) -> str:
 
 def read_answers(path: str | Path, bench: Benchmark) -> dict[Hashable, str]:
     """Answers keyed by `bench.id_field` (converted to `bench.id_type`); duplicates are errors."""
+    if bench.read_native is not None:
+        native = bench.read_native(Path(path))
+        if native is not None:
+            return native
     rows = read_located_records(path)
     if not rows:
         raise DataError(f"{path}: no answers")
@@ -80,15 +61,6 @@ def read_answers(path: str | Path, bench: Benchmark) -> dict[Hashable, str]:
             raise DataError(f"{path}:{where}: field {bench.id_field!r}: duplicate id {key!r}")
         answers[key] = answer_text(row, path, where)
     return answers
-
-
-def _one(args: argparse.Namespace, option: str) -> Path:
-    value = getattr(args, option)
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise ConfigError(f"--bench {args.bench} takes one --{option} file")
-        value = value[0]
-    return Path(value)
 
 
 # --- CHAIR / Object HalBench -------------------------------------------------------------------
@@ -141,7 +113,7 @@ def _score_objhal(args: argparse.Namespace, answers: dict, judge: JudgeClient | 
 
 
 def _chair_questions(args: argparse.Namespace) -> list[Question]:
-    rows = read_records(_one(args, "questions"), required=["image_id", "image"])
+    rows = read_records(single_path(args, "questions"), required=["image_id", "image"])
     return [Question(int(r["image_id"]), r.get("text") or args.prompt or _DESCRIBE, r["image"]) for r in rows]
 
 
@@ -196,7 +168,7 @@ def _score_amber(args: argparse.Namespace, answers: dict, judge: JudgeClient | N
 
 
 def _amber_questions(args: argparse.Namespace) -> list[Question]:
-    rows = read_records(_one(args, "questions"), required=["id", "image", "query"])
+    rows = read_records(single_path(args, "questions"), required=["id", "image", "query"])
     return [Question(int(r["id"]), r["query"], r["image"]) for r in rows]
 
 
@@ -204,7 +176,7 @@ def _amber_questions(args: argparse.Namespace) -> list[Question]:
 
 
 def _mmhal_rows(args: argparse.Namespace) -> dict[str, dict]:
-    rows = read_records(_one(args, "questions"), required=["question_type", "question", "gt_answer"])
+    rows = read_records(single_path(args, "questions"), required=["question_type", "question", "gt_answer"])
     # The template has no id field; a row's id is its position, as in the reference scripts.
     return {str(i): row for i, row in enumerate(rows)}
 
@@ -245,7 +217,9 @@ def _mmhal_questions(args: argparse.Namespace) -> list[Question]:
 
 
 def _hallusion_rows(args: argparse.Namespace) -> dict[str, dict]:
-    rows = read_records(_one(args, "questions"), required=[*hallusion.KEY_FIELDS, "question", "gt_answer"])
+    rows = read_records(
+        single_path(args, "questions"), required=[*hallusion.KEY_FIELDS, "question", "gt_answer"]
+    )
     return {hallusion.question_key(r): r for r in rows}
 
 
@@ -293,5 +267,6 @@ BENCHMARKS: dict[str, Benchmark] = {
             _hallusion_questions,
             row_id=_hallusion_row_id,
         ),
+        *GENERAL_BENCHMARKS,
     )
 }

@@ -1,4 +1,5 @@
-"""`chip eval`: score an answers file (or generate one with a model) on a hallucination benchmark.
+"""`chip eval`: score an answers file (or generate one with a model) on a hallucination benchmark
+or on a general-ability one (mme, mmbench, scienceqa).
 
     chip eval --bench chair --answers A.jsonl --annotations COCO_DIR --output M.json
     chip eval --bench pope  --answers A.jsonl --questions Q.jsonl --output M.json
@@ -6,10 +7,16 @@
     chip eval --bench mmhal --answers A.jsonl --questions response_template.json \\
         --judge-url http://127.0.0.1:8000/v1 --judge-model NAME --output M.json
     chip eval --bench pope --model out/chip --questions Q.jsonl --image-root val2014 --output M.json
+    chip eval --bench mme --answers eval_tool/answers/MODEL --output M.json
+    chip eval --bench mmbench --answers A.jsonl --questions MMBench_DEV_EN.tsv --output M.json
+    chip eval --bench scienceqa --answers A.jsonl --annotations scienceqa --output M.json
     chip eval --compare base.json dpo.json chip.json [--markdown table.md]
+    chip eval --compare base/ dpo/ chip/     # one folder of metrics JSONs per model
 
 Results are one JSON of metrics per run (fractions, written atomically) plus an optional
-Markdown table; `--compare` prints runs side by side with their differences from the first.
+Markdown table; `--compare` prints runs side by side with their differences from the first; runs
+given the same name (a folder, or repeated `--names`) form one column, hallucination benchmarks
+first, then general ones.
 `--reading official` (default) scores as the benchmark's reference code does, quirks included;
 `--reading corrected` applies chip's fixes (docs/evaluation.md lists them). Every metrics JSON
 names its `reading`.
@@ -37,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("benchmark run")
     run.add_argument("--bench", choices=sorted(BENCHMARKS), help="benchmark to run")
     run.add_argument("--answers", help="answers JSONL to score (with --model: where answers are written)")
-    run.add_argument("--annotations", help="COCO 2014 annotation folder (chair, objhal) or AMBER data folder")
     run.add_argument(
-        "--questions", nargs="+", help="question file(s) (pope, mmhal, hallusionbench; generation)"
+        "--annotations",
+        help="COCO 2014 annotation folder (chair, objhal), AMBER data folder, ScienceQA folder (scienceqa)",
+    )
+    run.add_argument(
+        "--questions",
+        nargs="+",
+        help="question file(s) (pope, mmhal, hallusionbench, mmbench TSV, mme TASK.txt folder; generation)",
     )
     run.add_argument("--output", help="metrics JSON to write")
     run.add_argument("--markdown", help="also write the metrics (or the comparison) as a Markdown table")
@@ -66,13 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default="auto", help="torch dtype for the model (auto, float32, bfloat16, ...)"
     )
 
-    judge = parser.add_argument_group("judge LLM (mmhal, hallusionbench, objhal)")
+    judge = parser.add_argument_group("judge LLM (mmhal, hallusionbench, objhal, mmbench)")
     judge.add_argument("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     judge.add_argument("--judge-model", default="gpt-4", help="model name sent to the endpoint")
     judge.add_argument(
         "--judge-prompt",
-        help="the reference script (mmhal: eval_gpt4.py; objhal: RLHF-V's eval_gpt_obj_halbench.py) "
-        "or a text file with its template, for the reference's exact judge prompt",
+        help="the reference script (mmhal: eval_gpt4.py; objhal: RLHF-V's eval_gpt_obj_halbench.py; "
+        "mmbench: VLMEvalKit's multiple_choice.py) or a text file with its template, for the "
+        "reference's exact judge prompt",
     )
     judge.add_argument(
         "--judge-api-key-env", default="CHIP_JUDGE_API_KEY", help="environment variable holding the API key"
@@ -82,13 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-workers", type=int, default=4, help="concurrent judge requests")
 
     compare = parser.add_argument_group("comparison")
-    compare.add_argument("--compare", nargs="+", metavar="RUN", help="metrics JSON files to put side by side")
-    compare.add_argument("--names", nargs="+", help="column names for --compare (default: file names)")
+    compare.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="metrics JSON files, or folders of them (one per model), to put side by side",
+    )
+    compare.add_argument(
+        "--names",
+        nargs="+",
+        help="column names for --compare (default: file or folder names); runs with one name form one column",
+    )
     return parser
 
 
 def _compare(args: argparse.Namespace) -> int:
-    table = compare_table(load_runs(args.compare, args.names))
+    kinds = {name: bench.kind for name, bench in BENCHMARKS.items()}
+    table = compare_table(load_runs(args.compare, args.names), kinds)
     print(table, end="")
     if args.markdown:
         write_text_atomic(args.markdown, table)
@@ -148,6 +171,10 @@ def main(argv: list[str]) -> int:
     for option in bench.needs:
         if not getattr(args, option):
             raise ConfigError(f"--bench {args.bench} needs --{option}")
+    if bench.official_only and args.reading != "official":
+        raise ConfigError(
+            f"--bench {args.bench} has only the reference's reading; drop --reading {args.reading}"
+        )
     if bench.needs_judge and not args.judge_url:
         raise ConfigError(
             f"--bench {args.bench} needs a judge (--judge-url); it has no rule-based scorer (docs/evaluation.md)"
@@ -164,6 +191,7 @@ def main(argv: list[str]) -> int:
     metrics = bench.score(args, answers, judge)
     result = {
         "benchmark": bench.name,
+        "kind": bench.kind,
         "reading": args.reading,
         **metrics,
         "answers": str(answers_path),

@@ -14,6 +14,8 @@ checkpoints leave them unset in their generation config.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -29,7 +31,7 @@ from chip.errors import ConfigError, DataError
 from chip.modeling.errors import ModelError, one_line
 
 if TYPE_CHECKING:
-    from chip.evaluation.benchmarks import Question
+    from chip.evaluation.registry import Question
     from chip.modeling import VLMAdapter
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -148,10 +150,12 @@ def _batches(questions: Sequence[Question], size: int) -> Iterator[list[Question
 def _load_image(root: Path, question: Question) -> Image.Image:
     path = root / str(question.image)
     try:
-        with Image.open(path) as image:
+        source = path if question.image_data is None else io.BytesIO(base64.b64decode(question.image_data))
+        with Image.open(source) as image:
             return image.convert("RGB")
     except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read the image of question {question.id!r} ({err})") from err
+        where = path if question.image_data is None else question.image
+        raise DataError(f"{where}: cannot read the image of question {question.id!r} ({err})") from err
 
 
 @torch.no_grad()

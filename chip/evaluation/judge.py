@@ -166,23 +166,33 @@ class JudgeClient:
             return list(pool.map(lambda p: self.ask(p, parse, system, role), prompts))
 
 
-def read_script_string(path: str | Path, variable: str, script: str) -> str:
+def read_script_string(path: str | Path, variable: str, script: str, function: str | None = None) -> str:
     """The string assigned to ``variable`` in the user's copy of a reference ``script`` (a ``.py``
-    file, read without running it), or the whole text of any other file."""
+    file, read without running it; with ``function``, inside that top-level function only), or the
+    whole text of any other file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: judge prompt file not found")
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".py":
         return text
+    scope: ast.AST = ast.parse(text, filename=str(path))
+    if function is not None:
+        bodies = [
+            n for n in ast.iter_child_nodes(scope) if isinstance(n, ast.FunctionDef) and n.name == function
+        ]
+        if not bodies:
+            raise ConfigError(f"{path}: no function `{function}` (expected {script})")
+        scope = bodies[0]
     found = [
         node.value.value
-        for node in ast.walk(ast.parse(text, filename=str(path)))
+        for node in ast.walk(scope)
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets)
         and isinstance(node.value, ast.Constant)
         and isinstance(node.value.value, str)
     ]
+    where = f"`{variable}` in `{function}`" if function else f"`{variable}`"
     if not found:
-        raise ConfigError(f"{path}: no string assigned to `{variable}` (expected {script})")
+        raise ConfigError(f"{path}: no string assigned to {where} (expected {script})")
     return found[-1]
