@@ -28,14 +28,15 @@ def escape_markdown(text: str) -> str:
     return _MARKDOWN_SYNTAX.sub(r"\\\1", re.sub(r"\s+", " ", text))
 
 
-def mark_spans(text: str, spans: Sequence[Sequence[int]] | None, marker: str) -> str:
-    """`text` escaped, with each span wrapped in `marker` (`**` bold, `_` italics)."""
+def mark_spans(text: str, spans: Sequence[Sequence[int]] | None, tag: str) -> str:
+    """`text` escaped, with each span in an HTML `tag` (`b`, `i`): unlike `**`, a tag marks a span
+    whatever characters surround it."""
     if not spans:
         return escape_markdown(text)
     pieces, at = [], 0
     for start, end in sorted((int(s), int(e)) for s, e in spans):
         pieces.append(escape_markdown(text[at:start]))
-        pieces.append(f"{marker}{escape_markdown(text[start:end]).strip()}{marker}")
+        pieces.append(f"<{tag}>{escape_markdown(text[start:end])}</{tag}>")
         at = end
     pieces.append(escape_markdown(text[at:]))
     return "".join(pieces)
@@ -173,7 +174,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Examples",
         "",
-        "Rejected: hallucinated words in **bold**. Chosen: the words that differ in _italics_.",
+        "Rejected: hallucinated words in <b>bold</b>. Chosen: the words that differ in <i>italics</i>.",
     ]
     for row in report["examples"]:
         prompt = row["prompt"] if isinstance(row["prompt"], str) else str(row["prompt"])
@@ -183,9 +184,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"- prompt: {escape_markdown(prompt)}",
             f"- chosen ({row['chosen_hallucinations']} hallucinated): "
-            + mark_spans(row["chosen"], row.get("chosen_segments"), "_"),
+            + mark_spans(row["chosen"], row.get("chosen_segments"), "i"),
             f"- rejected ({row['rejected_hallucinations']} hallucinated: "
             f"{escape_markdown(', '.join(row['hallucinated']))}): "
-            + mark_spans(row["rejected"], row.get("rejected_segments"), "**"),
+            + mark_spans(row["rejected"], row.get("rejected_segments"), "b"),
         ]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,9 @@ not in the image ("a car and a truck." for an image of a car and a man): sampled
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,8 +126,8 @@ def captioner(tmp_path_factory: pytest.TempPathFactory, coco: CocoFixture) -> Ca
     return get
 
 
-# A reply: (HTTP status, body, seconds to wait first).
-Reply = tuple[int, bytes, float]
+# A reply: (HTTP status, body, seconds to wait first); a body of None is `respond`'s answer.
+Reply = tuple[int, bytes | None, float]
 
 
 def completion(content: str) -> bytes:
@@ -137,21 +139,26 @@ def completion(content: str) -> bytes:
 
 @dataclass
 class JudgeServer:
-    """A chat-completions server on 127.0.0.1: `script` replies first, then `respond(body)`."""
+    """A chat-completions server on 127.0.0.1: each request gets `script.pop(0)` while the script
+    lasts, then `respond(body)` (a reply text, or a whole `Reply`)."""
 
     url: str = ""
-    respond: Callable[[dict], str] = lambda body: "[]"
+    respond: Callable[[dict], str | Reply] = lambda body: "[]"
     script: list[Reply] = field(default_factory=list)
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: Callable[[], None] = lambda: None
 
-    def reply(self, body: dict) -> Reply:
+    def reply(self, body: dict) -> tuple[int, bytes, float]:
         with self.lock:
             self.requests.append(body)
-            if self.script:
-                return self.script.pop(0)
-        return 200, completion(self.respond(body)), 0.0
+            status, payload, delay = self.script.pop(0) if self.script else (200, None, 0.0)
+        if payload is None:
+            answer = self.respond(body)
+            if isinstance(answer, tuple):
+                return answer[0], answer[1] or b"", answer[2]
+            payload = completion(answer)
+        return status, payload, delay
 
 
 def start_judge_server() -> JudgeServer:
@@ -176,7 +183,7 @@ def start_judge_server() -> JudgeServer:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     judge.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
 
@@ -193,3 +200,31 @@ def judge_server() -> Iterator[JudgeServer]:
     server = start_judge_server()
     yield server
     server.stop()
+
+
+OBJECT_WORDS = {"dog", "cat", "frisbee", "couch", "car", "man", "truck", "pizza", "cup", "table"}
+# object words each fixture image shows (by the annotations: "man" for person, "table" for dining table)
+SHOWN = {1: {"dog", "frisbee"}, 2: {"cat", "couch"}, 3: {"car", "man"}, 4: {"pizza", "table"}}
+
+
+def scripted_judge(coco_images: Path):
+    """A judge that splits an answer into one claim per object word and says yes when the image
+    (recognised by its bytes) shows that object."""
+    by_bytes = {(coco_images / image_name(k)).read_bytes(): k for k in TRUTH}
+
+    def respond(body: dict) -> str:
+        content = body["messages"][-1]["content"]
+        if isinstance(content, str):
+            answer = content.split("Answer: ", 1)[1].split("\n\nReply", 1)[0]
+            words = [w for w in re.findall(r"[a-z]+", answer) if w in OBJECT_WORDS]
+            return json.dumps(
+                [
+                    {"claim": f"There is a {w}.", "quote": w, "question": f"Is there a {w} in the image?"}
+                    for w in words
+                ]
+            )
+        image = by_bytes[base64.b64decode(content[0]["image_url"]["url"].split(",", 1)[1])]
+        word = re.search(r"Is there a (\w+)", content[-1]["text"]).group(1)
+        return "Yes." if word in SHOWN[image] else "No, there is none."
+
+    return respond

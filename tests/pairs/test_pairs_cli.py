@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,17 @@ import pytest
 from chip.cli import main as chip_main
 from chip.data.cli import check_main
 from chip.evaluation.chair import official_coco_reader
-from tests.pairs.conftest import TRUTH, image_name
+from chip.pairs.sampling import SamplingSettings, sample_responses
+from chip.pairs.sources import folder_items
+from tests.pairs.conftest import (
+    OBJECT_WORDS,
+    PROMPT,
+    SHOWN,
+    TRUTH,
+    image_name,
+    scripted_judge,
+    start_judge_server,
+)
 from tests.train_helpers import train_args
 
 FAST = ["--samples", "6", "--max_new_tokens", "40", "--batch_size", "8"]
@@ -55,10 +67,18 @@ def check_coco_rows(output: Path) -> list[dict]:
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_coco_pairs_end_to_end(family, captioner, coco, tmp_path, capsys) -> None:
     """24 samples of a captioner judged by the fixture's COCO annotations; the folder passes
-    `chip data check`; the report counts every prompt once (paired or dropped, by reason)."""
+    `chip data check`; the report counts every prompt once (paired or dropped, by reason). The same
+    samples drawn one row at a time (other padding, other company in the batch) are the same bytes."""
     output = tmp_path / "round1"
     assert coco_pairs(captioner(family), coco, output) == 0
     assert "pairs from" in capsys.readouterr().out
+    items, _ = folder_items(coco.images, [PROMPT], seed=0)
+    one_by_one = tmp_path / "one_by_one.ndjson"
+    settings = SamplingSettings(samples=6, max_new_tokens=40, batch_size=1)
+    sample_responses(captioner(family), items, one_by_one, settings, progress=False)
+    assert one_by_one.read_bytes() == (output / "samples.ndjson").read_bytes()
+    responses = [json.loads(line)["response"] for line in one_by_one.read_text().splitlines()]
+    assert len(set(responses)) > 6  # the samples vary
     found = check_coco_rows(output)
     assert check_main([str(output)]) == 0
     report = json.loads((output / "pairs_report.json").read_text())
@@ -66,7 +86,7 @@ def test_coco_pairs_end_to_end(family, captioner, coco, tmp_path, capsys) -> Non
     assert report["pairs"]["prompts_with_pairs"] + sum(report["dropped"]["prompts"].values()) == 4
     assert report["annotator"] == {"annotator": "coco", "vocabulary": "coco", "reading": "official"}
     markdown = (output / "pairs_report.md").read_text()
-    assert "**" in markdown and found[0]["id"].replace("_", "\\_").replace("#", "\\#") in markdown
+    assert "<b>" in markdown and found[0]["id"].replace("_", "\\_").replace("#", "\\#") in markdown
 
 
 def test_objects_file_and_prompt_dataset(captioner, coco, tmp_path) -> None:
@@ -135,3 +155,40 @@ def test_one_line_errors(captioner, coco, tmp_path, capsys) -> None:
     assert chip_main([*argv, "--output", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no COCO image id" in err[0] and "photo.jpg" in err[0]
+
+
+def test_judge_end_to_end(captioner, coco, tmp_path, capsys) -> None:
+    """Judged by a served model (a scripted one on 127.0.0.1). First the endpoint is down: one line,
+    the samples are kept. Then it is up: the run resumes without sampling again, and every rejected
+    response's segments are exactly the object words the judge said are not in the image."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    output = tmp_path / "judged"
+    argv = ["pairs", "--model", str(captioner("llava")), "--images", str(coco.images), "--prompts",
+            str(coco.prompts), "--output", str(output), "--judge_retries", "1", "--judge_backoff", "0.01", *FAST]  # fmt: skip
+    assert chip_main([*argv, "--judge", f"http://127.0.0.1:{port}/v1"]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # progress bars of sampling come first
+    assert last.startswith("chip: error: judge ") and "Traceback" not in err
+    assert "connection refused" in last and "0 of 24 samples judged so far are kept" in last
+    sampled = (output / "samples.ndjson").read_bytes()
+    assert sampled.count(b"\n") == 24
+
+    server = start_judge_server()
+    server.respond = scripted_judge(coco.images)
+    try:
+        assert chip_main([*argv, "--judge", server.url, "--judge_model", "judge-x"]) == 0
+    finally:
+        server.stop()
+    assert (output / "samples.ndjson").read_bytes() == sampled
+    found = rows(output / "pairs.jsonl")
+    assert found and check_main([str(output)]) == 0
+    for row in found:
+        shown = SHOWN[next(k for k in TRUTH if image_name(k) == row["source_id"])]
+        absent = {w for w in re.findall(r"[a-z]+", row["rejected"]) if w in OBJECT_WORDS - shown}
+        assert {row["rejected"][s:e] for s, e in row["rejected_segments"]} == absent != set()
+        chosen_absent = [w for w in re.findall(r"[a-z]+", row["chosen"]) if w in OBJECT_WORDS - shown]
+        assert len(chosen_absent) == row["chosen_hallucinations"] < row["rejected_hallucinations"]
+    report = json.loads((output / "pairs_report.json").read_text())
+    assert report["annotator"]["annotator"] == "judge" and report["annotator"]["failed"] == 0
