@@ -43,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="model folder or hub id to sample")
     parser.add_argument("--adapter", help="PEFT adapter folder to apply on top of --model")
     parser.add_argument("--output", required=True, help="folder to write (and to resume from)")
+    _input_options(parser)
+    _annotator_options(parser)
+    _sampling_options(parser)
+    return parser
 
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
     inputs = parser.add_argument_group("prompts and images (one of --images, --dataset)")
     inputs.add_argument("--images", help="a folder of images (searched recursively); one prompt per image")
     inputs.add_argument(
@@ -58,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     inputs.add_argument("--limit", type=int, help="use N prompts, drawn at random (fixed by --seed)")
 
+
+def _annotator_options(parser: argparse.ArgumentParser) -> None:
     judged = parser.add_argument_group("annotator (one of --annotations, --objects, --judge)")
     judged.add_argument("--annotations", help="COCO 2014 annotation folder (instances_*, captions_*)")
     judged.add_argument(
@@ -84,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judged.add_argument("--judge_workers", type=int, default=4, help="samples judged at once")
 
+
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--samples", type=int, default=8, help="responses per prompt (K)")
     sampling.add_argument("--temperature", type=float, default=1.0)
@@ -111,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--length_balance", action="store_true", help="RLAIF-V's length balance of chosen vs rejected"
     )
     pairing.add_argument("--examples", type=int, default=3, help="example pairs shown in the report")
-    return parser
 
 
 def _items(args: argparse.Namespace) -> tuple[list[PromptItem], Skipped, dict[str, str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,23 @@ from chip.pairs.pairing import Candidate, Pair, PairingRules, balance_lengths, p
 from chip.pairs.report import PairsOutcome, build_report, render_markdown
 from chip.pairs.sampling import SamplingSettings, read_samples, sample_responses, unit_key
 from chip.pairs.sources import PromptItem, Skipped
+
+
+def pair_all(
+    items: Sequence[PromptItem], candidates: dict[str, list[Candidate]], rules: PairingRules
+) -> tuple[list[Pair], Counter, int]:
+    """(pairs of every item, prompts without a pair by reason, pairs dropped by the length balance)."""
+    pairs: list[Pair] = []
+    drops: Counter = Counter()
+    for item in items:
+        found, reason = pair_item(item.id, candidates[item.id], rules)
+        pairs += found
+        if reason is not None:
+            drops[reason] += 1
+    if not rules.length_balance:
+        return pairs, drops, 0
+    kept, dropped = balance_lengths(pairs)
+    return kept, drops, dropped
 
 
 def make_pairs(
@@ -58,28 +76,14 @@ def make_pairs(
         annotation = annotations[sample.unit]
         if annotation.problem is None:
             candidates[sample.id].append(Candidate(sample.sample, sample.response, annotation))
-    pairs: list[Pair] = []
-    drops: Counter = Counter()
-    for item in items:
-        found, reason = pair_item(item.id, candidates[item.id], rules)
-        pairs += found
-        if reason is not None:
-            drops[reason] += 1
-    balanced_out = 0
-    if rules.length_balance:
-        pairs, balanced_out = balance_lengths(pairs)
+    pairs, drops, balanced_out = pair_all(items, candidates, rules)
 
     rows = write_pairs(output, pairs, by_id)
     run = {
         "model": identity,
         "annotator": annotator.describe(),
         "sampling": {**sampling.decoding(), "samples": sampling.samples},
-        "rules": {
-            "min_gap": rules.min_gap,
-            "pairs_per_prompt": rules.pairs_per_prompt,
-            "coverage": rules.coverage,
-            "length_balance": rules.length_balance,
-        },
+        "rules": asdict(rules),
         "source": source or {},
         "output": {"pairs": str(output / PAIRS_FILE)},
     }

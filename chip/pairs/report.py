@@ -141,8 +141,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "# chip pairs report",
         "",
-        f"Model `{escape_markdown(str(model.get('model', '?')))}`; annotator "
-        f"{escape_markdown(', '.join(f'{k}={v}' for k, v in annotator.items()))}.",
+        f"Model {escape_markdown(str(model.get('model', '?')))}; annotator "
+        f"{escape_markdown(str(annotator.get('annotator', '?')))} "
+        f"({escape_markdown(', '.join(f'{k} {v}' for k, v in annotator.items() if k != 'annotator'))}).",
         f"{pairs['kept']} pairs from {pairs['prompts_with_pairs']} of {report['inputs']['prompts']} prompts "
         f"({samples['drawn']} samples drawn).",
         "",
@@ -176,7 +177,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "Rejected: hallucinated words in <b>bold</b>. Chosen: the words that differ in <i>italics</i>.",
     ]
-    for row in report["examples"]:
+    lines += _examples(report["examples"])
+    return "\n".join(lines) + "\n"
+
+
+def _examples(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each example pair: prompt, chosen with its changed words in italics, rejected with its
+    hallucinated spans in bold."""
+    lines: list[str] = []
+    for row in rows:
         prompt = row["prompt"] if isinstance(row["prompt"], str) else str(row["prompt"])
         lines += [
             "",
@@ -189,4 +198,4 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"{escape_markdown(', '.join(row['hallucinated']))}): "
             + mark_spans(row["rejected"], row.get("rejected_segments"), "b"),
         ]
-    return "\n".join(lines) + "\n"
+    return lines

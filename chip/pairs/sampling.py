@@ -11,8 +11,8 @@ exact sample: with Gumbel noise g_v = -log(-log u_v), u_v ~ U(0, 1) independent,
 
     argmax_v (logit_v / T + g_v)  ~  softmax(logit / T)           (the Gumbel-max trick)
 
-and the noise of row b at step t comes from a counter-based generator keyed by (seed, example id,
-sample index, t) alone. Top-p keeps the smallest set of tokens whose probability reaches p, as
+and the noise of row b at step t comes from a generator seeded by (seed, example id, sample
+index, t) alone. Top-p keeps the smallest set of tokens whose probability reaches p, as
 `transformers`' TopPLogitsWarper does, before the noise is added.
 
 Samples are appended to a JSON Lines file as each batch finishes (one write, flushed and fsynced).
@@ -29,9 +29,10 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -46,7 +47,10 @@ from chip.evaluation.generate import (
 )
 from chip.pairs.sources import PromptItem, stable_hash
 
-_MASK32 = 0xFFFFFFFF
+if TYPE_CHECKING:
+    from chip.modeling import VLMAdapter
+
+_TINY = torch.finfo(torch.float32).tiny
 
 
 @dataclass(frozen=True)
@@ -100,21 +104,13 @@ def unit_key(item_id: str, sample: int) -> str:
     return f"{item_id}#{sample}"
 
 
-def _fmix32(h: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3's finaliser on int64 tensors holding 32-bit values: a bijection that mixes every bit."""
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _MASK32  # int64 products wrap, but their low 32 bits stay exact
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _MASK32
-    return h ^ (h >> 16)
-
-
 class SeededSampler(LogitsProcessor):
     """Temperature, top-p and per-row Gumbel noise: `generate`'s greedy argmax becomes a sample.
 
-    ``keys[b]`` is row b's 64-bit key (from seed, example id, sample index). The noise of token v at
-    step t is a hash of (key, t, v): the same whatever else is in the batch. Uniforms use 24 bits, so
-    float32 holds them exactly and never reaches 0 or 1 (the Gumbel tail is cut at ~17.3).
+    ``keys[b]`` is row b's 64-bit key (from seed, example id, sample index). The noise of row b at
+    step t is drawn by a generator of its own, seeded by (key, t): the same whatever else is in
+    the batch. Generators live on the scores' device (a CUDA generator draws other numbers than a
+    CPU one, so samples are reproducible per device type, as the logits themselves are).
     """
 
     def __init__(self, keys: Sequence[int], prompt_length: int, temperature: float, top_p: float) -> None:
@@ -122,18 +118,15 @@ class SeededSampler(LogitsProcessor):
         self.prompt_length = prompt_length  # the padded prompt: step t sees prompt_length + t tokens
         self.temperature = temperature
         self.top_p = top_p
-        self._token_mix: torch.Tensor | None = None
 
     def uniforms(self, step: int, vocab: int, device: torch.device) -> torch.Tensor:
-        """U(0, 1) draws ``(B, V)`` of this step, from the row keys, the step and the token ids."""
-        if self._token_mix is None or self._token_mix.shape[0] != vocab or self._token_mix.device != device:
-            tokens = torch.arange(vocab, dtype=torch.int64, device=device)
-            self._token_mix = _fmix32((tokens * 0x9E3779B1) & _MASK32)  # (V,)
-        row_keys = [stable_hash("noise", key, step) for key in self.keys]
-        low = torch.tensor([k & _MASK32 for k in row_keys], dtype=torch.int64, device=device)  # (B,)
-        high = torch.tensor([k >> 32 for k in row_keys], dtype=torch.int64, device=device)  # (B,)
-        bits = _fmix32(_fmix32(low[:, None] ^ self._token_mix[None, :]) ^ high[:, None])  # (B, V)
-        return ((bits >> 8).to(torch.float32) + 0.5) / float(1 << 24)  # (B, V) in (0, 1)
+        """U(0, 1) draws ``(B, V)`` of this step, row b from a generator seeded by (keys[b], step)."""
+        out = torch.empty(len(self.keys), vocab, device=device)  # (B, V)
+        for row, key in enumerate(self.keys):
+            generator = torch.Generator(device=device).manual_seed(stable_hash("noise", key, step) >> 1)
+            torch.rand(vocab, generator=generator, device=device, out=out[row])
+        # rand can return 0, whose Gumbel noise -inf could leave a row without a finite score
+        return out.clamp_(min=_TINY)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         step = input_ids.shape[1] - self.prompt_length
@@ -153,7 +146,7 @@ def sample_keys(seed: int, units: Sequence[tuple[PromptItem, int]]) -> list[int]
     return [stable_hash("sample", seed, item.id, k) for item, k in units]
 
 
-def _load_images(item: PromptItem) -> list:
+def _load_images(item: PromptItem) -> list[Image.Image]:
     try:
         return [ref.load() for ref in item.images]
     except ImageProblem as problem:
@@ -162,7 +155,10 @@ def _load_images(item: PromptItem) -> list:
 
 @torch.no_grad()
 def sample_batch(
-    model: torch.nn.Module, vlm: Any, units: Sequence[tuple[PromptItem, int]], settings: SamplingSettings
+    model: torch.nn.Module,
+    vlm: VLMAdapter,
+    units: Sequence[tuple[PromptItem, int]],
+    settings: SamplingSettings,
 ) -> list[Sample]:
     """One sample per (item, sample index) of `units`, whatever the batch holds besides."""
     images = [_load_images(item) for item, _ in units] if units[0][0].images else None

@@ -21,7 +21,7 @@ from tests.pairs.conftest import PROMPT
 PROBS = torch.tensor([0.5, 0.25, 0.15, 0.1])
 
 
-def draw(temperature: float, top_p: float, rows: int = 40_000) -> torch.Tensor:
+def draw(temperature: float, top_p: float, rows: int = 20_000) -> torch.Tensor:
     """Token frequencies of `rows` draws from PROBS, one row (key) each, all at step 0."""
     sampler = SeededSampler(range(rows), prompt_length=3, temperature=temperature, top_p=top_p)
     scores = PROBS.log().expand(rows, -1).clone()  # (rows, 4)
@@ -40,10 +40,10 @@ def draw(temperature: float, top_p: float, rows: int = 40_000) -> torch.Tensor:
     ],
 )
 def test_gumbel_max_draws_the_softmax_by_hand(temperature, top_p, expected) -> None:
-    """argmax(logit/T + Gumbel) is a softmax(logit/T) sample; 40,000 draws land within 5 standard
-    errors (sqrt(p(1-p)/n) <= 0.0025) of each hand-computed probability."""
+    """argmax(logit/T + Gumbel) is a softmax(logit/T) sample; 20,000 draws land within 5 standard
+    errors (sqrt(p(1-p)/n) <= 0.0036) of each hand-computed probability."""
     frequencies = draw(temperature, top_p)
-    torch.testing.assert_close(frequencies, torch.tensor(expected), atol=5 * 0.0025, rtol=0)
+    torch.testing.assert_close(frequencies, torch.tensor(expected), atol=5 * 0.0036, rtol=0)
     assert all(frequencies[k] == 0 for k, p in enumerate(expected) if p == 0)
 
 
