@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder to write (and to resume from)")
     _input_options(parser)
     _annotator_options(parser)
-    _sampling_options(parser)
+    _sampling_and_pairing_options(parser)
     return parser
 
 
@@ -93,7 +93,7 @@ def _annotator_options(parser: argparse.ArgumentParser) -> None:
     judged.add_argument("--judge_workers", type=int, default=4, help="samples judged at once")
 
 
-def _sampling_options(parser: argparse.ArgumentParser) -> None:
+def _sampling_and_pairing_options(parser: argparse.ArgumentParser) -> None:
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--samples", type=int, default=8, help="responses per prompt (K)")
     sampling.add_argument("--temperature", type=float, default=1.0)
