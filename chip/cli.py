@@ -4,6 +4,7 @@
     chip demo [--quick] [--output_dir DIR]
     chip data check FILE
     chip eval --bench NAME ...
+    chip pairs --model PATH --images DIR --annotations COCO_DIR --output DIR
 
 Each subcommand lives in its own module and is imported only when called, so `chip --help`
 stays fast and a broken optional dependency only affects the command that needs it.
@@ -26,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
     ("data", "precompute"): ("chip.training.cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
+    ("pairs",): ("chip.pairs.cli:main", "preference pairs from your model's own samples, judged"),
     ("export",): ("chip.training.export:main", "merge a LoRA adapter into a standalone model"),
 }
 

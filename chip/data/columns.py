@@ -191,12 +191,14 @@ def detect_mapping(
     sample: Iterable[dict[str, Any]],
     overrides: Mapping[str, str] | None = None,
     image_works: Callable[[str], bool] = lambda path: True,
+    prompts_only: bool = False,
 ) -> ColumnMapping:
     """Find the column of each field from the column names and the first records.
 
     `image_works(path)` says whether a stored image path resolves to an existing file, so that of
     several image columns one that works is chosen. Raises `DataError` (one line) when an override
-    names a column the dataset lacks, or when a required field has no column at all.
+    names a column the dataset lacks, or when a required field has no column at all (with
+    `prompts_only`, only the prompt and images are required).
     """
     sample = list(sample)
     overrides = dict(overrides or {})
@@ -240,7 +242,7 @@ def detect_mapping(
     )
     mapping = replace(mapping, layout=_layout_name(mapping, sample, bool(overrides)))
     if sample:
-        _refuse_unmappable(source, mapping, sample)
+        _refuse_unmappable(source, mapping, sample, prompts_only)
     return mapping
 
 
@@ -367,7 +369,9 @@ def _layout_name(mapping: ColumnMapping, sample: list[dict[str, Any]], overridde
     return "chip / TRL standard (prompt, chosen, rejected, images)"
 
 
-def _refuse_unmappable(source: str, mapping: ColumnMapping, sample: list[dict[str, Any]]) -> None:
+def _refuse_unmappable(
+    source: str, mapping: ColumnMapping, sample: list[dict[str, Any]], prompts_only: bool
+) -> None:
     fields = {target for _, target in mapping.renames} | {
         name for name in mapping.columns if name in FIELDS and name not in mapping.dropped
     }
@@ -382,6 +386,8 @@ def _refuse_unmappable(source: str, mapping: ColumnMapping, sample: list[dict[st
         "images": bool(fields & {"images", "image"}),
     }
     missing = [name for name, found in needed.items() if not found]
+    if prompts_only:
+        missing = [name for name in missing if name not in ("chosen", "rejected")]
     # Only a column chip does not read can hold the missing field; without one, the rows report it.
     if missing and set(mapping.columns) - set(mapping.used):
         raise DataError(

@@ -70,6 +70,7 @@ def load_preference_rows(
     progress: bool = False,
     column_map: ColumnMap | None = None,
     split: str | None = None,
+    prompts_only: bool = False,
 ) -> tuple[list[PreferenceExample], DataReport]:
     """Read and validate preference rows from any layout `chip data check` accepts.
 
@@ -78,7 +79,8 @@ def load_preference_rows(
     a JSON/YAML string or a dict). `column_map` overrides the recognised columns:
     `"question=prompt,img=image"`, a list of `COLUMN=FIELD` strings, or a dict; the mapping used is
     `report.mapping`. `split` picks a split of a DatasetDict, shard folder or hub dataset (default:
-    `train`, else the only one). Image paths are relative to `image_root`, else to the folder
+    `train`, else the only one). With `prompts_only` only prompts and images are read (a prompt
+    set, or a preference dataset whose prompts are reused); the examples' responses are empty. Image paths are relative to `image_root`, else to the folder
     holding the data (the working directory for a hub dataset), and may not leave that root unless
     `allow_outside_root`. `image_check="header"` skips full decoding (faster, but a truncated file
     is only found when training reads it). Raises `DataError` (one line) for an unreadable or
@@ -104,9 +106,9 @@ def load_preference_rows(
         except ImageProblem:
             return False
 
-    report.mapping = detect_mapping(source.name, columns, sample, overrides, image_works)
+    report.mapping = detect_mapping(source.name, columns, sample, overrides, image_works, prompts_only)
     candidates = _parse_records(
-        records, source.total, root, allow_outside_root, report, report.mapping, progress
+        records, source.total, root, allow_outside_root, report, report.mapping, progress, prompts_only
     )
     results = _check_images(candidates, max_pixels, image_check, num_workers, progress)
 
@@ -193,6 +195,7 @@ def _parse_records(
     report: DataReport,
     mapping: ColumnMapping,
     progress: bool,
+    prompts_only: bool,
 ) -> list[_Candidate]:
     """Map columns, validate fields, resolve image paths, find duplicate ids; report every problem.
 
@@ -209,7 +212,7 @@ def _parse_records(
             report.add(raw.row, *raw.problem, line=raw.line, shard=raw.shard)
             continue
         record, mapping_problems = mapping.apply(raw.record)
-        parsed, sources, problems = parse_row(record)
+        parsed, sources, problems = parse_row(record, prompts_only)
         sources = [(mapping.stored_name(field), source) for field, source in sources]
         if mapping_problems:
             parsed = None

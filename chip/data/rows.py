@@ -175,16 +175,21 @@ CROSS_CHECKS: tuple[tuple[str, str, tuple[str, ...], Callable[[dict[str, Any]], 
     ("prompt", "image_count_mismatch", ("prompt", "images"), _placeholders_match_images),
 )
 
+# What a prompt set (`parse_row(..., prompts_only=True)`) does not read.
+RESPONSE_FIELDS = ("chosen", "rejected", "chosen_segments", "rejected_segments")
+
 RLHFV_NAMES = {"prompt": "text.question", "chosen": "text.chosen", "rejected": "text.rejected"}
 
 
 def parse_row(
-    record: dict[str, Any],
+    record: dict[str, Any], prompts_only: bool = False
 ) -> tuple[ParsedRow | None, list[tuple[str, ImageSource]], list[Problem]]:
     """Validate one stored record: (the parsed row or None if any problem, image sources, problems).
 
     The well-formed image sources are returned even for a bad row, so that the loader can check
-    them too and a user sees all of a row's problems at once.
+    them too and a user sees all of a row's problems at once. With `prompts_only` (a prompt set,
+    e.g. for `chip pairs`) the responses and their segments are not read: the row's `chosen` and
+    `rejected` are empty.
     """
     problems: list[Problem] = []
     names = {rule.name: rule.name for rule in FIELD_RULES}
@@ -195,6 +200,8 @@ def parse_row(
 
     values: dict[str, Any] = {}
     for rule in FIELD_RULES:
+        if prompts_only and rule.name in RESPONSE_FIELDS:
+            continue
         value = record.get(rule.name)
         if value is None:
             already_reported = any(field in (names[rule.name], "text") for field, _, _ in problems)
@@ -218,6 +225,8 @@ def parse_row(
 
     if problems:
         return None, images, problems
+    if prompts_only:
+        values.update(chosen="", rejected="", chosen_segments=None, rejected_segments=None)
     return ParsedRow(**values), images, []
 
 

@@ -2,48 +2,44 @@
 
     path = write_on_policy_pairs(base_path, WorldConfig(), "out/onpolicy", count=500)
 
-Each scene is captioned ``samples`` times at temperature 1. A caption that names an object not in
-the scene is a rejected response; the chosen response is a sampled caption that names every
-object and nothing else (closest in words to the rejected one, so the pair differs mainly where
-the hallucination is), or the scene's faithful caption when no sample is right. Scenes where no
-sample hallucinates give no pair. This is the RLHF-V recipe with the world as the annotator:
-the pairs target exactly the errors this model makes.
+This is `chip pairs` with the world as the annotator (`world_annotator`: the scene's classes are
+the truth, `WORLD_VOCABULARY` reads the captions): each scene of the ``split`` is captioned
+``samples`` times at temperature 1; per scene, a caption that names an absent object is a
+rejected response and a caption with fewer hallucinations that names at least as many of the
+scene's objects is the chosen one (closest in words to the rejected, so the pair differs mainly
+where the hallucination is). Scenes where no caption hallucinates, or none is cleaner, give no
+pair; `pairs_report.json` next to the pairs counts them. The pairs target exactly the errors
+this model makes.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from difflib import SequenceMatcher
+import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-from chip.demo.measure import caption_scenes
-from chip.demo.pairs import changed_spans
+from chip.data import ImageRef
 from chip.demo.world import CAPTION_PROMPT, WORLD_VOCABULARY, Scene, WorldConfig, make_scenes
-from chip.evaluation.chair import extract_mentions
+from chip.pairs import PairingRules, PromptItem, SamplingSettings, TruthAnnotator, make_pairs
+
+# Longest caption the world's model writes, in tokens (one per word): three objects with partners.
+CAPTION_TOKENS = 24
 
 
-def judge_pair(scene: Scene, captions: list[str], rng: random.Random) -> tuple[str, str] | None:
-    """(chosen, rejected) from one scene's sampled captions, or None if none hallucinates."""
-    truth = scene.classes
-    wrong, right = [], []
-    for caption in captions:
-        mentions = set(extract_mentions(caption, WORLD_VOCABULARY))
-        if mentions - truth:
-            wrong.append(caption)
-        elif mentions == truth:
-            right.append(caption)
-    if not wrong:
-        return None
-    rejected = rng.choice(wrong)
-    candidates = right or [scene.caption]
-    chosen = max(
-        candidates, key=lambda c: SequenceMatcher(None, c.split(), rejected.split(), autojunk=False).ratio()
-    )
-    return chosen, rejected
+def world_annotator(scenes: Mapping[str, Scene]) -> TruthAnnotator:
+    """The annotator whose truth is each scene's drawn classes (faint and hidden partners included)."""
+    return TruthAnnotator(WORLD_VOCABULARY, {key: scene.classes for key, scene in scenes.items()}, "world")
+
+
+def scene_items(scenes: Sequence[Scene], split: str) -> dict[str, PromptItem]:
+    """One `chip pairs` item per scene: the caption prompt and the scene's image (PNG bytes)."""
+    items = {}
+    for i, scene in enumerate(scenes):
+        buffer = io.BytesIO()
+        scene.image.save(buffer, format="PNG")
+        key = f"{split}-{i}"
+        items[key] = PromptItem(key, CAPTION_PROMPT, (ImageRef(data=buffer.getvalue()),), (f"{key}.png",))
+    return items
 
 
 def write_on_policy_pairs(
@@ -54,40 +50,24 @@ def write_on_policy_pairs(
     samples: int = 4,
     split: str = "onpolicy",
     seed: int = 0,
-    device: str | torch.device | None = None,
+    device: str | None = None,
+    rules: PairingRules | None = None,
 ) -> Path:
-    """Caption ``count`` scenes of ``split`` with the model; write the judged pairs as JSONL + PNGs.
+    """Caption ``count`` scenes of ``split`` with the model; write the judged pairs with `chip pairs`.
 
-    Returns ``out_dir/pairs.jsonl``; it holds at most ``count`` rows (one per scene where a
-    sample hallucinated), each with ``"kind": "on_policy"``.
+    Returns ``out_dir/pairs.jsonl``: at most ``count * rules.pairs_per_prompt`` rows, images under
+    ``out_dir/images/``, the report in ``out_dir/pairs_report.json``.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = AutoModelForImageTextToText.from_pretrained(model_path).to(device)
-    processor = AutoProcessor.from_pretrained(model_path)
     scenes = make_scenes(world, split, count)
-    captions = caption_scenes(model, processor, scenes, temperature=1.0, samples=samples, seed=seed)
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(f"onpolicy/{world.seed}/{seed}")
-    path = out_dir / "pairs.jsonl"
-    with path.open("w") as f:
-        for i, (scene, scene_captions) in enumerate(zip(scenes, captions)):
-            pair = judge_pair(scene, scene_captions, rng)
-            if pair is None:
-                continue
-            chosen, rejected = pair
-            chosen_segments, rejected_segments = changed_spans(chosen, rejected)
-            image_path = f"images/{split}-{i}.png"
-            scene.image.save(out_dir / image_path)
-            row = {
-                "id": f"{split}-{i}",
-                "images": [image_path],
-                "prompt": CAPTION_PROMPT,
-                "chosen": chosen,
-                "rejected": rejected,
-                "chosen_segments": chosen_segments,
-                "rejected_segments": rejected_segments,
-                "kind": "on_policy",
-            }
-            f.write(json.dumps(row) + "\n")
-    return path
+    items = scene_items(scenes, split)
+    annotator = world_annotator({key: scene for key, scene in zip(items, scenes)})
+    sampling = SamplingSettings(
+        samples=samples,
+        temperature=1.0,
+        max_new_tokens=CAPTION_TOKENS,
+        seed=seed,
+        batch_size=100,
+        device=device,
+    )
+    make_pairs(model_path, list(items.values()), annotator, out_dir, sampling, rules, progress=False)
+    return Path(out_dir) / "pairs.jsonl"

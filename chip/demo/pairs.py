@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +37,9 @@ from chip.demo.world import (
     scene_seed,
     with_article,
 )
+from chip.segments import changed_spans
 
 Kind = Literal["partner", "absent", "swap"]
-Span = list[int]
 
 
 @dataclass(frozen=True)
@@ -58,59 +57,6 @@ class PairsConfig:
         unknown = set(self.kinds) - {"partner", "absent", "swap"}
         if unknown:
             raise ValueError(f"unknown pair kinds {sorted(unknown)}")
-
-
-def changed_spans(chosen: str, rejected: str, single_edit: bool = False) -> tuple[list[Span], list[Span]]:
-    """Character spans ``[start, end)`` of the word regions where two responses differ.
-
-    By default every differing region (word-level ``difflib``, autojunk off); with ``single_edit``
-    the one region left after the longest common word prefix and suffix, which is what a
-    single-edit pair changed (difflib can split it where a word repeats). A region empty on one
-    side (a pure insertion) is widened by the preceding word (the next one at the start), so the
-    chosen response also carries a segment ("star" vs "star with a moon").
-    """
-    a, b = chosen.split(" "), rejected.split(" ")
-    if a == b:
-        return [], []
-    if single_edit:
-        regions = [_between_common_ends(a, b)]
-    else:
-        opcodes = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-        regions = [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in opcodes if tag != "equal"]
-    a_starts = [sum(len(w) + 1 for w in a[:i]) for i in range(len(a) + 1)]
-    b_starts = [sum(len(w) + 1 for w in b[:i]) for i in range(len(b) + 1)]
-    chosen_spans: list[Span] = []
-    rejected_spans: list[Span] = []
-    for i1, i2, j1, j2 in regions:
-        if i1 == i2 or j1 == j2:
-            if i1 > 0 and j1 > 0:
-                i1, j1 = i1 - 1, j1 - 1
-            else:
-                i2, j2 = i2 + 1, j2 + 1
-        chosen_spans.append([a_starts[i1], a_starts[i2] - 1])
-        rejected_spans.append([b_starts[j1], b_starts[j2] - 1])
-    return _merge(chosen_spans), _merge(rejected_spans)
-
-
-def _merge(spans: list[Span]) -> list[Span]:
-    merged: list[Span] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
-
-
-def _between_common_ends(a: list[str], b: list[str]) -> tuple[int, int, int, int]:
-    """Word region ``(i1, i2, j1, j2)`` left after the longest common prefix and suffix."""
-    prefix = 0
-    while prefix < min(len(a), len(b)) and a[prefix] == b[prefix]:
-        prefix += 1
-    suffix = 0
-    while suffix < min(len(a), len(b)) - prefix and a[-1 - suffix] == b[-1 - suffix]:
-        suffix += 1
-    return prefix, len(a) - suffix, prefix, len(b) - suffix
 
 
 def _noun(rng: random.Random, shape: str, world: WorldConfig) -> str:

@@ -31,6 +31,8 @@ from chip.errors import ConfigError, DataError
 from chip.modeling.errors import ModelError, one_line
 
 if TYPE_CHECKING:
+    from transformers import BatchFeature, LogitsProcessorList
+
     from chip.evaluation.registry import Question
     from chip.modeling import VLMAdapter
 
@@ -158,7 +160,59 @@ def _load_image(root: Path, question: Question) -> Image.Image:
         raise DataError(f"{where}: cannot read the image of question {question.id!r} ({err})") from err
 
 
+def batch_inputs(
+    model: torch.nn.Module,
+    vlm: VLMAdapter,
+    prompts: Sequence[str | list[dict]],
+    images: Sequence[Sequence[Image.Image]] | None,
+) -> BatchFeature:
+    """Left-padded model inputs for prompts with their images (``images[i]`` for ``prompts[i]``), on
+    the model's device and in its float type."""
+    texts = [vlm.format_prompt(p, len(images[i]) if images else 0) for i, p in enumerate(prompts)]
+    inputs = vlm.processor(
+        images=[list(row) for row in images] if images else None,
+        text=texts,
+        padding=True,
+        add_special_tokens=False,
+        return_tensors="pt",
+    )
+    inputs = inputs.to(model.device)
+    for key, value in inputs.items():  # processors may return another float type than the model's
+        if torch.is_tensor(value) and value.is_floating_point():
+            inputs[key] = value.to(model.dtype)
+    return inputs
+
+
 @torch.no_grad()
+def generate_new_tokens(
+    model: torch.nn.Module,
+    vlm: VLMAdapter,
+    inputs: BatchFeature,
+    max_new_tokens: int,
+    num_beams: int = 1,
+    logits_processor: LogitsProcessorList | None = None,
+) -> torch.Tensor:
+    """The tokens `generate` appends to each row of ``inputs`` (B, new): greedy or beam search, after
+    ``logits_processor`` (chip pairs' seeded sampler turns greedy decoding into exact sampling)."""
+    try:
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=vlm.eos_token_id,
+            pad_token_id=vlm.pad_token_id,
+            logits_processor=logits_processor,
+        )  # (B, P + new)
+    except (torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a family whose own generate cannot run (e.g. Llama-4 on transformers 5.24)
+        raise ModelError(
+            f"{type(model).__name__} cannot generate: {type(error).__name__}: {one_line(error)}"
+        ) from error
+    return output[:, inputs["input_ids"].shape[1] :]  # (B, new)
+
+
 def generate_batch(
     model: torch.nn.Module,
     vlm: VLMAdapter,
@@ -168,31 +222,9 @@ def generate_batch(
 ) -> list[str]:
     """Answers for one batch (all with images or all without), decoded without special tokens."""
     has_images = questions[0].image is not None
-    texts = [vlm.format_prompt(q.prompt, 1 if has_images else 0) for q in questions]
     images = [[_load_image(image_root, q)] for q in questions] if has_images else None
-    inputs = vlm.processor(
-        images=images, text=texts, padding=True, add_special_tokens=False, return_tensors="pt"
-    )
-    inputs = inputs.to(model.device)
-    for key, value in inputs.items():  # processors may return another float type than the model's
-        if torch.is_tensor(value) and value.is_floating_point():
-            inputs[key] = value.to(model.dtype)
-    try:
-        output = model.generate(
-            **inputs,
-            max_new_tokens=settings.max_new_tokens,
-            num_beams=settings.num_beams,
-            do_sample=False,
-            eos_token_id=vlm.eos_token_id,
-            pad_token_id=vlm.pad_token_id,
-        )  # (B, P + new)
-    except (torch.OutOfMemoryError, KeyboardInterrupt):
-        raise
-    except Exception as error:  # a family whose own generate cannot run (e.g. Llama-4 on transformers 5.24)
-        raise ModelError(
-            f"{type(model).__name__} cannot generate: {type(error).__name__}: {one_line(error)}"
-        ) from error
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (B, new)
+    inputs = batch_inputs(model, vlm, [q.prompt for q in questions], images)
+    new_tokens = generate_new_tokens(model, vlm, inputs, settings.max_new_tokens, settings.num_beams)
     return [text.strip() for text in vlm.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
 

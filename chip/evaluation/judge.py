@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from chip.errors import ConfigError
+from chip.errors import ChipError, ConfigError
 
 T = TypeVar("T")
+# A chat message's content: text, or OpenAI-style parts ({"type": "text" | "image_url", ...}).
+Content = str | list[dict]
 
 # Status codes worth retrying: the server may recover (rate limit, overload, restart).
 _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -44,6 +46,19 @@ class JudgeStats:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+class JudgeUnavailable(ChipError):
+    """The judge endpoint gave no usable HTTP reply after every retry (raised by ``strict`` calls)."""
+
+
+def _reason(error: BaseException, timeout: float) -> str:
+    reason = getattr(error, "reason", error)  # urllib wraps the socket error in a URLError
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return f"timed out after {timeout:g} s"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    return f"{type(reason).__name__}: {reason}"
 
 
 def chat_completions_url(url: str) -> str:
@@ -96,11 +111,16 @@ class JudgeClient:
         except urllib.error.HTTPError as err:
             return err.code, err.read() if err.fp else b""
 
-    def chat(self, prompt: str, system: str | None = None, role: str = "user") -> str | None:
+    def chat(
+        self, prompt: Content, system: str | None = None, role: str = "user", strict: bool = False
+    ) -> str | None:
         """The judge's reply text, or None when the request failed or the reply was malformed.
 
         `role` is the prompt's message role: RLHF-V's Object HalBench sends its prompt as the only,
-        system, message.
+        system, message. `prompt` may be a list of content parts (text and `image_url` parts for a
+        vision judge). With `strict`, a request that gets no usable HTTP reply after every retry
+        raises `JudgeUnavailable` (one line: the endpoint and the last failure) instead of
+        returning None; a malformed reply still returns None.
         """
         self._count("requests")
         messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -114,15 +134,18 @@ class JudgeClient:
                 "max_tokens": self.max_tokens,
             }
         ).encode()
+        last = ""
         for attempt in range(self.retries + 1):
             if attempt:
                 self._count("retries")
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 status, payload = self._post(body)
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as error:
                 # URLError, connection refused/reset and socket timeouts are all OSErrors.
+                last = _reason(error, self.timeout)
                 continue
+            last = f"HTTP {status}"
             if status in _RETRYABLE_STATUS:
                 continue
             if status != 200:
@@ -137,6 +160,10 @@ class JudgeClient:
                 return None
             return content
         self._count("failed")
+        if strict:
+            raise JudgeUnavailable(
+                f"judge {self.url}: no usable reply after {attempt + 1} attempt(s) (last: {last})"
+            )
         return None
 
     def ask(

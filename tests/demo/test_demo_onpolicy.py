@@ -1,17 +1,17 @@
-"""On-policy pairs: sampled captions judged against the scene's truth."""
+"""On-policy pairs: sampled captions judged against the scene's truth, through `chip pairs`."""
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from chip.data.cli import check_main
 from chip.demo.base import BaseModelConfig, train_base_model
-from chip.demo.onpolicy import judge_pair, write_on_policy_pairs
-from chip.demo.pairs import changed_spans
-from chip.demo.world import WORLD_VOCABULARY, WorldConfig, make_scene
+from chip.demo.onpolicy import world_annotator, write_on_policy_pairs
+from chip.demo.world import WORLD_VOCABULARY, WorldConfig, make_scene, make_scenes
 from chip.evaluation.chair import extract_mentions
+from chip.pairs.pairing import Candidate, PairingRules, pair_item
+from chip.segments import changed_spans
 
 
 def _scene_with_lone_star():
@@ -22,14 +22,31 @@ def _scene_with_lone_star():
     raise AssertionError("no single-star scene in 1000 draws")
 
 
-def test_judge_prefers_a_right_sample_and_rejects_a_hallucinating_one() -> None:
+def test_world_annotator_counts_marks_and_pairs_by_hand() -> None:
+    """A lone star. "a C star with a moon ." names an absent moon: 1 hallucination, coverage 1 (the
+    star), span "moon". "a blue heart ." names an absent heart and misses the star: 1 hallucination,
+    coverage 0. "a C star ." is right: 0 hallucinations, coverage 1, so it is chosen against both
+    (coverage 1 >= 1 and >= 0). The moon pair ranks first: equal gaps (1), and its texts are closer
+    (difflib ratio 2*4/(4+7) = 0.73 against 2*2/(4+4) = 0.5 for "a blue heart .")."""
     scene = _scene_with_lone_star()
     colour = scene.objects[0].colour
-    right, wrong = f"a {colour} star .", f"a {colour} star with a moon ."
-    assert judge_pair(scene, [wrong, right, "a blue heart ."], random.Random(0))[0] == right
-    chosen, rejected = judge_pair(scene, [wrong, "a blue circle ."], random.Random(0))
-    assert chosen == scene.caption and rejected in {wrong, "a blue circle ."}
-    assert judge_pair(scene, [right, right], random.Random(0)) is None
+    right, wrong, other = f"a {colour} star .", f"a {colour} star with a moon .", "a blue heart ."
+    annotator = world_annotator({"s": scene})
+    found = annotator.annotate_text(wrong, scene.classes)
+    assert (found.hallucinations, found.coverage, found.hallucinated) == (1, 1, ("moon",))
+    assert [wrong[s:e] for s, e in found.spans] == ["moon"]
+    heart = annotator.annotate_text(other, scene.classes)
+    assert (heart.hallucinations, heart.coverage) == (1, 0)
+
+    candidates = [
+        Candidate(k, text, annotator.annotate_text(text, scene.classes))
+        for k, text in enumerate([wrong, right, other])
+    ]
+    pairs, reason = pair_item("s", candidates, PairingRules(pairs_per_prompt=2))
+    assert reason is None
+    assert [(p.chosen.text, p.rejected.text) for p in pairs] == [(right, wrong), (right, other)]
+    same = [Candidate(k, right, annotator.annotate_text(right, scene.classes)) for k in range(2)]
+    assert pair_item("s", same, PairingRules()) == ([], "no_hallucination")
 
 
 def test_word_diff_spans_by_hand() -> None:
@@ -46,11 +63,23 @@ def test_write_on_policy_pairs(tmp_path: Path) -> None:
     )  # fmt: skip
     model_path = train_base_model(tiny, tmp_path / "cache", device="cpu", progress=False)
     path = write_on_policy_pairs(
-        model_path, WorldConfig(), tmp_path / "pairs", count=8, samples=2, device="cpu"
+        model_path, WorldConfig(), tmp_path / "pairs", count=8, samples=6, device="cpu"
     )
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows, "an untrained model should hallucinate somewhere in 16 samples"
+    report = json.loads((tmp_path / "pairs" / "pairs_report.json").read_text())
+    assert report["samples"]["drawn"] == 48 and report["pairs"]["kept"] == len(rows)
+    assert sum(report["dropped"]["prompts"].values()) + report["pairs"]["prompts_with_pairs"] == 8
+    assert rows, "an untrained model should hallucinate somewhere in 48 samples, and sometimes less"
     assert check_main([str(path)]) == 0
+    scenes = {f"onpolicy-{i}": scene for i, scene in enumerate(make_scenes(WorldConfig(), "onpolicy", 8))}
     for row in rows:
-        scene_truth = set(extract_mentions(row["chosen"], WORLD_VOCABULARY))
-        assert set(extract_mentions(row["rejected"], WORLD_VOCABULARY)) - scene_truth
+        truth = scenes[row["source_id"]].classes
+        wrong = [m for m in extract_mentions(row["rejected"], WORLD_VOCABULARY) if m not in truth]
+        marked = [
+            m
+            for s, e in row["rejected_segments"]
+            for m in extract_mentions(row["rejected"][s:e], WORLD_VOCABULARY)
+        ]
+        assert marked == wrong and len(wrong) >= 1
+        chosen_wrong = [m for m in extract_mentions(row["chosen"], WORLD_VOCABULARY) if m not in truth]
+        assert len(chosen_wrong) < len(wrong)

@@ -1,0 +1,100 @@
+"""The training folder `chip pairs` writes: `pairs.jsonl` and the images its rows name.
+
+    data/round1/
+      pairs.jsonl          the rows `chip train --dataset data/round1` reads
+      images/...           every image a row names (hard links where possible, else copies)
+      pairs_report.md/json what was sampled, judged, paired and dropped
+      samples.ndjson       every sample (the sampling state; a restart resumes from it)
+      judgments.ndjson     with --judge: every judgment (the judging state)
+
+The state files end in `.ndjson`, so a folder read as a dataset reads `pairs.jsonl` alone. A row:
+
+    {"id": "<item id>#pair0", "images": ["images/..."], "prompt": ..., "chosen": ..., "rejected": ...,
+     "chosen_segments": [[s, e], ...], "rejected_segments": [[s, e], ...], "source_id": <item id>,
+     "chosen_sample": k, "rejected_sample": k', "chosen_hallucinations": n, "rejected_hallucinations": n',
+     "hallucinated": [...]}
+
+`rejected_segments` are the hallucinated words (or claims) of the rejected response; `chosen_segments`
+the chosen response's words where the two differ (`chip.segments.changed_spans`). When a
+hallucination could not be placed in the text, both are left out and training derives the segments
+from the token diff, as for any pair without spans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chip.data import ImageRef
+from chip.evaluation.io import write_text_atomic
+from chip.pairs.pairing import Pair
+from chip.pairs.sources import PromptItem
+from chip.segments import changed_spans
+
+PAIRS_FILE = "pairs.jsonl"
+IMAGES_DIR = "images"
+SAMPLES_FILE = "samples.ndjson"
+JUDGMENTS_FILE = "judgments.ndjson"
+REPORT_JSON = "pairs_report.json"
+REPORT_MD = "pairs_report.md"
+
+
+def pair_row(pair: Pair, number: int, item: PromptItem) -> dict[str, Any]:
+    """The dataset row of one pair (the `number`-th of its prompt)."""
+    chosen, rejected = pair.chosen, pair.rejected
+    spans = rejected.annotation.spans
+    row: dict[str, Any] = {
+        "id": f"{item.id}#pair{number}",
+        "images": [f"{IMAGES_DIR}/{name}" for name in item.image_names],
+        "prompt": item.prompt,
+        "chosen": chosen.text,
+        "rejected": rejected.text,
+    }
+    if spans is not None:
+        chosen_spans, _ = changed_spans(chosen.text, rejected.text)
+        row["chosen_segments"] = [span for span in chosen_spans if span[1] > span[0]]
+        row["rejected_segments"] = [list(span) for span in spans]
+    return {
+        **row,
+        "source_id": item.id,
+        "chosen_sample": chosen.sample,
+        "rejected_sample": rejected.sample,
+        "chosen_hallucinations": chosen.annotation.hallucinations,
+        "rejected_hallucinations": rejected.annotation.hallucinations,
+        "hallucinated": list(rejected.annotation.hallucinated),
+    }
+
+
+def _place_image(ref: ImageRef, target: Path) -> None:
+    """Put one image at `target`: a hard link to the source file where the file system allows it."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    if ref.data is not None:
+        partial.write_bytes(ref.data)
+    else:
+        try:
+            os.link(str(ref.path), partial)
+        except OSError:  # another device, or a file system without hard links
+            shutil.copyfile(str(ref.path), partial)
+    os.replace(partial, target)
+
+
+def write_pairs(output: Path, pairs: Sequence[Pair], items: Mapping[str, PromptItem]) -> list[dict[str, Any]]:
+    """Write the images the pairs need, then `pairs.jsonl` (atomically); returns its rows."""
+    rows, numbers = [], {}
+    for pair in pairs:
+        item = items[pair.item_id]
+        number = numbers[item.id] = numbers.get(item.id, -1) + 1
+        for ref, name in zip(item.images, item.image_names):
+            _place_image(ref, output / IMAGES_DIR / name)
+        rows.append(pair_row(pair, number, item))
+    write_text_atomic(
+        output / PAIRS_FILE, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    )
+    return rows
