@@ -3,6 +3,7 @@
     chip train --config recipe.yaml [--FIELD VALUE ...]
     chip demo [--quick] [--output_dir DIR]
     chip data check FILE
+    chip data view FILE --output view.html
     chip eval --bench NAME ...
 
 Each subcommand lives in its own module and is imported only when called, so `chip --help`
@@ -23,6 +24,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("chip.training.cli:main", "CHiP / DPO preference training"),
     ("demo",): ("chip.demo.cli:main", "end-to-end run on the built-in synthetic world"),
     ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
+    ("data", "view"): ("chip.data.view:view_main", "a static page showing each preference pair"),
     ("data", "precompute"): ("chip.training.cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
     ("export",): ("chip.training.export:main", "merge a LoRA adapter into a standalone model"),
