@@ -11,7 +11,7 @@ processor's normalisation (``x · std + mean``, then ``/ rescale_factor``), roun
 undoes its layout: one tile per image for LLaVA-style ``(n, 3, H, W)``, every tile of LLaVA-NeXT
 or Idefics3 sub-images ``(…, 3, H, W)``, and Qwen-VL's flat patches ``(patches, C·T·p·p)`` back
 into one picture per temporal frame. The tiles are written as PNG, so the page shows exactly those
-8-bit pixels.
+8-bit pixels. `add_pictures` puts both, and the original files' URLs, into the page's rows.
 """
 
 from __future__ import annotations
@@ -23,13 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+from urllib.request import pathname2url
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from chip.data.images import ImageProblem, ImageRef, to_rgb
 from chip.data.rows import PreferenceExample
+from chip.data.view_rows import ViewRow
+from chip.errors import ChipError
 
 # Longest side of a thumbnail in pixels (shown at up to 160 CSS pixels).
 THUMB_SIDE = 192
@@ -226,3 +231,97 @@ def flagged_spans(offsets: list[tuple[int, int]], flags: list[bool]) -> list[lis
 
 def save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array, "RGB").save(path, "PNG", compress_level=1)
+
+
+class _Urls:
+    """Image paths as URLs relative to the page's folder; `os.path.relpath` once per image folder."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.folders: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        folder = self.folders.get(path.parent)
+        if folder is None:
+            try:
+                folder = pathname2url(os.path.relpath(path.parent, self.base)) + "/"
+            except ValueError:  # another drive: no relative path
+                folder = path.parent.resolve().as_uri() + "/"
+            self.folders[path.parent] = folder
+        return folder + quote(path.name)
+
+
+def add_pictures(
+    rows: list[ViewRow],
+    pictured: set[int],
+    files: Path,
+    base: Path,
+    training: TrainingView | None,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Fill each row's ``images`` (thumbnail / original file) and, with a model, ``corrupt`` tiles.
+
+    Only the rows in ``pictured`` get thumbnails and corrupted images; URLs are relative to ``base``,
+    the page's folder, and ``files`` is the page's ``<stem>_files`` folder.
+    """
+    refs = [ref for row in rows if row.row in pictured for ref in row.images if isinstance(ref, ImageRef)]
+    thumbs = write_thumbnails(refs, files / "thumbs", workers)
+    thumbs_url, urls = f"{quote(files.name)}/thumbs/", _Urls(base)
+    for row in rows:
+        entries = []
+        for ref in row.images:
+            if isinstance(ref, ImageProblem):
+                entries.append({"thumb": None, "full": None, "note": ref.reason})
+                continue
+            # a usable row's image was checked; a bad row's may be missing, so it is not linked then
+            linked = ref.path is not None and (row.example is not None or ref.path.is_file())
+            thumb = thumbs.get(ref.key) if row.row in pictured else None
+            entries.append(
+                {
+                    "thumb": thumbs_url + thumb if isinstance(thumb, str) else None,
+                    "full": urls(ref.path) if linked else None,
+                    "note": thumb.reason
+                    if isinstance(thumb, ImageProblem)
+                    else _missing_note(ref, linked, thumb),
+                }
+            )
+        row.fields["images"] = entries
+        row.fields["corrupt"] = None
+    if training is None:
+        return
+    todo = [row for row in rows if row.row in pictured and row.example is not None]
+    for row in tqdm(todo, desc="corrupted images", unit="row", disable=None if progress else True):
+        _add_training_view(row, training, files)
+
+
+def _missing_note(ref: ImageRef, linked: bool, thumb: str | None) -> str | None:
+    if linked or thumb is not None:
+        return None
+    if ref.data is not None:
+        return "inline image: its thumbnail is written for the rows of --pages"
+    return f"{ref.describe()} is not a readable file"
+
+
+def _add_training_view(row: ViewRow, training: TrainingView, files: Path) -> None:
+    try:
+        tiles, segments = training.render(row.example)
+    except (ChipError, ValueError) as err:
+        row.fields["corrupt_note"] = f"the training collator cannot show this row: {err}"
+        return
+    row.fields["corrupt"] = []
+    for k, (label, pixels) in enumerate(tiles):
+        name = f"{row.row}-{k}.png"
+        save_png(pixels, files / "corrupt" / name)
+        row.fields["corrupt"].append({"src": f"{quote(files.name)}/corrupt/{name}", "label": label})
+    example = row.example
+    if example.chosen_segments is None and example.rejected_segments is None:
+        row.fields["spans"] = {"chosen": segments["chosen"], "rejected": segments["rejected"]}
+        row.fields["derived"] = True
+    cut = [
+        f"{kept} of {segments[f'{side}_tokens']} {side} tokens"
+        for side, kept in zip(("chosen", "rejected"), segments["kept"])
+        if kept < segments[f"{side}_tokens"]
+    ]
+    if cut:
+        row.fields["cut_note"] = f"training keeps only {' and '.join(cut)} (--max_length)"

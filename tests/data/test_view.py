@@ -10,6 +10,7 @@ install it, since an apt install costs minutes in every CI run.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 from pathlib import Path
@@ -109,6 +110,39 @@ def test_rewriting_a_page_drops_old_chunks_and_keeps_thumbnails(dataset, tmp_pat
     write_view(dataset, page, page_size=8, pages="all")
     assert [p.name for p in (tmp_path / "view_files" / "rows").iterdir()] == ["000000.js"]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "view_files" / "thumbs").iterdir()} == thumbs
+
+
+def test_inline_images_and_column_map_through_the_command(tmp_path, capsys):
+    """Parquet with image bytes (no file to link): thumbnails on --pages only, a note elsewhere."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = []
+    for k in range(3):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), (60 * k, 100, 200)).save(buffer, "PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    table = pa.table({"query": [f"question {k}" for k in range(3)], "chosen": ["a b", "c d", "e f"],
+                      "rejected": ["a x", "c y", "e z"], "image": images})  # fmt: skip
+    pq.write_table(table, tmp_path / "train.parquet")
+    page = tmp_path / "view.html"
+    argv = ["data", "view", str(tmp_path / "train.parquet"), "--column_map", "query=prompt",
+            "--output", str(page), "--page-size", "1", "--pages", "2"]  # fmt: skip
+    assert chip_main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {page}: 3 rows on 3 pages, pictures for 1 rows")
+    rows = read_chunks(page)
+    assert [row["prompt"] for row in rows] == ["question 0", "question 1", "question 2"]
+    assert rows[0]["images"] == [
+        {
+            "thumb": None,
+            "full": None,
+            "note": "inline image: its thumbnail is written for the rows of --pages",
+        }
+    ]
+    thumb = rows[1]["images"][0]["thumb"]
+    assert rows[1]["images"][0]["full"] is None
+    with Image.open(tmp_path / thumb) as shown:  # the 40×30 image, not enlarged
+        assert shown.size == (40, 30) and shown.getpixel((20, 15))[2] > 150
 
 
 def test_pages_option():

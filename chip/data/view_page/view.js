@@ -137,7 +137,7 @@
 
   function corruptFigures(row) {
     const box = el("div", "corrupt");
-    box.append(el("h3", null, "corrupted image, as training sees it"));
+    box.append(el("h3", null, "corrupted, as training sees it"));
     if (!row.corrupt) {
       box.append(el("p", "note", row.corrupt_note));
       return box;
@@ -179,9 +179,12 @@
     if (row.warnings.length) card.append(problemList("warnings", "warnings (the row is used)", row.warnings));
 
     const visuals = el("div", "visuals");
-    const images = el("div", "images");
-    row.images.forEach((image, i) => images.append(imageFigure(image, i)));
-    if (!row.images.length) images.append(el("p", "note", "no image"));
+    const images = el("div", "original");
+    images.append(el("h3", null, "image"));
+    const figures = el("div", "images");
+    row.images.forEach((image, i) => figures.append(imageFigure(image, i)));
+    if (!row.images.length) figures.append(el("p", "note", "no image"));
+    images.append(figures);
     visuals.append(images, corruptFigures(row));
     card.append(visuals);
 
