@@ -50,6 +50,9 @@ ROWS = [
     {"id": "none-changed", "images": ["img/3.png"], "prompt": "Q", "chosen": "yes a", "rejected": "yes b",
      "chosen_segments": [], "rejected_segments": []},
     {"id": "last", "images": ["img/4.png"], "prompt": "Q", "chosen": "left side", "rejected": "right side"},
+    {"id": "chat", "images": ["img/4.png"], "chosen": "a cat", "rejected": "a dog",
+     "prompt": [{"role": "system", "content": "Be <i>brief</i>."},
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]},
 ]  # fmt: skip
 
 
@@ -79,7 +82,7 @@ def test_every_row_is_on_the_page_with_the_problems_chip_data_check_finds(datase
     result = write_view(dataset, page, page_size=3, pages="1")
     rows = read_chunks(page)
     _, report = load_preference_rows(dataset, on_bad_row="skip", image_check="header")
-    assert [row["row"] for row in rows] == list(range(report.total_rows)) == list(range(8))
+    assert [row["row"] for row in rows] == list(range(report.total_rows)) == list(range(9))
     for row in rows:
         expected = sorted((bad.field, bad.kind) for bad in report.bad_rows if bad.row == row["row"])
         assert sorted((field, kind) for field, kind, _ in row["issues"]) == expected, row["row"]
@@ -92,11 +95,13 @@ def test_every_row_is_on_the_page_with_the_problems_chip_data_check_finds(datase
     )
     assert rows[0]["spans"] == {"chosen": [[4, 7]], "rejected": [[4, 8], [9, 12]]}
     assert rows[1]["spans"] == {"chosen": None, "rejected": None} and "pass --model" in rows[1]["seg_note"]
-    # pictures: page 1 (rows 0-2) and the first page of rows with problems (3, 4, 5); not row 6, 7
+    # pictures: page 1 (rows 0-2) and the first page of rows with problems (3, 4, 5); not rows 6-8
     assert result.pictured_rows == 6
     assert rows[0]["images"][0]["thumb"].startswith("view_files/thumbs/")
     assert rows[0]["images"][0]["full"] == "../img/0.png"
     assert rows[7]["images"][0] == {"thumb": None, "full": "../img/4.png", "note": None}
+    assert rows[8]["prompt"] == [{"role": "system", "text": "Be <i>brief</i>."},
+                                 {"role": "user", "text": "[image]What is it?"}]  # fmt: skip
     assert all(row["corrupt"] is None for row in rows)
     index = (page.parent / "view_files" / "index.js").read_text()
     filters = json.loads(index.removeprefix("window.CHIP_VIEW = ").removesuffix(";\n"))["filters"]
@@ -107,7 +112,7 @@ def test_rewriting_a_page_drops_old_chunks_and_keeps_thumbnails(dataset, tmp_pat
     page = tmp_path / "view.html"
     write_view(dataset, page, page_size=2, pages="all")
     thumbs = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "view_files" / "thumbs").iterdir()}
-    write_view(dataset, page, page_size=8, pages="all")
+    write_view(dataset, page, page_size=9, pages="all")
     assert [p.name for p in (tmp_path / "view_files" / "rows").iterdir()] == ["000000.js"]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "view_files" / "thumbs").iterdir()} == thumbs
 
@@ -305,10 +310,11 @@ def test_the_page_in_a_browser(dataset, tmp_path, tiny_model):
     finally:
         browser.close()
 
-    # paging: 8 rows, 3 per page
+    # paging: 9 rows, 3 per page
     assert [r["row"] for r in first["rows"]] == [0, 1, 2] and first["count"] == "of 3"
     assert [r["row"] for r in second["rows"]] == [3, 4, 5] and second["page"] == "2"
-    assert [r["row"] for r in third["rows"]] == [6, 7]
+    assert [r["row"] for r in third["rows"]] == [6, 7, 8]
+    assert third["rows"][2]["prompt"] == "systemBe <i>brief</i>.user[image]What is it?"
     assert [r["row"] for r in problems["rows"]] == [3, 4, 5] and problems["page"] == "1"
     given, derived, markup = first["rows"]
 
