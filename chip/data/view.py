@@ -31,10 +31,11 @@ from typing import Any
 from urllib.parse import quote
 
 from chip.cli import OneLineParser
-from chip.corruption import CORRUPTION_KINDS
+from chip.corruption import CORRUPTION_KINDS, NUM_DIFFUSION_STEPS
 from chip.data.cli import add_dataset_arguments
 from chip.data.images import DEFAULT_MAX_PIXELS
 from chip.data.loading import load_preference_rows
+from chip.data.prompt_checks import check_with_processor
 from chip.data.report import DataReport
 from chip.data.view_images import CorruptionSettings, TrainingView, add_pictures
 from chip.data.view_rows import ViewRow, view_rows
@@ -72,6 +73,10 @@ def view_main(argv: list[str]) -> int:
     """
     args = _parser().parse_args(argv)
     settings = None
+    if not 0 <= args.noise_step < NUM_DIFFUSION_STEPS:
+        raise ConfigError(f"--noise_step must be in 0..{NUM_DIFFUSION_STEPS - 1}, got {args.noise_step}")
+    if min(args.max_length, args.segment_min_match) < 1:
+        raise ConfigError("--max_length and --segment_min_match must be at least 1")
     if args.model is not None:
         settings = CorruptionSettings(
             model=args.model, corruption=args.corruption, noise_step=args.noise_step, seed=args.seed,
@@ -119,6 +124,10 @@ def write_view(
     page = Path(output)
     if page.is_dir():
         raise ConfigError(f"--output {page} is a folder: name the page to write, e.g. {page / 'view.html'}")
+    if settings is not None:  # before the rows are read: a wrong path is one line at once
+        from chip.modeling.checks import check_model_path  # imports transformers: only with --model
+
+        check_model_path(settings.model)
     with _no_cycle_collection():
         examples, report = load_preference_rows(
             dataset, image_root=image_root, on_bad_row="skip", max_pixels=max_pixels,
@@ -190,8 +199,6 @@ def _check_with_processor(
 ) -> None:
     """`chip train`'s start-up checks that need the processor (special-token text, prompt length), on
     the rows with pictures only: on every row they would cost minutes for 100k rows."""
-    from chip.data.prompt_checks import check_with_processor
-
     found = DataReport(source)
     check_with_processor(
         [row.example for row in rows if row.example], found, training.adapter, settings.max_length
@@ -336,10 +343,22 @@ def _parser() -> OneLineParser:
     )
     group = parser.add_argument_group("as training sees it (chip train's settings and defaults)")
     group.add_argument("--model", default=None, help="model folder or hub id: its processor and tokenizer")
-    group.add_argument("--corruption", choices=CORRUPTION_KINDS, default=_MODEL_DEFAULTS["corruption"])
-    group.add_argument("--noise_step", type=int, default=_MODEL_DEFAULTS["noise_step"])
-    group.add_argument("--seed", type=int, default=_MODEL_DEFAULTS["seed"])
-    group.add_argument("--max_length", type=int, default=_MODEL_DEFAULTS["max_length"])
-    group.add_argument("--segment_min_match", type=int, default=_MODEL_DEFAULTS["segment_min_match"])
-    group.add_argument("--mark_insertions", action="store_true")
+    helps = {
+        "corruption": "the corrupted image ṽ",
+        "noise_step": "diffusion step k of the noised image (0..999)",
+        "seed": "run seed; with the row's id it fixes the corruption",
+        "max_length": "longest prompt + response in tokens (training cuts responses beyond it)",
+        "segment_min_match": "shortest matching token run that anchors the chosen/rejected alignment",
+    }
+    for name, help_text in helps.items():
+        group.add_argument(
+            f"--{name}",
+            type=type(_MODEL_DEFAULTS[name]),
+            default=_MODEL_DEFAULTS[name],
+            choices=CORRUPTION_KINDS if name == "corruption" else None,
+            help=f"{help_text} (default {_MODEL_DEFAULTS[name]})",
+        )
+    group.add_argument(
+        "--mark_insertions", action="store_true", help="also flag pure insertions/deletions as changed"
+    )
     return parser

@@ -171,6 +171,11 @@ def test_training_settings_need_a_model_and_default_to_chip_trains(dataset, tmp_
     assert capsys.readouterr().err.strip().splitlines() == [
         "chip: error: --corruption, --noise_step, --seed, --max_length and the segment options need --model"
     ]
+    code = chip_main(
+        ["data", "view", str(dataset), "--output", "v.html", "--model", "m", "--noise_step", "1000"]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "chip: error: --noise_step must be in 0..999, got 1000"
 
 
 def test_flagged_spans_join_runs_of_flagged_tokens():
