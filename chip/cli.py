@@ -3,6 +3,7 @@
     chip train --config recipe.yaml [--FIELD VALUE ...]
     chip demo [--quick] [--output_dir DIR]
     chip data check FILE
+    chip data view FILE --output view.html
     chip eval --bench NAME ...
     chip pairs --model PATH --images DIR --annotations COCO_DIR --output DIR
 
@@ -25,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("chip.training.cli:main", "CHiP / DPO preference training"),
     ("demo",): ("chip.demo.cli:main", "end-to-end run on the built-in synthetic world"),
     ("data", "check"): ("chip.data.cli:check_main", "validate a preference dataset"),
+    ("data", "view"): ("chip.data.view:view_main", "a static page showing each preference pair"),
     ("data", "precompute"): ("chip.training.cli:precompute_main", "write a reference log-prob cache"),
     ("eval",): ("chip.evaluation.cli:main", "hallucination benchmarks"),
     ("pairs",): ("chip.pairs.cli:main", "preference pairs from your model's own samples, judged"),

@@ -47,6 +47,12 @@ def check_main(argv: list[str]) -> int:
 
 def _parser() -> OneLineParser:
     parser = OneLineParser(prog="chip data check", description=check_main.__doc__)
+    add_dataset_arguments(parser)
+    return parser
+
+
+def add_dataset_arguments(parser: OneLineParser, image_check: str = "decode") -> None:
+    """DATASET and the options that say how to read it (shared with `chip data view`)."""
     parser.add_argument(
         "file",
         metavar="DATASET",
@@ -83,8 +89,7 @@ def _parser() -> OneLineParser:
     parser.add_argument(
         "--image_check",
         choices=("decode", "header"),
-        default="decode",
-        help="decode every image (default) or only read headers (faster, misses truncated files)",
+        default=image_check,
+        help=f"decode every image or only read headers (faster, misses truncated files); default {image_check}",
     )
     parser.add_argument("--workers", type=int, default=None, help="threads for image checks")
-    return parser
