@@ -25,7 +25,11 @@ def checkpoint_for(model_dir: str, work_dir: str) -> str:
 
     if int(transformers.__version__.split(".")[0]) >= 5:
         return model_dir
-    source, target = Path(model_dir), Path(work_dir) / "model-transformers4"
+    return str(to_transformers4(Path(model_dir), Path(work_dir) / "model-transformers4"))
+
+
+def to_transformers4(source: Path, target: Path) -> Path:
+    """Write the transformers-5 checkpoint ``source`` to ``target`` in the form transformers 4.x reads."""
     target.mkdir(parents=True, exist_ok=True)
     for item in source.iterdir():
         if item.suffix == ".safetensors":
@@ -53,7 +57,7 @@ def checkpoint_for(model_dir: str, work_dir: str) -> str:
         if key in processor:
             _write(target / name, processor.pop(key))
     _write(target / "processor_config.json", processor)
-    return str(target)
+    return target
 
 
 def _weights_v4(source: Path, target: Path) -> None:
