@@ -4,6 +4,7 @@
     python bench/bench_step.py --variants trl-completion,chip-live,chip-live-full-logits,chip-live-unshared,chip-live-twice --no-kl-error
     python bench/bench_step.py --preset llava-7b --device cuda  # the real 7B shape, bf16, one GPU
     python bench/bench_step.py --preset varlen      # variable lengths: also --preset anyres, qwen-dynamic
+    python bench/bench_step.py --preset varlen --with-peers  # + ms-swift's and LLaMA-Factory's DPO (bench/peers)
 
 Every variant (see `bench/variants.py`) steps the same model copy on the same batches with the
 same optimizer; steps are interleaved (a b c d e, b c d e a, ...) so that load from other

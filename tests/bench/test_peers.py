@@ -53,14 +53,15 @@ def test_a_peer_that_cannot_start_is_reported_and_the_rest_runs(monkeypatch, tmp
 def test_ratios_to_the_fastest_peer_and_the_targets():
     """Peers at 4.0 s / 900 MB and 5.0 s / 800 MB: the fastest is the first, the lowest in memory the
     second. chip DPO 2.0 s -> 0.5 (<= 0.6 met), precomputed 3.6 s -> 0.9 (<= 0.8 not met), live 4.0 s
-    -> 1.0 (<= 1.0 met); memory 400 / 800 = 0.5, 880 / 800 = 1.1 (not met)."""
+    -> 1.0 (<= 1.0 met); memory 400 / 800 = 0.5, 880 / 800 = 1.1 (not met). In CPU time the second
+    peer is the faster (2.5 s): precomputed 2.25 / 2.5 = 0.9 (not met), DPO 1.0 / 2.5 = 0.4 (met)."""
     results = {
-        "swift-dpo": {"median_seconds": 4.0, "peak_bytes": 900},
-        "llamafactory-dpo": {"median_seconds": 5.0, "peak_bytes": 800},
+        "swift-dpo": {"median_seconds": 4.0, "median_cpu_seconds": 3.0, "peak_bytes": 900},
+        "llamafactory-dpo": {"median_seconds": 5.0, "median_cpu_seconds": 2.5, "peak_bytes": 800},
         "swift-dpo-padding-free": {"label": "x", "unavailable": "ValueError: no flash attention"},
-        "chip-dpo": {"median_seconds": 2.0, "peak_bytes": 400},
-        "chip-precomputed": {"median_seconds": 3.6, "peak_bytes": 880},
-        "chip-live": {"median_seconds": 4.0, "peak_bytes": 800},
+        "chip-dpo": {"median_seconds": 2.0, "median_cpu_seconds": 1.0, "peak_bytes": 400},
+        "chip-precomputed": {"median_seconds": 3.6, "median_cpu_seconds": 2.25, "peak_bytes": 880},
+        "chip-live": {"median_seconds": 4.0, "median_cpu_seconds": 2.5, "peak_bytes": 800},
     }
     summary = peer_summary(results)
     assert summary["fastest_peer"] == "swift-dpo" and summary["lowest_memory_peer"] == "llamafactory-dpo"
@@ -74,6 +75,12 @@ def test_ratios_to_the_fastest_peer_and_the_targets():
     assert targets["chip-precomputed"]["memory_ratio"] == pytest.approx(1.1)
     assert not targets["chip-precomputed"]["memory_met"]
     assert results["llamafactory-dpo"]["time_ratio_to_fastest_peer"] == pytest.approx(1.25)
+    assert summary["fastest_cpu_peer"] == "llamafactory-dpo"
+    assert (
+        targets["chip-precomputed"]["cpu_ratio"] == pytest.approx(0.9)
+        and not targets["chip-precomputed"]["cpu_met"]
+    )
+    assert targets["chip-dpo"]["cpu_ratio"] == pytest.approx(0.4) and targets["chip-dpo"]["cpu_met"]
 
 
 def test_compare_logps_takes_the_worst_response():
