@@ -44,11 +44,12 @@ from bench.padding import DecoderCount, decoder_of  # noqa: E402
 from bench.peers.report import peer_summary, print_peers  # noqa: E402
 from bench.peers.variant import PEER_VARIANTS, PEERS, PeerUnavailable  # noqa: E402
 from bench.presets import PRESETS  # noqa: E402
-from bench.variants import DEFAULT_VARIANTS, VARIANTS, Variant  # noqa: E402
+from bench.variants import DEFAULT_VARIANTS, Variant  # noqa: E402
+from bench.variants import VARIANTS as OWN_VARIANTS  # noqa: E402
 from bench.workload import build_workload  # noqa: E402
 
 MB = 2**20
-VARIANTS.update(PEER_VARIANTS)  # ms-swift and LLaMA-Factory, each in its own environment (bench/peers)
+VARIANTS = {**OWN_VARIANTS, **PEER_VARIANTS}  # + ms-swift and LLaMA-Factory, each in its own environment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
