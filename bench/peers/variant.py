@@ -120,9 +120,12 @@ class PeerVariant(Variant):
     def _receive(self) -> dict[str, Any]:
         line = self.replies.readline()
         if not line:
-            self.process.wait()
-            tail = self.log_path.read_text().strip().splitlines()[-5:]
-            raise PeerUnavailable(f"the worker exited ({self.process.returncode}): " + " | ".join(tail))
+            code = self.process.wait()
+            if code == -9:  # nothing of the worker's own is left to say
+                raise PeerUnavailable("the worker was killed (SIGKILL; on Linux usually the kernel's out-of-memory "
+                                      f"killer, see dmesg); its log: {self.log_path}")  # fmt: skip
+            tail = self.log_path.read_text().strip().splitlines()[-3:]
+            raise PeerUnavailable(f"the worker exited ({code}): " + " | ".join(tail))
         message = json.loads(line)
         if "error" in message:
             self.close()
