@@ -194,16 +194,26 @@ class Runner:
 
     def run_interleaved(self) -> None:
         variants = [variant for variant in map(self.build, self.args.variants) if variant is not None]
-        for variant in variants:
-            self.warm_up(variant)
+        variants = [variant for variant in variants if self._survives(variant, self.warm_up, variant)]
         for index in range(self.args.repeats):
             # Rotate the order each round: a variant's step runs in the allocator state its predecessor
             # left (e.g. after TRL's 4 GB step freed its memory), so no variant always follows the same one.
             shift = index % len(variants)
             for variant in variants[shift:] + variants[:shift]:
-                self.timed_step(variant, self.args.warmup + index)
+                if not self._survives(variant, self.timed_step, variant, self.args.warmup + index):
+                    variants.remove(variant)
         for variant in variants:
-            self.finish(variant)
+            self._survives(variant, self.finish, variant)
+
+    def _survives(self, variant: Variant, call: Any, *args: Any) -> bool:
+        """``call(*args)``; a peer whose process dies on the way is reported as unavailable, the rest go on."""
+        try:
+            call(*args)
+        except PeerUnavailable as error:
+            self.results[variant.key] = {"label": variant.label, "unavailable": f"during the run: {error}"}
+            print(f"{variant.key}: stopped: {error}", file=sys.stderr)
+            return False
+        return True
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import bench.bench_step
 import bench.peers.variant as peer_variant
 from bench.bench_step import main
 from bench.distributions import ResponseLengths
@@ -25,6 +26,7 @@ from bench.peers.compat import to_transformers4
 from bench.peers.report import peer_summary
 from bench.peers.variant import PEERS, PeerUnavailable, PeerVariant, compare_logps
 from bench.presets import PRESETS
+from bench.variants import Variant
 from bench.workload import build_workload
 from chip.testing import build_tiny_model
 
@@ -48,6 +50,33 @@ def test_a_peer_that_cannot_start_is_reported_and_the_rest_runs(monkeypatch, tmp
         json.loads(out.read_text())["variants"]["llamafactory-dpo"]["label"]
         == PEERS["llamafactory-dpo"].label
     )
+
+
+class DiesOnItsSecondStep(Variant):
+    """Stands for a peer whose worker process dies during the run (e.g. the out-of-memory killer)."""
+
+    key, label = "dies", "a peer that dies"
+
+    def __init__(self, workload, settings):
+        super().__init__(workload, settings)
+        self.steps = 0
+
+    def step(self, index: int) -> float:
+        self.steps += 1
+        if self.steps == 2:
+            raise PeerUnavailable("the worker was killed")
+        return 0.7
+
+
+def test_a_peer_that_dies_during_the_run_is_reported_and_the_rest_finishes(monkeypatch, tmp_path):
+    monkeypatch.setitem(bench.bench_step.VARIANTS, "dies", DiesOnItsSecondStep)
+    report = main(["--preset", "smoke", "--variants", "trl-completion,dies", "--warmup", "1", "--repeats", "2",
+                   "--no-memory", "--no-kl-error", "--out", str(tmp_path / "report.json")])  # fmt: skip
+    assert report["variants"]["dies"] == {
+        "label": "a peer that dies",
+        "unavailable": "during the run: the worker was killed",
+    }
+    assert len(report["variants"]["trl-completion"]["step_seconds"]) == 2
 
 
 def test_ratios_to_the_fastest_peer_and_the_targets():
