@@ -4,6 +4,7 @@
     python bench/bench_step.py --variants trl-completion,chip-live,chip-live-full-logits,chip-live-unshared,chip-live-twice --no-kl-error
     python bench/bench_step.py --preset llava-7b --device cuda  # the real 7B shape, bf16, one GPU
     python bench/bench_step.py --preset varlen      # variable lengths: also --preset anyres, qwen-dynamic
+    python bench/bench_step.py --preset varlen --with-peers  # + ms-swift's and LLaMA-Factory's DPO (bench/peers)
 
 Every variant (see `bench/variants.py`) steps the same model copy on the same batches with the
 same optimizer; steps are interleaved (a b c d e, b c d e a, ...) so that load from other
@@ -40,12 +41,16 @@ import torch  # noqa: E402
 
 from bench.measure import step_peak_bytes, topk_kl_error  # noqa: E402
 from bench.padding import DecoderCount, decoder_of  # noqa: E402
+from bench.peers.report import peer_summary, print_peers  # noqa: E402
+from bench.peers.variant import PEER_VARIANTS, PEERS, PeerUnavailable  # noqa: E402
 from bench.presets import PRESETS  # noqa: E402
-from bench.variants import DEFAULT_VARIANTS, VARIANTS, Variant  # noqa: E402
+from bench.variants import DEFAULT_VARIANTS, Variant  # noqa: E402
+from bench.variants import VARIANTS as OWN_VARIANTS  # noqa: E402
 from bench.workload import build_workload  # noqa: E402
 from chip.training.config import ChipConfig  # noqa: E402
 
 MB = 2**20
+VARIANTS = {**OWN_VARIANTS, **PEER_VARIANTS}  # + ms-swift and LLaMA-Factory, each in its own environment
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"comma-separated, from {sorted(VARIANTS)} (default: the preset's, else "
         f"{','.join(DEFAULT_VARIANTS)})",
+    )
+    parser.add_argument(
+        "--with-peers",
+        action="store_true",
+        help=f"add the peer trainers' DPO steps ({','.join(PEER_VARIANTS)}; bench/peers/setup.sh)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument(
@@ -111,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preset = PRESETS[args.preset]
     chosen = args.variants.split(",") if args.variants else preset.variants or DEFAULT_VARIANTS
     args.variants = [name.strip() for name in chosen if name.strip()]
+    args.variants += [name for name in PEER_VARIANTS if args.with_peers and name not in args.variants]
     args.num_batches = args.num_batches or preset.num_batches
     name = "step" if args.preset == "cpu" else args.preset.replace("-", "_")
     args.out = args.out or Path(f"bench/results/bench_{name}.json")
@@ -129,9 +140,14 @@ class Runner:
         self.counts: dict[str, DecoderCount] = {}
         self.kl_error: dict[str, Any] | None = None
 
-    def build(self, name: str) -> Variant:
+    def build(self, name: str) -> Variant | None:
         started = time.perf_counter()
-        variant = VARIANTS[name](self.workload, self.settings)
+        try:
+            variant = VARIANTS[name](self.workload, self.settings)
+        except PeerUnavailable as error:  # reported in the table with the peer's own words
+            self.results[name] = {"label": PEERS[name].label, "unavailable": str(error)}
+            print(f"{name}: cannot run: {error}", file=sys.stderr)
+            return None
         self.results[name] = {
             "label": variant.label,
             "setup_seconds": time.perf_counter() - started,
@@ -143,6 +159,7 @@ class Runner:
             "decoder_positions": [],
             "decoder_real": [],
         }
+        self.results[name].update(getattr(variant, "report", {}))
         self.counts[name] = DecoderCount([decoder_of(module) for module in variant.modules])
         return variant
 
@@ -157,22 +174,30 @@ class Runner:
             loss = variant.step(index)
             _sync(self.device)
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        totals = count.totals
+        measured = getattr(variant, "measured", None)  # a peer's process times and counts its own step
+        if measured:
+            wall, cpu, totals = measured["seconds"], measured["cpu_seconds"], replace(totals, **{
+                key: measured[key] for key in ("calls", "positions", "real")})  # fmt: skip
         result = self.results[variant.key]
         result["step_seconds"].append(wall)
         result["cpu_seconds"].append(cpu)
         result["losses"].append(loss)
         batches = self.workload.batches(self.args.num_batches)
         result["batch_tokens"].append(self.workload.batch_tokens(batches[index % len(batches)]))
-        result["decoder_calls"].append(count.totals.calls)
-        result["decoder_positions"].append(count.totals.positions)
-        result["decoder_real"].append(count.totals.real)
+        result["decoder_calls"].append(totals.calls)
+        result["decoder_positions"].append(totals.positions)
+        result["decoder_real"].append(totals.real)
 
     def finish(self, variant: Variant) -> None:
         """Untimed extra steps: peak memory, and the top-k KL error of the live CHiP variant."""
         if not self.args.no_memory:
             index = self.args.warmup + self.args.repeats
-            transient = step_peak_bytes(lambda: variant.step(index), self.device)
-            resident = variant.resident_bytes()
+            if hasattr(variant, "memory"):  # measured in the peer's own process
+                resident, transient = variant.memory(index)
+            else:
+                transient = step_peak_bytes(lambda: variant.step(index), self.device)
+                resident = variant.resident_bytes()
             self.results[variant.key].update(
                 resident_bytes=resident, step_peak_bytes=transient, peak_bytes=resident + transient
             )
@@ -181,11 +206,18 @@ class Runner:
             self.kl_error = topk_kl_error(
                 variant.trainer.model, reference, variant.batches, self.args.kl_top_k
             )
+        if hasattr(variant, "checks"):
+            result = self.results[variant.key]
+            indices = [self.args.warmup + index for index in range(self.args.repeats)]
+            result.update(variant.checks(result["decoder_real"], indices))
+            variant.close()
 
     def run_sequential(self) -> None:
         """One variant after another, each freed before the next (models too big to hold them all)."""
         for name in self.args.variants:
             variant = self.build(name)
+            if variant is None:
+                continue
             self.warm_up(variant)
             for index in range(self.args.repeats):
                 self.timed_step(variant, self.args.warmup + index)
@@ -194,17 +226,27 @@ class Runner:
             _free(self.device)
 
     def run_interleaved(self) -> None:
-        variants = [self.build(name) for name in self.args.variants]
-        for variant in variants:
-            self.warm_up(variant)
+        variants = [variant for variant in map(self.build, self.args.variants) if variant is not None]
+        variants = [variant for variant in variants if self._survives(variant, self.warm_up, variant)]
         for index in range(self.args.repeats):
             # Rotate the order each round: a variant's step runs in the allocator state its predecessor
             # left (e.g. after TRL's 4 GB step freed its memory), so no variant always follows the same one.
             shift = index % len(variants)
             for variant in variants[shift:] + variants[:shift]:
-                self.timed_step(variant, self.args.warmup + index)
+                if not self._survives(variant, self.timed_step, variant, self.args.warmup + index):
+                    variants.remove(variant)
         for variant in variants:
-            self.finish(variant)
+            self._survives(variant, self.finish, variant)
+
+    def _survives(self, variant: Variant, call: Any, *args: Any) -> bool:
+        """``call(*args)``; a peer whose process dies on the way is reported as unavailable, the rest go on."""
+        try:
+            call(*args)
+        except PeerUnavailable as error:
+            self.results[variant.key] = {"label": variant.label, "unavailable": f"during the run: {error}"}
+            print(f"{variant.key}: stopped: {error}", file=sys.stderr)
+            return False
+        return True
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -251,7 +293,7 @@ def summarise(args, preset, device, results, kl_error, sequential, workload) -> 
     differ in length, so a rate per step would weigh a short batch like a long one); decoder
     positions are per step on average, the padding fraction over all timed steps.
     """
-    for result in results.values():
+    for result in (result for result in results.values() if "step_seconds" in result):
         times = result["step_seconds"]
         result["median_seconds"] = statistics.median(times)
         result["min_seconds"], result["max_seconds"] = min(times), max(times)
@@ -264,7 +306,7 @@ def summarise(args, preset, device, results, kl_error, sequential, workload) -> 
         result["padding_fraction"] = 1.0 - sum(result["decoder_real"]) / sum(result["decoder_positions"])
     for key, suffix in BASELINES.items():
         baseline = results.get(key)
-        for result in results.values() if baseline else ():
+        for result in (r for r in results.values() if "step_seconds" in r) if baseline else ():
             result[f"time_ratio_to_{suffix}"] = result["median_seconds"] / baseline["median_seconds"]
             result[f"cpu_ratio_to_{suffix}"] = result["median_cpu_seconds"] / baseline["median_cpu_seconds"]
             result[f"tokens_per_second_ratio_to_{suffix}"] = (
@@ -296,6 +338,7 @@ def summarise(args, preset, device, results, kl_error, sequential, workload) -> 
         "machine": _machine(device),
         "variants": results,
         "topk_kl_error": kl_error,
+        "peers": peer_summary(results),
     }
 
 
@@ -342,7 +385,7 @@ def print_table(report: dict[str, Any]) -> None:
     )
     row = "{:<52} {:>7} {:>6} {:>6} {:>7} {:>6} {:>6} {:>8} {:>6} {:>6}"
     print(row.format(*header))
-    for result in report["variants"].values():
+    for result in _ran(report):
         peak = result.get("peak_bytes")
         print(
             row.format(
@@ -362,7 +405,7 @@ def print_table(report: dict[str, Any]) -> None:
     header = ("variant", "tokens/s", "x (a)", "x (a')", "dec. pos/step", "x (a)", "x (a')", "padding")
     row = "{:<52} {:>8} {:>6} {:>6} {:>13} {:>6} {:>6} {:>7}"
     print(row.format(*header))
-    for result in report["variants"].values():
+    for result in _ran(report):
         print(
             row.format(
                 result["label"],
@@ -373,6 +416,7 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{result['padding_fraction']:.1%}",
             )
         )
+    print_peers(report)
     error = report["topk_kl_error"]
     if error:
         for name, stats in (("this model", error["benchmark_model"]), ("sharpened", error["sharpened"])):
@@ -383,6 +427,10 @@ def print_table(report: dict[str, Any]) -> None:
                 f"entropy {stats['reference_entropy_mean_nats']:.2f} nats, top-k mass "
                 f"{stats['reference_topk_mass_mean']:.3f}, exact KL {stats['exact_kl_per_token_mean']:.2e}/token)"
             )
+
+
+def _ran(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [result for result in report["variants"].values() if "step_seconds" in result]
 
 
 def _ratios(result: dict[str, Any], quantity: str) -> list[str]:

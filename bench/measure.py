@@ -11,36 +11,15 @@ independent of the process's other variants and of how the C allocator returns m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from bench.peak import step_peak_bytes  # noqa: F401  (re-exported: bench_step imports it from here)
 from chip.losses import token_kl, topk_token_kl
 from chip.modeling import response_logps
 from chip.modeling.batch import REAL
-
-
-def step_peak_bytes(step: Callable[[], Any], device: torch.device) -> int:
-    """Highest memory allocated by ``step()`` above what was allocated when it started."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    # Kineto's raw events carry every allocation (+bytes) and free (-bytes) with its time stamp;
-    # the aggregated `prof.events()` attributes most of them to operators instead.
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()
-        peak = max(peak, running)
-    return peak
 
 
 @torch.no_grad()
