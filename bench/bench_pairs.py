@@ -45,9 +45,18 @@ from chip.testing import build_tiny_model  # noqa: E402
 
 # The model both sides sample: LLaVA-1.5's layout at a size a CPU samples in seconds.
 MODEL_SIZE = dict(
-    hidden_size=256, intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=4, vocab_size=32_000,
-    vision_hidden_size=64, vision_layers=2, vision_heads=2, image_size=64, patch_size=8,
-)  # fmt: skip
+    hidden_size=256,
+    intermediate_size=512,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=4,
+    vocab_size=32_000,
+    vision_hidden_size=64,
+    vision_layers=2,
+    vision_heads=2,
+    image_size=64,
+    patch_size=8,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,18 +103,36 @@ def plain_loop(model_dir: Path, images: Path, args: argparse.Namespace) -> int:
         batch = files[start : start + per_call]
         texts = [
             processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": pick_prompt(DEFAULT_PROMPTS, f.name, 0)}]}],
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image"},
+                            {"type": "text", "text": pick_prompt(DEFAULT_PROMPTS, f.name, 0)},
+                        ],
+                    }
+                ],
                 add_generation_prompt=True,
             )
             for f in batch
-        ]  # fmt: skip
-        inputs = processor(images=[Image.open(f).convert("RGB") for f in batch], text=texts, padding=True,
-                           return_tensors="pt").to(args.device)  # fmt: skip
+        ]
+        inputs = processor(
+            images=[Image.open(f).convert("RGB") for f in batch],
+            text=texts,
+            padding=True,
+            return_tensors="pt",
+        ).to(args.device)
         with torch.no_grad():
             output = model.generate(
-                **inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=args.samples,
-                max_new_tokens=args.max_new_tokens, pad_token_id=processor.tokenizer.pad_token_id,
-            )  # fmt: skip
+                **inputs,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                num_return_sequences=args.samples,
+                max_new_tokens=args.max_new_tokens,
+                pad_token_id=processor.tokenizer.pad_token_id,
+            )
         drawn += len(
             processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         )
@@ -116,11 +143,28 @@ def chip_pairs(model_dir: Path, images: Path, objects: Path, output: Path, args:
     """(b): `chip pairs` as the command runs it; returns the number of samples drawn."""
     from chip.pairs.cli import main
 
-    main([
-        "--model", str(model_dir), "--images", str(images), "--objects", str(objects), "--output", str(output),
-        "--samples", str(args.samples), "--batch_size", str(args.batch_size), "--temperature", "1.0",
-        "--max_new_tokens", str(args.max_new_tokens), "--device", args.device,
-    ])  # fmt: skip
+    main(
+        [
+            "--model",
+            str(model_dir),
+            "--images",
+            str(images),
+            "--objects",
+            str(objects),
+            "--output",
+            str(output),
+            "--samples",
+            str(args.samples),
+            "--batch_size",
+            str(args.batch_size),
+            "--temperature",
+            "1.0",
+            "--max_new_tokens",
+            str(args.max_new_tokens),
+            "--device",
+            args.device,
+        ]
+    )
     return json.loads((output / "pairs_report.json").read_text())["samples"]["drawn"]
 
 
@@ -150,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(),
-        },  # fmt: skip
+        },
         "samples": counts,
         "seconds": times,
         "samples_per_second": rates,
@@ -163,8 +207,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("plain_generate", "(a) plain model.generate loop"),
         ("chip_pairs", "(b) chip pairs"),
     ):
-        print(f"{label:34} {counts[name]:>8} {statistics.median(times[name]):>9.2f} {rates[name]:>10.2f} "
-              f"{rates[name] / rates['plain_generate']:>8.2f}")  # fmt: skip
+        print(
+            f"{label:34} {counts[name]:>8} {statistics.median(times[name]):>9.2f} {rates[name]:>10.2f} "
+            f"{rates[name] / rates['plain_generate']:>8.2f}"
+        )
     return report
 
 

@@ -177,8 +177,11 @@ class Runner:
         totals = count.totals
         measured = getattr(variant, "measured", None)  # a peer's process times and counts its own step
         if measured:
-            wall, cpu, totals = measured["seconds"], measured["cpu_seconds"], replace(totals, **{
-                key: measured[key] for key in ("calls", "positions", "real")})  # fmt: skip
+            wall, cpu, totals = (
+                measured["seconds"],
+                measured["cpu_seconds"],
+                replace(totals, **{key: measured[key] for key in ("calls", "positions", "real")}),
+            )
         result = self.results[variant.key]
         result["step_seconds"].append(wall)
         result["cpu_seconds"].append(cpu)

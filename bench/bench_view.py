@@ -47,8 +47,13 @@ def build_dataset(folder: Path, rows: int) -> Path:
                 Image.fromarray(np.roll(base, i % 96, axis=1)).save(folder / name, quality=85)
             chosen = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(60))
             rejected = chosen.replace("red", "purple", 1)
-            row = {"id": str(i), "images": [name], "prompt": f"Describe scene {i} <b>in detail</b>.",
-                   "chosen": chosen, "rejected": rejected}  # fmt: skip
+            row = {
+                "id": str(i),
+                "images": [name],
+                "prompt": f"Describe scene {i} <b>in detail</b>.",
+                "chosen": chosen,
+                "rejected": rejected,
+            }
             if i % 2 == 0 and "red" in chosen:
                 start = chosen.index("red")
                 row["chosen_segments"] = [[start, start + 3]]

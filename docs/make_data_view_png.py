@@ -51,10 +51,20 @@ def main() -> None:
     page = Path("view.html")
     write_view(data, page, settings=CorruptionSettings(model="tiny-llava"), page_size=5)
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1500",
-         "--virtual-time-budget=5000", f"--screenshot={OUT}", page.resolve().as_uri()],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,1500",
+            "--virtual-time-budget=5000",
+            f"--screenshot={OUT}",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+    )
     print(f"wrote {OUT}")
 
 

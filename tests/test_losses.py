@@ -69,9 +69,14 @@ def test_all_weights_zero_is_standard_sigmoid_dpo(pair):
     assert_close(metrics["logps/chosen"], torch.tensor([-3.0]))
     assert_close(metrics["logps/rejected"], torch.tensor([-6.0]))
     assert set(metrics) == {
-        "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-        "logps/chosen", "logps/rejected", "loss/text",
-    }  # fmt: skip
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+        "loss/text",
+    }
 
 
 def test_segment_weights_apply_per_token_before_summing(pair):
@@ -187,9 +192,12 @@ def _pad(scores: TokenScores, extra: int) -> TokenScores:
         return None if t is None else torch.cat([t, torch.full((t.shape[0], extra), fill, dtype=t.dtype)], 1)
 
     return TokenScores(
-        grow(scores.logps, PAD), grow(scores.ref_logps, -PAD), grow(scores.mask, False),
-        grow(scores.segment, True), grow(scores.kl, PAD),
-    )  # fmt: skip
+        grow(scores.logps, PAD),
+        grow(scores.ref_logps, -PAD),
+        grow(scores.mask, False),
+        grow(scores.segment, True),
+        grow(scores.kl, PAD),
+    )
 
 
 def test_padding_and_batching_do_not_change_per_example_losses(pair):

@@ -20,10 +20,15 @@ def write_pairs(folder: Path, n: int = 8, size: int = 32) -> Path:
     for i in range(n):
         colour, wrong = names[i % len(names)], names[(i + 1) % len(names)]
         Image.new("RGB", (size, size), COLOURS[colour]).save(folder / f"img{i}.png")
-        rows.append({
-            "id": f"ex{i}", "images": [f"img{i}.png"], "prompt": "What colour is the image?",
-            "chosen": f"the image is {colour} .", "rejected": f"the image is {wrong} and big .",
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": f"ex{i}",
+                "images": [f"img{i}.png"],
+                "prompt": "What colour is the image?",
+                "chosen": f"the image is {colour} .",
+                "rejected": f"the image is {wrong} and big .",
+            }
+        )
     path = folder / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -32,12 +37,23 @@ def write_pairs(folder: Path, n: int = 8, size: int = 32) -> Path:
 def train_args(model_dir: Path, data: Path, out: Path, **overrides) -> list[str]:
     """A fast CPU configuration; overrides are field=value pairs."""
     values = {
-        "model_name_or_path": model_dir, "dataset": data, "output_dir": out,
-        "per_device_train_batch_size": 4, "learning_rate": 5e-3, "max_steps": 4,
-        "logging_steps": 1, "save_strategy": "no", "report_to": "none", "seed": 0,
-        "lr_scheduler_type": "constant", "warmup_steps": 0, "use_cpu": True,
-        "dataloader_num_workers": 0, "disable_tqdm": True, "max_length": 512,
-    }  # fmt: skip
+        "model_name_or_path": model_dir,
+        "dataset": data,
+        "output_dir": out,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 5e-3,
+        "max_steps": 4,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 0,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+        "max_length": 512,
+    }
     values.update(overrides)
     args: list[str] = []
     for key, value in values.items():

@@ -42,14 +42,16 @@ def register_template(family: str) -> str:
             name=plugin, image_token=image_token, video_token="<|video_pad|>"
         )
         options.update(
-            format_user=StringFormatter(slots=["<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n"]),
+            format_user=StringFormatter(
+                slots=["<|im_start|>user\n{{content}}<|im_end|>\n<|im_start|>assistant\n"]
+            ),
             format_assistant=StringFormatter(slots=["{{content}}<|im_end|>"]),
-        )  # fmt: skip
+        )
     else:  # LLaVA-1.5/1.6 (Vicuna) layout, BOS first
         options.update(
             format_user=StringFormatter(slots=["USER: {{content}} ASSISTANT:"]),
             format_prefix=EmptyFormatter(slots=[{"bos_token"}]),
-        )  # fmt: skip
+        )
     register_template(name, **options)
     return name
 
@@ -85,17 +87,40 @@ def write_dataset(spec: dict[str, Any]) -> Path:
 
 def config(spec: dict[str, Any]) -> dict[str, Any]:
     return {
-        "model_name_or_path": checkpoint_for(spec["model_dir"], spec["work_dir"]), "stage": "dpo", "do_train": True, "finetuning_type": "full",
-        "freeze_vision_tower": True, "freeze_multi_modal_projector": False, "freeze_language_model": False,
-        "pref_beta": 0.1, "pref_loss": "sigmoid", "pref_ftx": 0.0,
-        "dataset": "chip_bench", "dataset_dir": str(write_dataset(spec)), "template": register_template(spec["family"]),
-        "cutoff_len": 1_000_000, "image_max_pixels": 10**9, "image_min_pixels": 1, "overwrite_cache": True,
-        "per_device_train_batch_size": spec["batch_size"], "learning_rate": spec["learning_rate"],
-        "weight_decay": 0.0, "bf16": False, "fp16": False, "pure_bf16": False, "flash_attn": "sdpa",
-        "output_dir": spec["work_dir"] + "/lf-out", "report_to": "none", "save_strategy": "no",
-        "logging_steps": 1_000_000, "dataloader_num_workers": 0, "seed": 0, "gradient_checkpointing": False,
-        "disable_gradient_checkpointing": True, "plot_loss": False,
-    }  # fmt: skip
+        "model_name_or_path": checkpoint_for(spec["model_dir"], spec["work_dir"]),
+        "stage": "dpo",
+        "do_train": True,
+        "finetuning_type": "full",
+        "freeze_vision_tower": True,
+        "freeze_multi_modal_projector": False,
+        "freeze_language_model": False,
+        "pref_beta": 0.1,
+        "pref_loss": "sigmoid",
+        "pref_ftx": 0.0,
+        "dataset": "chip_bench",
+        "dataset_dir": str(write_dataset(spec)),
+        "template": register_template(spec["family"]),
+        "cutoff_len": 1_000_000,
+        "image_max_pixels": 10**9,
+        "image_min_pixels": 1,
+        "overwrite_cache": True,
+        "per_device_train_batch_size": spec["batch_size"],
+        "learning_rate": spec["learning_rate"],
+        "weight_decay": 0.0,
+        "bf16": False,
+        "fp16": False,
+        "pure_bf16": False,
+        "flash_attn": "sdpa",
+        "output_dir": spec["work_dir"] + "/lf-out",
+        "report_to": "none",
+        "save_strategy": "no",
+        "logging_steps": 1_000_000,
+        "dataloader_num_workers": 0,
+        "seed": 0,
+        "gradient_checkpointing": False,
+        "disable_gradient_checkpointing": True,
+        "plot_loss": False,
+    }
 
 
 def run(spec: dict[str, Any]) -> None:

@@ -47,10 +47,14 @@ def peer_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
             )
             cpu_ratio = result["cpu_ratio_to_fastest_peer"]
             summary["targets"][key] = {
-                "time_ratio": time_ratio, "time_target": TARGETS[key], "time_met": time_ratio <= TARGETS[key],
-                "cpu_ratio": cpu_ratio, "cpu_met": cpu_ratio <= TARGETS[key],
-                "memory_ratio": memory_ratio, "memory_met": None if memory_ratio is None else memory_ratio <= 1.0,
-            }  # fmt: skip
+                "time_ratio": time_ratio,
+                "time_target": TARGETS[key],
+                "time_met": time_ratio <= TARGETS[key],
+                "cpu_ratio": cpu_ratio,
+                "cpu_met": cpu_ratio <= TARGETS[key],
+                "memory_ratio": memory_ratio,
+                "memory_met": None if memory_ratio is None else memory_ratio <= 1.0,
+            }
     return summary
 
 
@@ -65,33 +69,57 @@ def print_peers(report: dict[str, Any]) -> None:
     for key in summary["ran"]:
         result, check = variants[key], variants[key]["logps_check"]
         versions = ", ".join(f"{name} {version}" for name, version in result["peer_versions"].items())
-        print(f"{result['label']} ({versions}): log-probs vs TRL on {check['responses']} responses: max |diff| "
-              f"{check['max_abs_diff']:.2e} ({check['max_rel_diff']:.1e} relative) {_ok(check['agree'])}; first "
-              f"loss {result['first_loss']:.6f} vs log 2 {_ok(result['first_loss_is_log2'])}; real tokens per step "
-              f"as TRL's {_ok(result['real_tokens_match_trl'])}; trainable parameters {result['trainable_parameters']:,}"
-              f" (chip/TRL {result['trainable_parameters_expected']:,})")  # fmt: skip
+        print(
+            f"{result['label']} ({versions}): log-probs vs TRL on {check['responses']} responses: max |diff| "
+            f"{check['max_abs_diff']:.2e} ({check['max_rel_diff']:.1e} relative) {_ok(check['agree'])}; first "
+            f"loss {result['first_loss']:.6f} vs log 2 {_ok(result['first_loss_is_log2'])}; real tokens per step "
+            f"as TRL's {_ok(result['real_tokens_match_trl'])}; trainable parameters {result['trainable_parameters']:,}"
+            f" (chip/TRL {result['trainable_parameters_expected']:,})"
+        )
     if "fastest_peer" not in summary:
         return
     fastest, lowest = summary["fastest_peer"], summary["lowest_memory_peer"]
-    print(f"fastest peer: {variants[fastest]['label']}; lowest peak memory: "
-          f"{variants[lowest]['label'] if lowest else '-'}")  # fmt: skip
+    print(
+        f"fastest peer: {variants[fastest]['label']}; lowest peak memory: "
+        f"{variants[lowest]['label'] if lowest else '-'}"
+    )
     row = "{:<52} {:>7} {:>10} {:>6} {:>10} {:>8} {:>10} {:>13} {:>7}"
-    print(row.format("variant", "wall s", "x fastest", "cpu s", "x fastest", "peak MB", "x lowest", "dec. pos/step",
-                     "padding"))  # fmt: skip
+    print(
+        row.format(
+            "variant",
+            "wall s",
+            "x fastest",
+            "cpu s",
+            "x fastest",
+            "peak MB",
+            "x lowest",
+            "dec. pos/step",
+            "padding",
+        )
+    )
     for result in (r for r in variants.values() if "median_seconds" in r):
         peak = result.get("peak_bytes")
         memory = result.get("memory_ratio_to_lowest_peer")
-        print(row.format(
-            result["label"], f"{result['median_seconds']:.2f}", f"{result['time_ratio_to_fastest_peer']:.2f}",
-            f"{result['median_cpu_seconds']:.2f}", f"{result['cpu_ratio_to_fastest_peer']:.2f}",
-            "" if peak is None else f"{peak / MB:.0f}", "" if memory is None else f"{memory:.2f}",
-            f"{result['decoder_positions_per_step']:,.0f}", f"{result['padding_fraction']:.1%}",
-        ))  # fmt: skip
+        print(
+            row.format(
+                result["label"],
+                f"{result['median_seconds']:.2f}",
+                f"{result['time_ratio_to_fastest_peer']:.2f}",
+                f"{result['median_cpu_seconds']:.2f}",
+                f"{result['cpu_ratio_to_fastest_peer']:.2f}",
+                "" if peak is None else f"{peak / MB:.0f}",
+                "" if memory is None else f"{memory:.2f}",
+                f"{result['decoder_positions_per_step']:,.0f}",
+                f"{result['padding_fraction']:.1%}",
+            )
+        )
     for key, target in summary["targets"].items():
         memory = target["memory_ratio"]
-        print(f"target {key}: {target['time_ratio']:.2f} x fastest peer (<= {target['time_target']}) "
-              f"{_met(target['time_met'])}, in CPU time {target['cpu_ratio']:.2f} {_met(target['cpu_met'])}; peak memory {'-' if memory is None else f'{memory:.2f}'} x lowest peer "
-              f"(<= 1) {_met(target['memory_met'])}")  # fmt: skip
+        print(
+            f"target {key}: {target['time_ratio']:.2f} x fastest peer (<= {target['time_target']}) "
+            f"{_met(target['time_met'])}, in CPU time {target['cpu_ratio']:.2f} {_met(target['cpu_met'])}; peak memory {'-' if memory is None else f'{memory:.2f}'} x lowest peer "
+            f"(<= 1) {_met(target['memory_met'])}"
+        )
 
 
 def _ok(value: bool) -> str:

@@ -48,14 +48,22 @@ def register_template(family: str) -> str:
                 return self.tokenizer.convert_tokens_to_ids("<|video_pad|>")
 
         meta = TemplateMeta(
-            name, prefix=[], prompt=["<|im_start|>user\n{{QUERY}}<|im_end|>\n<|im_start|>assistant\n"],
-            chat_sep=["<|im_end|>\n"], suffix=["<|im_end|>"], template_cls=TinyQwen2VL,
-        )  # fmt: skip
+            name,
+            prefix=[],
+            prompt=["<|im_start|>user\n{{QUERY}}<|im_end|>\n<|im_start|>assistant\n"],
+            chat_sep=["<|im_end|>\n"],
+            suffix=["<|im_end|>"],
+            template_cls=TinyQwen2VL,
+        )
     else:  # LLaVA-1.5/1.6 (Vicuna) layout; the tokenizer adds no BOS here, the prefix does
         meta = TemplateMeta(
-            name, prefix=["<s>"], prompt=["USER: {{QUERY}} ASSISTANT:"], chat_sep=["</s>"], suffix=["</s>"],
+            name,
+            prefix=["<s>"],
+            prompt=["USER: {{QUERY}} ASSISTANT:"],
+            chat_sep=["</s>"],
+            suffix=["</s>"],
             template_cls=base,
-        )  # fmt: skip
+        )
     register_template(meta)
     return name
 
@@ -70,26 +78,49 @@ def write_dataset(spec: dict[str, Any]) -> Path:
                 {"role": "user", "content": "<image>" + row["prompt"]},
                 {"role": "assistant", "content": row["chosen"]},
             ]
-            out.write(json.dumps({"messages": messages, "rejected_response": row["rejected"],
-                                  "images": [row["image"]]}) + "\n")  # fmt: skip
+            out.write(
+                json.dumps(
+                    {"messages": messages, "rejected_response": row["rejected"], "images": [row["image"]]}
+                )
+                + "\n"
+            )
     return path
 
 
 def arguments(spec: dict[str, Any]) -> list[str]:
     model_type = FAMILIES[spec["family"]][0]
     options = {
-        "model": spec["model_dir"], "model_type": model_type, "template": register_template(spec["family"]),
-        "rlhf_type": "dpo", "loss_type": "sigmoid", "beta": 0.1, "tuner_type": "full",
-        "freeze_vit": True, "freeze_aligner": False, "freeze_llm": False,
-        "dataset": str(write_dataset(spec)), "dataset_shuffle": False, "split_dataset_ratio": 0,
-        "max_length": 1_000_000, "lazy_tokenize": True,
-        "per_device_train_batch_size": spec["batch_size"], "learning_rate": spec["learning_rate"],
-        "weight_decay": 0.0, "torch_dtype": spec["dtype"], "attn_impl": "sdpa",
-        "padding_free": spec["padding_free"], "gradient_checkpointing": False,
-        "output_dir": spec["work_dir"] + "/swift-out", "add_version": False, "report_to": "none",
-        "logging_steps": 1_000_000, "save_strategy": "no", "dataloader_num_workers": 0, "seed": 0,
+        "model": spec["model_dir"],
+        "model_type": model_type,
+        "template": register_template(spec["family"]),
+        "rlhf_type": "dpo",
+        "loss_type": "sigmoid",
+        "beta": 0.1,
+        "tuner_type": "full",
+        "freeze_vit": True,
+        "freeze_aligner": False,
+        "freeze_llm": False,
+        "dataset": str(write_dataset(spec)),
+        "dataset_shuffle": False,
+        "split_dataset_ratio": 0,
+        "max_length": 1_000_000,
+        "lazy_tokenize": True,
+        "per_device_train_batch_size": spec["batch_size"],
+        "learning_rate": spec["learning_rate"],
+        "weight_decay": 0.0,
+        "torch_dtype": spec["dtype"],
+        "attn_impl": "sdpa",
+        "padding_free": spec["padding_free"],
+        "gradient_checkpointing": False,
+        "output_dir": spec["work_dir"] + "/swift-out",
+        "add_version": False,
+        "report_to": "none",
+        "logging_steps": 1_000_000,
+        "save_strategy": "no",
+        "dataloader_num_workers": 0,
+        "seed": 0,
         "load_from_cache_file": False,
-    }  # fmt: skip
+    }
     argv: list[str] = []
     for key, value in options.items():
         argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]

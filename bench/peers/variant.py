@@ -57,12 +57,25 @@ class Peer:
 PEERS = {
     peer.key: peer
     for peer in (
-        Peer("swift-dpo-padding-free", "(p1) ms-swift DPO, padding-free", "ms-swift", "swift_driver", "swift", True),
+        Peer(
+            "swift-dpo-padding-free",
+            "(p1) ms-swift DPO, padding-free",
+            "ms-swift",
+            "swift_driver",
+            "swift",
+            True,
+        ),
         Peer("swift-dpo", "(p1') ms-swift DPO, padded rows", "ms-swift", "swift_driver", "swift", False),
-        Peer("llamafactory-dpo", "(p2) LLaMA-Factory DPO", "llamafactory", "llamafactory_driver", "llamafactory",
-             False),
+        Peer(
+            "llamafactory-dpo",
+            "(p2) LLaMA-Factory DPO",
+            "llamafactory",
+            "llamafactory_driver",
+            "llamafactory",
+            False,
+        ),
     )
-}  # fmt: skip
+}
 LOG2 = math.log(2.0)
 
 _exports: dict[int, Path] = {}
@@ -84,36 +97,57 @@ class PeerVariant(Variant):
         folder = export(workload, settings)
         work_dir = Path(tempfile.mkdtemp(prefix=f"{peer.key}-", dir=folder))
         spec = {
-            "peer": peer.package, "driver": peer.driver, "family": workload.preset.family,
-            "model_dir": str(folder / "model"), "rows": str(folder / "rows.json"), "work_dir": str(work_dir),
-            "batches": workload.batches(settings["num_batches"]), "num_rows": len(workload.examples),
+            "peer": peer.package,
+            "driver": peer.driver,
+            "family": workload.preset.family,
+            "model_dir": str(folder / "model"),
+            "rows": str(folder / "rows.json"),
+            "work_dir": str(work_dir),
+            "batches": workload.batches(settings["num_batches"]),
+            "num_rows": len(workload.examples),
             "batch_size": workload.preset.batch_size,
-            "learning_rate": settings["learning_rate"], "dtype": workload.preset.dtype,
-            "padding_free": peer.padding_free, "threads": torch.get_num_threads(),
-        }  # fmt: skip
+            "learning_rate": settings["learning_rate"],
+            "dtype": workload.preset.dtype,
+            "padding_free": peer.padding_free,
+            "threads": torch.get_num_threads(),
+        }
         (work_dir / "spec.json").write_text(json.dumps(spec))
         self.log_path = work_dir / "worker.log"
         self._start(python, work_dir)
         self.versions = self._receive()["versions"]
         ready = self._receive()
         self.report = {
-            "peer_versions": self.versions, "log": str(self.log_path),
-            "trainable_parameters": ready["trainable_parameters"], "attention": ready["attention"],
+            "peer_versions": self.versions,
+            "log": str(self.log_path),
+            "trainable_parameters": ready["trainable_parameters"],
+            "attention": ready["attention"],
             "logps_check": compare_logps(ready["logps"], trl_logps(workload, settings)),
             "trainable_parameters_expected": _trainable(workload),
-        }  # fmt: skip
+        }
 
     def _start(self, python: Path, work_dir: Path) -> None:
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", DISABLE_VERSION_CHECK="1")  # fmt: skip
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            HF_HUB_OFFLINE="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+            DISABLE_VERSION_CHECK="1",
+        )
         env.pop("VIRTUAL_ENV", None)
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 [str(python), "-m", "bench.peers.worker", str(work_dir / "spec.json"), str(write_fd)],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), cwd=ROOT,
-                env=env, text=True,
-            )  # fmt: skip
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                cwd=ROOT,
+                env=env,
+                text=True,
+            )
         os.close(write_fd)
         self.replies = os.fdopen(read_fd)
 
@@ -122,8 +156,10 @@ class PeerVariant(Variant):
         if not line:
             code = self.process.wait()
             if code == -9:  # nothing of the worker's own is left to say
-                raise PeerUnavailable("the worker was killed (SIGKILL; on Linux usually the kernel's out-of-memory "
-                                      f"killer, see dmesg); its log: {self.log_path}")  # fmt: skip
+                raise PeerUnavailable(
+                    "the worker was killed (SIGKILL; on Linux usually the kernel's out-of-memory "
+                    f"killer, see dmesg); its log: {self.log_path}"
+                )
             tail = self.log_path.read_text().strip().splitlines()[-3:]
             raise PeerUnavailable(f"the worker exited ({code}): " + " | ".join(tail))
         message = json.loads(line)
@@ -151,9 +187,11 @@ class PeerVariant(Variant):
         first = self.measured["first_loss"] if self.measured else None
         expected = [trl_real_tokens(self.workload, self.settings, index) for index in indices]
         return {
-            "first_loss": first, "first_loss_is_log2": first is not None and abs(first - LOG2) < 1e-4,
-            "real_tokens_expected": expected, "real_tokens_match_trl": list(real_per_step) == expected,
-        }  # fmt: skip
+            "first_loss": first,
+            "first_loss_is_log2": first is not None and abs(first - LOG2) < 1e-4,
+            "real_tokens_expected": expected,
+            "real_tokens_match_trl": list(real_per_step) == expected,
+        }
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -194,9 +232,11 @@ def stock_processor(workload: Workload) -> Any:
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     return Qwen2VLProcessor(
-        image_processor=processor.image_processor, tokenizer=processor.tokenizer,
-        video_processor=Qwen2VLVideoProcessor(), chat_template=processor.chat_template,
-    )  # fmt: skip
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=processor.chat_template,
+    )
 
 
 @torch.no_grad()
@@ -230,9 +270,13 @@ def compare_logps(peer: dict[str, list[list[float]]], trl: dict[str, list[list[f
     worst = max(abs(p - t) for p, t in pairs)
     relative = max(abs(p - t) / abs(t) for p, t in pairs)
     return {
-        "responses": len(pairs), "max_abs_diff": worst, "max_rel_diff": relative,
-        "agree": counts_match and relative < 1e-5, "peer": peer, "trl": trl,
-    }  # fmt: skip
+        "responses": len(pairs),
+        "max_abs_diff": worst,
+        "max_rel_diff": relative,
+        "agree": counts_match and relative < 1e-5,
+        "peer": peer,
+        "trl": trl,
+    }
 
 
 def trl_real_tokens(workload: Workload, settings: dict[str, Any], index: int) -> int:

@@ -79,8 +79,15 @@ class Session:
             loss = self.step(index)
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         totals = count.totals
-        return dict(seconds=wall, cpu_seconds=cpu, loss=loss, first_loss=self.first_loss,
-                    calls=totals.calls, positions=totals.positions, real=totals.real)  # fmt: skip
+        return dict(
+            seconds=wall,
+            cpu_seconds=cpu,
+            loss=loss,
+            first_loss=self.first_loss,
+            calls=totals.calls,
+            positions=totals.positions,
+            real=totals.real,
+        )
 
     def memory(self, index: int) -> dict[str, int]:
         transient = step_peak_bytes(lambda: self.step(index), torch.device("cpu"))
@@ -141,8 +148,13 @@ def versions(peer: str) -> dict[str, str]:
     import trl
 
     package = importlib.import_module({"ms-swift": "swift", "llamafactory": "llamafactory"}[peer])
-    return {peer: getattr(package, "__version__", "?"), "transformers": transformers.__version__,
-            "trl": trl.__version__, "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+    return {
+        peer: getattr(package, "__version__", "?"),
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -79,20 +79,34 @@ def view_main(argv: list[str]) -> int:
         raise ConfigError("--max_length and --segment_min_match must be at least 1")
     if args.model is not None:
         settings = CorruptionSettings(
-            model=args.model, corruption=args.corruption, noise_step=args.noise_step, seed=args.seed,
-            max_length=args.max_length, segment_min_match=args.segment_min_match,
+            model=args.model,
+            corruption=args.corruption,
+            noise_step=args.noise_step,
+            seed=args.seed,
+            max_length=args.max_length,
+            segment_min_match=args.segment_min_match,
             mark_insertions=args.mark_insertions,
-        )  # fmt: skip
+        )
     elif any(getattr(args, name) != default for name, default in _MODEL_DEFAULTS.items()):
         raise ConfigError(
             "--corruption, --noise_step, --seed, --max_length and the segment options need --model"
         )
     result = write_view(
-        args.file, args.output, image_root=args.image_root, column_map=args.column_map, split=args.split,
-        max_pixels=args.max_pixels, allow_outside_root=args.allow_outside_root, image_check=args.image_check,
-        workers=args.workers, settings=settings, page_size=args.page_size, pages=args.pages, progress=True,
+        args.file,
+        args.output,
+        image_root=args.image_root,
+        column_map=args.column_map,
+        split=args.split,
+        max_pixels=args.max_pixels,
+        allow_outside_root=args.allow_outside_root,
+        image_check=args.image_check,
+        workers=args.workers,
+        settings=settings,
+        page_size=args.page_size,
+        pages=args.pages,
+        progress=True,
         command=shlex.join(["chip", "data", "view", *argv]),
-    )  # fmt: skip
+    )
     print(
         f"wrote {result.page}: {result.rows:,} rows on {result.pages:,} pages, pictures for "
         f"{result.pictured_rows:,} rows, in {result.seconds:.1f} s; open {result.page.resolve().as_uri()}"
@@ -130,10 +144,17 @@ def write_view(
         check_model_path(settings.model)
     with _no_cycle_collection():
         examples, report = load_preference_rows(
-            dataset, image_root=image_root, on_bad_row="skip", max_pixels=max_pixels,
-            allow_outside_root=allow_outside_root, image_check=image_check, num_workers=workers,
-            progress=progress, column_map=column_map, split=split,
-        )  # fmt: skip
+            dataset,
+            image_root=image_root,
+            on_bad_row="skip",
+            max_pixels=max_pixels,
+            allow_outside_root=allow_outside_root,
+            image_check=image_check,
+            num_workers=workers,
+            progress=progress,
+            column_map=column_map,
+            split=split,
+        )
         root = Path(image_root) if image_root is not None else None
         rows = view_rows(examples, report, dataset, split, root, allow_outside_root)
         files = page.with_name(f"{page.stem}_files")

@@ -110,10 +110,11 @@ def pixel_tiles(inputs: dict[str, Any], pixel_key: str, image_processor: Any) ->
         tiles = list(pixels.reshape(-1, *pixels.shape[-3:]))
         per_example = int(np.prod(pixels.shape[1:-3])) if pixels.dim() > 4 else 1
         labels = [
-            f"image {k // per_example + 1}, tile {k % per_example + 1}/{per_example}" if per_example > 1
+            f"image {k // per_example + 1}, tile {k % per_example + 1}/{per_example}"
+            if per_example > 1
             else f"image {k + 1}"
             for k in range(len(tiles))
-        ]  # fmt: skip
+        ]
         if pixels.dim() == 5 and pixels.shape[0] == 1:  # Idefics3: (1, images·tiles, 3, H, W)
             labels = [f"tile {k + 1}/{len(tiles)}" for k in range(len(tiles))]
     else:

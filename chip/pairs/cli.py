@@ -59,9 +59,10 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     inputs.add_argument("--column_map", help="read dataset COLUMN as FIELD, e.g. question=prompt,img=image")
     inputs.add_argument("--split", help="split of a DatasetDict, shard folder or hub dataset")
     inputs.add_argument(
-        "--prompts", help="prompts to draw from, one per line (or a JSON list); default: a built-in set "
+        "--prompts",
+        help="prompts to draw from, one per line (or a JSON list); default: a built-in set "
         "of detailed-description prompts (with --dataset: the rows' own prompts)",
-    )  # fmt: skip
+    )
     inputs.add_argument("--limit", type=int, help="use N prompts, drawn at random (fixed by --seed)")
 
 
@@ -69,9 +70,11 @@ def _annotator_options(parser: argparse.ArgumentParser) -> None:
     judged = parser.add_argument_group("annotator (one of --annotations, --objects, --judge)")
     judged.add_argument("--annotations", help="COCO 2014 annotation folder (instances_*, captions_*)")
     judged.add_argument(
-        "--reading", choices=READINGS, default="official",
+        "--reading",
+        choices=READINGS,
+        default="official",
         help="how COCO mentions are read: official (the CHAIR reference's) or corrected (chip's fixes)",
-    )  # fmt: skip
+    )
     judged.add_argument("--objects", help="JSON/JSONL of image -> objects (with optional synonyms)")
     judged.add_argument(
         "--judge", help="OpenAI-compatible endpoint of a vision-language model, e.g. http://127.0.0.1:8000/v1"
@@ -114,9 +117,11 @@ def _sampling_and_pairing_options(parser: argparse.ArgumentParser) -> None:
     )
     pairing.add_argument("--pairs_per_prompt", type=int, default=1, help="at most this many pairs per prompt")
     pairing.add_argument(
-        "--coverage", choices=COVERAGE_CHOICES, default="at_least",
+        "--coverage",
+        choices=COVERAGE_CHOICES,
+        default="at_least",
         help="at_least: chosen names at least as many true objects (or true claims) as rejected; ignore",
-    )  # fmt: skip
+    )
     pairing.add_argument(
         "--length_balance", action="store_true", help="RLAIF-V's length balance of chosen vs rejected"
     )
@@ -152,9 +157,13 @@ def _annotator(args: argparse.Namespace, items: list[PromptItem]) -> Annotator:
     if args.objects:
         return objects_annotator(args.objects, items)
     client = JudgeClient(
-        args.judge, model=args.judge_model, api_key=os.environ.get(args.judge_api_key_env),
-        timeout=args.judge_timeout, retries=args.judge_retries, backoff=args.judge_backoff,
-    )  # fmt: skip
+        args.judge,
+        model=args.judge_model,
+        api_key=os.environ.get(args.judge_api_key_env),
+        timeout=args.judge_timeout,
+        retries=args.judge_retries,
+        backoff=args.judge_backoff,
+    )
     prompts = load_judge_prompts(args.judge_prompts)
     return JudgeAnnotator(client, prompts, Path(args.output) / JUDGMENTS_FILE, workers=args.judge_workers)
 
@@ -165,16 +174,30 @@ def main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     sampling = SamplingSettings(
-        samples=args.samples, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        seed=args.seed, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-    )  # fmt: skip
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+    )
     rules = PairingRules(args.min_gap, args.pairs_per_prompt, args.coverage, args.length_balance)
     items, skipped, source = _items(args)
     annotator = _annotator(args, items)
     report = make_pairs(
-        args.model, items, annotator, args.output, sampling, rules, adapter=args.adapter,
-        skipped=skipped, source=source, examples=args.examples,
-    )  # fmt: skip
+        args.model,
+        items,
+        annotator,
+        args.output,
+        sampling,
+        rules,
+        adapter=args.adapter,
+        skipped=skipped,
+        source=source,
+        examples=args.examples,
+    )
     output = Path(args.output)
     print(
         f"{report['pairs']['kept']} pairs from {report['pairs']['prompts_with_pairs']} of {len(items)} prompts "

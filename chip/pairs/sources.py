@@ -156,9 +156,14 @@ def dataset_items(
     """One item per usable row of any layout `chip data check` reads: its prompt (or one of `prompts`)
     and its images. Rows without an image are skipped: a pair needs one."""
     examples, report = load_preference_rows(
-        dataset, image_root=image_root, on_bad_row="skip", column_map=column_map, split=split,
-        prompts_only=True, image_check="header",
-    )  # fmt: skip
+        dataset,
+        image_root=image_root,
+        on_bad_row="skip",
+        column_map=column_map,
+        split=split,
+        prompts_only=True,
+        image_check="header",
+    )
     skipped = Skipped()
     for bad in report.bad_rows:
         skipped.add(bad.kind, bad.location)

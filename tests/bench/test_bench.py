@@ -17,10 +17,23 @@ from bench.variants import VARIANTS
 
 def test_every_variant_runs_and_is_reported(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    report = main([
-        "--preset", "smoke", "--variants", ",".join(VARIANTS), "--warmup", "1", "--repeats", "1",
-        "--sequential", "--dtype", "bfloat16", "--out", str(out),
-    ])  # fmt: skip
+    report = main(
+        [
+            "--preset",
+            "smoke",
+            "--variants",
+            ",".join(VARIANTS),
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--sequential",
+            "--dtype",
+            "bfloat16",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["order"] == "sequential" and report["dtype"] == "bfloat16"
     assert set(report["variants"]) == set(VARIANTS)

@@ -13,10 +13,22 @@ from bench.bench_pairs import main
 
 def test_both_sides_run_and_are_reported(tmp_path, capsys) -> None:
     out = tmp_path / "bench_pairs.json"
-    report = main([
-        "--images", "2", "--samples", "2", "--batch-size", "2", "--max-new-tokens", "3", "--repeats", "1",
-        "--out", str(out),
-    ])  # fmt: skip
+    report = main(
+        [
+            "--images",
+            "2",
+            "--samples",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["samples"] == {"plain_generate": 4, "chip_pairs": 4}
     rates = report["samples_per_second"]

@@ -36,8 +36,22 @@ CPU = torch.device("cpu")
 def test_a_peer_that_cannot_start_is_reported_and_the_rest_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(peer_variant, "VENVS", tmp_path / "no-venvs")
     out = tmp_path / "report.json"
-    report = main(["--preset", "smoke", "--variants", "trl-completion,llamafactory-dpo", "--warmup", "0",
-                   "--repeats", "1", "--no-memory", "--no-kl-error", "--out", str(out)])  # fmt: skip
+    report = main(
+        [
+            "--preset",
+            "smoke",
+            "--variants",
+            "trl-completion,llamafactory-dpo",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--no-memory",
+            "--no-kl-error",
+            "--out",
+            str(out),
+        ]
+    )
     peer = report["variants"]["llamafactory-dpo"]
     assert (
         peer["unavailable"]
@@ -70,8 +84,22 @@ class DiesOnItsSecondStep(Variant):
 
 def test_a_peer_that_dies_during_the_run_is_reported_and_the_rest_finishes(monkeypatch, tmp_path):
     monkeypatch.setitem(bench.bench_step.VARIANTS, "dies", DiesOnItsSecondStep)
-    report = main(["--preset", "smoke", "--variants", "trl-completion,dies", "--warmup", "1", "--repeats", "2",
-                   "--no-memory", "--no-kl-error", "--out", str(tmp_path / "report.json")])  # fmt: skip
+    report = main(
+        [
+            "--preset",
+            "smoke",
+            "--variants",
+            "trl-completion,dies",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--no-memory",
+            "--no-kl-error",
+            "--out",
+            str(tmp_path / "report.json"),
+        ]
+    )
     assert report["variants"]["dies"] == {
         "label": "a peer that dies",
         "unavailable": "during the run: the worker was killed",
@@ -129,9 +157,11 @@ def test_transformers4_checkpoint_has_the_same_tensors(tmp_path, family):
     before, after = load_file(source / "model.safetensors"), load_file(target / "model.safetensors")
     if family == "llava":  # 4.x nests CLIP's weights one level deeper
         before = {
-            name.replace("vision_tower.", "vision_tower.vision_model.", 1) if name.startswith("vision_tower.") else name: t
+            name.replace("vision_tower.", "vision_tower.vision_model.", 1)
+            if name.startswith("vision_tower.")
+            else name: t
             for name, t in before.items()
-        }  # fmt: skip
+        }
     assert before.keys() == after.keys()
     assert all(torch.equal(before[name], after[name]) for name in before)
     tokenizer = json.loads((target / "tokenizer_config.json").read_text())
@@ -152,9 +182,19 @@ def _installed(venv: str) -> bool:
 def varlen_workload():
     """The varlen preset's code path on a smoke-sized model; responses of 6+ words, so that no rejected
     response equals its chosen one (ms-swift drops such rows)."""
-    sizes = dict(num_image_tokens=16, vocab_size=512, hidden_size=32, intermediate_size=64, num_layers=1,
-                 num_heads=2, num_kv_heads=2, vision_hidden_size=16, vision_intermediate_size=32, vision_layers=1,
-                 vision_heads=1)  # fmt: skip
+    sizes = dict(
+        num_image_tokens=16,
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=2,
+        vision_hidden_size=16,
+        vision_intermediate_size=32,
+        vision_layers=1,
+        vision_heads=1,
+    )
     lengths = ResponseLengths(median_words=10, min_words=6, max_words=30)
     preset = replace(PRESETS["varlen"], sizes=sizes, response_lengths=lengths, prompt_tokens=30)
     work = build_workload(preset, CPU, num_examples=preset.batch_size)
@@ -169,8 +209,13 @@ def test_peer_scores_the_same_rows_as_trl(varlen_workload, key):
     (policy = reference), and its decoder carries TRL's real tokens (two rows a pair, two models)."""
     if not _installed(PEERS[key].venv):
         pytest.skip(f"{key}: .venv-peers/{PEERS[key].venv} is absent (bash bench/peers/setup.sh installs it)")
-    settings = dict(learning_rate=1e-4, kl_top_k=64, num_batches=1, gradient_checkpointing=False,
-                    output_dir=tempfile.mkdtemp(prefix="peer-test-"))  # fmt: skip
+    settings = dict(
+        learning_rate=1e-4,
+        kl_top_k=64,
+        num_batches=1,
+        gradient_checkpointing=False,
+        output_dir=tempfile.mkdtemp(prefix="peer-test-"),
+    )
     peer = PeerVariant(varlen_workload, settings, PEERS[key])
     try:
         assert peer.report["logps_check"]["agree"], peer.report["logps_check"]
@@ -188,7 +233,12 @@ def test_peer_scores_the_same_rows_as_trl(varlen_workload, key):
 def test_swift_padding_free_is_refused_on_cpu_with_its_own_error(varlen_workload):
     if not _installed("swift"):
         pytest.skip(".venv-peers/swift is absent (bash bench/peers/setup.sh installs it)")
-    settings = dict(learning_rate=1e-4, kl_top_k=64, num_batches=1, gradient_checkpointing=False,
-                    output_dir=tempfile.mkdtemp(prefix="peer-test-"))  # fmt: skip
+    settings = dict(
+        learning_rate=1e-4,
+        kl_top_k=64,
+        num_batches=1,
+        gradient_checkpointing=False,
+        output_dir=tempfile.mkdtemp(prefix="peer-test-"),
+    )
     with pytest.raises(PeerUnavailable, match='The "padding_free" feature requires a flash attention'):
         PeerVariant(varlen_workload, settings, PEERS["swift-dpo-padding-free"])

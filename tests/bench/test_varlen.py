@@ -25,25 +25,40 @@ from chip.modeling import response_logps
 from chip.modeling.pairs import pair_attention_mask
 
 TINY = dict(
-    vocab_size=512, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=2,
-    vision_hidden_size=16, vision_intermediate_size=32, vision_layers=1, vision_heads=1,
-)  # fmt: skip
+    vocab_size=512,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=2,
+    vision_hidden_size=16,
+    vision_intermediate_size=32,
+    vision_layers=1,
+    vision_heads=1,
+)
 LENGTHS = ResponseLengths(median_words=6, min_words=2, max_words=30)
 SMOKE = {
     "varlen": replace(
         PRESETS["varlen"], sizes=dict(TINY, num_image_tokens=16), response_lengths=LENGTHS, prompt_tokens=30
     ),
     "anyres": replace(
-        PRESETS["anyres"], sizes=dict(TINY, num_image_tokens=16, image_grid_pinpoints=LLAVA_NEXT_PINPOINTS),
-        response_lengths=LENGTHS, prompt_tokens=30,
-        image_sizes=ImageSizes(min_pixels=500, max_pixels=20_000, aspect_ratios=(1.0, 2.0, 1 / 2, 3.0, 1 / 3)),
+        PRESETS["anyres"],
+        sizes=dict(TINY, num_image_tokens=16, image_grid_pinpoints=LLAVA_NEXT_PINPOINTS),
+        response_lengths=LENGTHS,
+        prompt_tokens=30,
+        image_sizes=ImageSizes(
+            min_pixels=500, max_pixels=20_000, aspect_ratios=(1.0, 2.0, 1 / 2, 3.0, 1 / 3)
+        ),
     ),
     "qwen-dynamic": replace(
-        PRESETS["qwen-dynamic"], sizes=dict(TINY, num_image_tokens=4, min_pixels=256, max_pixels=64 * 256),
-        response_lengths=LENGTHS, prompt_tokens=30, batch_size=4,
+        PRESETS["qwen-dynamic"],
+        sizes=dict(TINY, num_image_tokens=4, min_pixels=256, max_pixels=64 * 256),
+        response_lengths=LENGTHS,
+        prompt_tokens=30,
+        batch_size=4,
         image_sizes=ImageSizes(min_pixels=4 * 256, max_pixels=40 * 256, multiple=16),
     ),
-}  # fmt: skip
+}
 CPU = torch.device("cpu")
 
 
@@ -140,8 +155,16 @@ def test_real_positions_of_chip_pair_mask():
 
 def test_decoder_count_on_a_padded_batch():
     """A real decoder called twice with rows of 6 and 2 tokens padded to 6: 24 positions, 16 real."""
-    decoder = LlamaModel(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                     num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    decoder = LlamaModel(
+        LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     ids = torch.randint(0, 32, (2, 6))
     mask = torch.tensor([[1] * 6, [1, 1, 0, 0, 0, 0]])
     with DecoderCount([decoder]) as count, torch.no_grad():
@@ -159,8 +182,22 @@ def test_variable_preset_runs_and_counts_each_layout(monkeypatch, tmp_path):
     [prompt, chosen, rejected], and chip's default packs them without padding."""
     monkeypatch.setitem(PRESETS, "smoke-anyres", SMOKE["anyres"])
     variants = [*SMOKE["anyres"].variants, "chip-dpo-padded"]
-    report = main(["--preset", "smoke-anyres", "--warmup", "0", "--repeats", "2", "--no-memory", "--no-kl-error",
-                   "--variants", ",".join(variants), "--out", str(tmp_path / "varlen.json")])  # fmt: skip
+    report = main(
+        [
+            "--preset",
+            "smoke-anyres",
+            "--warmup",
+            "0",
+            "--repeats",
+            "2",
+            "--no-memory",
+            "--no-kl-error",
+            "--variants",
+            ",".join(variants),
+            "--out",
+            str(tmp_path / "varlen.json"),
+        ]
+    )
     assert report["num_batches"] == 3 and set(report["variants"]) == set(variants)
     work = build_workload(SMOKE["anyres"], CPU, num_examples=12)
     tokens = [[work.tokens[i] for i in ids] for ids in work.batches(3)[:2]]  # the two timed steps' batches
@@ -189,5 +226,10 @@ def test_variable_preset_runs_and_counts_each_layout(monkeypatch, tmp_path):
 
 
 def _settings() -> dict:
-    return dict(learning_rate=1e-4, kl_top_k=64, num_batches=2, gradient_checkpointing=False,
-                output_dir=tempfile.mkdtemp(prefix="chip-bench-test-"))  # fmt: skip
+    return dict(
+        learning_rate=1e-4,
+        kl_top_k=64,
+        num_batches=2,
+        gradient_checkpointing=False,
+        output_dir=tempfile.mkdtemp(prefix="chip-bench-test-"),
+    )

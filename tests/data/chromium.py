@@ -42,14 +42,25 @@ class Chromium:
             os.dup2(to_browser_read, 3)
             os.dup2(from_browser_write, 4)
 
-        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-                f"--user-data-dir={profile}", "--no-first-run", "--window-size=1200,900"]  # fmt: skip
+        args = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            "--no-first-run",
+            "--window-size=1200,900",
+        ]
         if allow_file_access:  # lets a canvas read back images of file:// pages (the pixel checks)
             args.append("--allow-file-access-from-files")
         self.process = subprocess.Popen(
-            [*args, "about:blank"], pass_fds=(3, 4), preexec_fn=as_fd_3_and_4,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [*args, "about:blank"],
+            pass_fds=(3, 4),
+            preexec_fn=as_fd_3_and_4,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_browser_read)
         os.close(from_browser_write)
         self._buffer = b""

@@ -45,8 +45,14 @@ def test_prompt_rows_with_any_extra_column(folder) -> None:
 
 def test_a_preference_dataset_gives_its_prompts(folder) -> None:
     """Responses, even identical or with bad spans, are not read in prompts_only mode."""
-    row = {"id": "x", "prompt": "Describe it.", "images": ["a.png"], "chosen": "same", "rejected": "same",
-           "rejected_segments": [[0, 99]]}  # fmt: skip
+    row = {
+        "id": "x",
+        "prompt": "Describe it.",
+        "images": ["a.png"],
+        "chosen": "same",
+        "rejected": "same",
+        "rejected_segments": [[0, 99]],
+    }
     path = write(folder / "pairs.jsonl", [row])
     with pytest.raises(DataError, match="identical"):
         load_preference_rows(path)

@@ -586,10 +586,18 @@ def test_published_layout_trains(
     assert check(capsys, str(data))[0] == 0
     out = tmp_path / "out"
     args = {
-        "model_name_or_path": tiny_model("llava"), "dataset": data, "output_dir": out, "max_steps": 1,
-        "per_device_train_batch_size": 4, "save_strategy": "no", "report_to": "none", "use_cpu": True,
-        "logging_steps": 1, "dataloader_num_workers": 0, "disable_tqdm": True,
-    }  # fmt: skip
+        "model_name_or_path": tiny_model("llava"),
+        "dataset": data,
+        "output_dir": out,
+        "max_steps": 1,
+        "per_device_train_batch_size": 4,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "logging_steps": 1,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
     assert (
         chip_main(["train", *(item for key, value in args.items() for item in (f"--{key}", str(value)))]) == 0
     )

@@ -36,24 +36,54 @@ needs_chromium = pytest.mark.skipif(
 SCRIPT_PROMPT = 'Describe <script>window.__xss = 1</script> and <img src=x onerror="window.__xss = 2">.'
 ROWS = [
     # 0: spans given; an emoji (one code point, two UTF-16 units) before them
-    {"id": "given", "images": ["img/0.png"], "prompt": "Describe the image.",
-     "chosen": "A \U0001f408 red cat sits.", "rejected": "A \U0001f408 blue dog sits.",
-     "chosen_segments": [[4, 7]], "rejected_segments": [[4, 8], [9, 12]]},
+    {
+        "id": "given",
+        "images": ["img/0.png"],
+        "prompt": "Describe the image.",
+        "chosen": "A \U0001f408 red cat sits.",
+        "rejected": "A \U0001f408 blue dog sits.",
+        "chosen_segments": [[4, 7]],
+        "rejected_segments": [[4, 8], [9, 12]],
+    },
     # 1: no spans: the collator derives them from the token diff
-    {"id": "derived", "images": ["img/1.png"], "prompt": "What is on the mat?",
-     "chosen": "There is a cat on the mat today.", "rejected": "There is a dog on the mat today."},
+    {
+        "id": "derived",
+        "images": ["img/1.png"],
+        "prompt": "What is on the mat?",
+        "chosen": "There is a cat on the mat today.",
+        "rejected": "There is a dog on the mat today.",
+    },
     # 2: markup in every text field
-    {"id": "markup", "images": ["img/2.png"], "prompt": SCRIPT_PROMPT,
-     "chosen": "<b>bold</b> & <script>window.__xss = 3</script>", "rejected": "plain words only here"},
+    {
+        "id": "markup",
+        "images": ["img/2.png"],
+        "prompt": SCRIPT_PROMPT,
+        "chosen": "<b>bold</b> & <script>window.__xss = 3</script>",
+        "rejected": "plain words only here",
+    },
     {"id": "missing", "images": ["img/missing.png"], "prompt": "Q", "chosen": "one", "rejected": "two"},
     {"id": "same", "images": ["img/3.png"], "prompt": "Q", "chosen": "same", "rejected": "same"},
-    {"id": "none-changed", "images": ["img/3.png"], "prompt": "Q", "chosen": "yes a", "rejected": "yes b",
-     "chosen_segments": [], "rejected_segments": []},
+    {
+        "id": "none-changed",
+        "images": ["img/3.png"],
+        "prompt": "Q",
+        "chosen": "yes a",
+        "rejected": "yes b",
+        "chosen_segments": [],
+        "rejected_segments": [],
+    },
     {"id": "last", "images": ["img/4.png"], "prompt": "Q", "chosen": "left side", "rejected": "right side"},
-    {"id": "chat", "images": ["img/4.png"], "chosen": "a cat", "rejected": "a dog",
-     "prompt": [{"role": "system", "content": "Be <i>brief</i>."},
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]},
-]  # fmt: skip
+    {
+        "id": "chat",
+        "images": ["img/4.png"],
+        "chosen": "a cat",
+        "rejected": "a dog",
+        "prompt": [
+            {"role": "system", "content": "Be <i>brief</i>."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        ],
+    },
+]
 
 
 @pytest.fixture
@@ -100,8 +130,10 @@ def test_every_row_is_on_the_page_with_the_problems_chip_data_check_finds(datase
     assert rows[0]["images"][0]["thumb"].startswith("view_files/thumbs/")
     assert rows[0]["images"][0]["full"] == "../img/0.png"
     assert rows[7]["images"][0] == {"thumb": None, "full": "../img/4.png", "note": None}
-    assert rows[8]["prompt"] == [{"role": "system", "text": "Be <i>brief</i>."},
-                                 {"role": "user", "text": "[image]What is it?"}]  # fmt: skip
+    assert rows[8]["prompt"] == [
+        {"role": "system", "text": "Be <i>brief</i>."},
+        {"role": "user", "text": "[image]What is it?"},
+    ]
     assert all(row["corrupt"] is None for row in rows)
     index = (page.parent / "view_files" / "index.js").read_text()
     filters = json.loads(index.removeprefix("window.CHIP_VIEW = ").removesuffix(";\n"))["filters"]
@@ -127,12 +159,29 @@ def test_inline_images_and_column_map_through_the_command(tmp_path, capsys):
         buffer = io.BytesIO()
         Image.new("RGB", (40, 30), (60 * k, 100, 200)).save(buffer, "PNG")
         images.append({"bytes": buffer.getvalue(), "path": None})
-    table = pa.table({"query": [f"question {k}" for k in range(3)], "chosen": ["a b", "c d", "e f"],
-                      "rejected": ["a x", "c y", "e z"], "image": images})  # fmt: skip
+    table = pa.table(
+        {
+            "query": [f"question {k}" for k in range(3)],
+            "chosen": ["a b", "c d", "e f"],
+            "rejected": ["a x", "c y", "e z"],
+            "image": images,
+        }
+    )
     pq.write_table(table, tmp_path / "train.parquet")
     page = tmp_path / "view.html"
-    argv = ["data", "view", str(tmp_path / "train.parquet"), "--column_map", "query=prompt",
-            "--output", str(page), "--page-size", "1", "--pages", "2"]  # fmt: skip
+    argv = [
+        "data",
+        "view",
+        str(tmp_path / "train.parquet"),
+        "--column_map",
+        "query=prompt",
+        "--output",
+        str(page),
+        "--page-size",
+        "1",
+        "--pages",
+        "2",
+    ]
     assert chip_main(argv) == 0
     assert capsys.readouterr().out.startswith(f"wrote {page}: 3 rows on 3 pages, pictures for 1 rows")
     rows = read_chunks(page)
@@ -185,8 +234,10 @@ def test_flagged_spans_join_runs_of_flagged_tokens():
     assert flagged_spans(offsets, [True, False, True, False]) == [[0, 1], [5, 9]]
 
 
-@pytest.mark.parametrize(("family", "size"), [("llava", (32, 32)), ("llava_next", (32, 32)),
-                                               ("qwen2_vl", (64, 16)), ("qwen2_5_vl", (32, 32))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("family", "size"),
+    [("llava", (32, 32)), ("llava_next", (32, 32)), ("qwen2_vl", (64, 16)), ("qwen2_5_vl", (32, 32))],
+)
 def test_pixel_tiles_undo_the_processor(tiny_model, family, size):
     """An image already at the processor's size comes back unchanged from its normalised tensor.
 

@@ -58,9 +58,18 @@ def test_word_diff_spans_by_hand() -> None:
 
 def test_write_on_policy_pairs(tmp_path: Path) -> None:
     tiny = BaseModelConfig(
-        vision_hidden=16, text_hidden=32, vision_layers=1, text_layers=1, heads=2,
-        vision_steps=1, steps=2, warmup_steps=1, batch_size=4, eval_scenes=2, eval_samples=1,
-    )  # fmt: skip
+        vision_hidden=16,
+        text_hidden=32,
+        vision_layers=1,
+        text_layers=1,
+        heads=2,
+        vision_steps=1,
+        steps=2,
+        warmup_steps=1,
+        batch_size=4,
+        eval_scenes=2,
+        eval_samples=1,
+    )
     model_path = train_base_model(tiny, tmp_path / "cache", device="cpu", progress=False)
     path = write_on_policy_pairs(
         model_path, WorldConfig(), tmp_path / "pairs", count=8, samples=6, device="cpu"

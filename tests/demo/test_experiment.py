@@ -14,10 +14,21 @@ from chip.demo.report import answer, write_report, write_results
 
 def test_tiny_demo_end_to_end(tmp_path):
     """Base -> pairs -> lr grid on validation -> test -> a visual variant -> shortcut analysis -> report."""
-    config = DemoConfig(base=BaseModelConfig.quick(vision_steps=5, steps=8, batch_size=8, eval_scenes=4), steps=2,
-                        num_pairs=16, batch_size=4, methods=("dpo", "dpo+visual"), variants=("dpo+visual-separate",),
-                        seeds=(0,), lr_grid=(1e-4, 2e-4), val_scenes=3, test_scenes=4, eval_samples=1,
-                        resamples=50, analysis_scenes=4)  # fmt: skip
+    config = DemoConfig(
+        base=BaseModelConfig.quick(vision_steps=5, steps=8, batch_size=8, eval_scenes=4),
+        steps=2,
+        num_pairs=16,
+        batch_size=4,
+        methods=("dpo", "dpo+visual"),
+        variants=("dpo+visual-separate",),
+        seeds=(0,),
+        lr_grid=(1e-4, 2e-4),
+        val_scenes=3,
+        test_scenes=4,
+        eval_samples=1,
+        resamples=50,
+        analysis_scenes=4,
+    )
     results = run_experiment(config, tmp_path / "out", tmp_path / "cache")
     write_results(results, tmp_path / "out")
     report = write_report(results, tmp_path / "out", "test")
@@ -49,15 +60,24 @@ def test_tiny_demo_end_to_end(tmp_path):
 
 def test_choose_lr_by_hand():
     """Recall floor 0.75: 3e-4 has the lowest CHAIR_i but recall 0.6, so 1e-4 (0.02) beats 5e-5 (0.05)."""
-    grid = {5e-5: {"chair_i": 0.05, "recall": 0.9}, 1e-4: {"chair_i": 0.02, "recall": 0.8},
-            3e-4: {"chair_i": 0.0, "recall": 0.6}}  # fmt: skip
+    grid = {
+        5e-5: {"chair_i": 0.05, "recall": 0.9},
+        1e-4: {"chair_i": 0.02, "recall": 0.8},
+        3e-4: {"chair_i": 0.0, "recall": 0.6},
+    }
     assert choose_lr(grid, 0.75) == 1e-4
     assert choose_lr(grid, 0.95) == 5e-5  # nothing keeps the floor: highest recall
 
 
 def _diff(difference: float, low: float, high: float) -> dict:
-    return {"difference": difference, "low": low, "high": high, "relative": None, "level": 0.95,
-            "distinguishable": low > 0 or high < 0}  # fmt: skip
+    return {
+        "difference": difference,
+        "low": low,
+        "high": high,
+        "relative": None,
+        "level": 0.95,
+        "distinguishable": low > 0 or high < 0,
+    }
 
 
 def test_answer_follows_the_interval():
@@ -76,10 +96,15 @@ def test_answer_follows_the_interval():
     assert chip["chair_i"] == pytest.approx(0.15) and chip["chair_i_std"] == pytest.approx(
         0.0707107, rel=1e-5
     )
-    results = {"methods": {"dpo": summarise([run(0.2), run(0.2)]), "chip": chip}, "ranks_methods": True,
-               "config": {"seeds": [0, 1], "lr_grid": [1e-4, 2e-4], "test_scenes": 1000},
-               "comparisons": {"chip vs dpo": {"greedy": _diff(-0.05, -0.07, -0.01)},
-                               "dpo+segment vs dpo": {"greedy": _diff(-0.01, -0.03, 0.01)}}}  # fmt: skip
+    results = {
+        "methods": {"dpo": summarise([run(0.2), run(0.2)]), "chip": chip},
+        "ranks_methods": True,
+        "config": {"seeds": [0, 1], "lr_grid": [1e-4, 2e-4], "test_scenes": 1000},
+        "comparisons": {
+            "chip vs dpo": {"greedy": _diff(-0.05, -0.07, -0.01)},
+            "dpo+segment vs dpo": {"greedy": _diff(-0.01, -0.03, 0.01)},
+        },
+    }
     text = answer(results)
     assert (
         "Does CHiP beat DPO here? **Yes**: greedy CHAIR_i 15.0% vs 20.0%, difference -5.0 [-7.0, -1.0]"

@@ -290,8 +290,20 @@ def test_objhal_with_local_judge_follows_rlhfv(tmp_path, coco_dir, fake_judge) -
         [{"image_id": 1, "answer": next(iter(listed))}, {"image_id": 2, "answer": "A toilet."}],
     )
     out = tmp_path / "m.json"
-    argv = ["--bench", "objhal", "--answers", answers, "--annotations", str(coco_dir), "--output", str(out),
-            "--judge-url", fake_judge.url, "--judge-workers", "1"]  # fmt: skip
+    argv = [
+        "--bench",
+        "objhal",
+        "--answers",
+        answers,
+        "--annotations",
+        str(coco_dir),
+        "--output",
+        str(out),
+        "--judge-url",
+        fake_judge.url,
+        "--judge-workers",
+        "1",
+    ]
     assert main(argv) == 0
     m = json.loads(out.read_text())
     assert (m["chair_i"], m["chair_s"], m["chair_s_refined"], m["recall"]) == pytest.approx(

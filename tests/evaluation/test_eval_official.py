@@ -112,9 +112,17 @@ def test_cli_default_reading_is_the_official_one(fixture, tmp_path) -> None:
     folder, expected = fixture
     out = tmp_path / "chair.json"
     eval_main(
-        ["--bench", "chair", "--answers", str(folder / "chair_answers.jsonl"),
-         "--annotations", str(folder / "coco"), "--output", str(out)]
-    )  # fmt: skip
+        [
+            "--bench",
+            "chair",
+            "--answers",
+            str(folder / "chair_answers.jsonl"),
+            "--annotations",
+            str(folder / "coco"),
+            "--output",
+            str(out),
+        ]
+    )
     metrics = json.loads(out.read_text())
     assert metrics["reading"] == "official"
     for key in ("chair_i", "chair_s", "recall"):
@@ -140,9 +148,19 @@ def test_corrected_reading_differs_and_says_so(tmp_path) -> None:
     folder = FIXTURES[0]
     out = tmp_path / "chair.json"
     eval_main(
-        ["--bench", "chair", "--answers", str(folder / "chair_answers.jsonl"),
-         "--annotations", str(folder / "coco"), "--output", str(out), "--reading", "corrected"]
-    )  # fmt: skip
+        [
+            "--bench",
+            "chair",
+            "--answers",
+            str(folder / "chair_answers.jsonl"),
+            "--annotations",
+            str(folder / "coco"),
+            "--output",
+            str(out),
+            "--reading",
+            "corrected",
+        ]
+    )
     metrics = json.loads(out.read_text())
     expected = json.loads((folder / "expected.json").read_text())["chair"]
     assert metrics["reading"] == "corrected"
@@ -193,15 +211,49 @@ def test_word_tokenize_splits_sentences_like_nltk_with_punkt() -> None:
         "a dog. a cat sits on main st. near a bus. there are 2. dogs... a dog.a cat/dog and man-made tracks!"
     )
     assert word_tokenize(text) == [
-        "a", "dog", ".", "a", "cat", "sits", "on", "main", "st.", "near", "a", "bus", ".", "there", "are",
-        "2.", "dogs", "...", "a", "dog.a", "cat/dog", "and", "man-made", "tracks", "!",
-    ]  # fmt: skip
+        "a",
+        "dog",
+        ".",
+        "a",
+        "cat",
+        "sits",
+        "on",
+        "main",
+        "st.",
+        "near",
+        "a",
+        "bus",
+        ".",
+        "there",
+        "are",
+        "2.",
+        "dogs",
+        "...",
+        "a",
+        "dog.a",
+        "cat/dog",
+        "and",
+        "man-made",
+        "tracks",
+        "!",
+    ]
 
 
 @pytest.mark.parametrize(
     ("word", "singular"),
-    [("bus", "bu"), ("buses", "bus"), ("glass", "glas"), ("tennis", "tenni"), ("ties", "ty"), ("people", "person"),
-     ("tracks", "track"), ("doggies", "doggies"), ("kine", "cow"), ("zebras", "zebra"), ("unlisted", "unlisted")],
-)  # fmt: skip
+    [
+        ("bus", "bu"),
+        ("buses", "bus"),
+        ("glass", "glas"),
+        ("tennis", "tenni"),
+        ("ties", "ty"),
+        ("people", "person"),
+        ("tracks", "track"),
+        ("doggies", "doggies"),
+        ("kine", "cow"),
+        ("zebras", "zebra"),
+        ("unlisted", "unlisted"),
+    ],
+)
 def test_pattern_singularize_table(word: str, singular: str) -> None:
     assert pattern_singularize(word) == singular

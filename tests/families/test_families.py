@@ -125,8 +125,11 @@ def test_every_layout_matches_a_plain_forward(tiny_model, family):
     # The own-forward route ("keep", DDP/FSDP/DeepSpeed) never encodes images once.
     # Families that share a prefix also pack every layout without padding (the default); the padded
     # forms are checked beside them.
-    plain, packed, once = (dict(share_prefix=False, encode_images_once=False), dict(share_prefix=True),
-                           dict(share_prefix=False, encode_images_once=True))  # fmt: skip
+    plain, packed, once = (
+        dict(share_prefix=False, encode_images_once=False),
+        dict(share_prefix=True),
+        dict(share_prefix=False, encode_images_once=True),
+    )
     padded = [{**plain, "padding_free": False}, {**packed, "padding_free": False}]
     sharing = [packed, *padded] if quirks.prefix_sharing else []
     layouts = {"keep": [plain, *sharing]}
@@ -161,9 +164,15 @@ def test_chip_train_runs_the_full_loss(tiny_model, tmp_path, family, use_peft, c
     data = write_pairs(tmp_path / "data", n=4)
     with caplog.at_level(logging.WARNING, logger="chip.modeling.logps"):
         history = train(
-            tiny_model(family), data, tmp_path / "out", max_steps=2, per_device_train_batch_size=2,
-            use_peft=use_peft, lora_r=4, lora_alpha=8,
-        )  # fmt: skip
+            tiny_model(family),
+            data,
+            tmp_path / "out",
+            max_steps=2,
+            per_device_train_batch_size=2,
+            use_peft=use_peft,
+            lora_r=4,
+            lora_alpha=8,
+        )
     assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
     assert "visual/margins" in history[-1] and "kl/chosen" in history[-1]
     assert "failed on the first batch" not in caplog.text, caplog.text
@@ -180,10 +189,15 @@ def _reference_params() -> list:
         ("paligemma", "none"),
     }
     return [
-        pytest.param(p.values[0], reference, id=f"{p.values[0]}-{reference}",
-                     marks=[*p.marks, *(() if (p.values[0], reference) in default else [pytest.mark.slow])])
-        for p in family_params(TRAINABLE) for reference in ("precomputed", "none")
-    ]  # fmt: skip
+        pytest.param(
+            p.values[0],
+            reference,
+            id=f"{p.values[0]}-{reference}",
+            marks=[*p.marks, *(() if (p.values[0], reference) in default else [pytest.mark.slow])],
+        )
+        for p in family_params(TRAINABLE)
+        for reference in ("precomputed", "none")
+    ]
 
 
 @pytest.mark.parametrize(("family", "reference"), _reference_params())
@@ -200,9 +214,16 @@ def test_chip_train_with_other_references(tiny_model, tmp_path, family, referenc
         extra = {"reference": "precomputed", "reference_cache": cache}
     for use_peft in (False, True):
         history = train(
-            model_dir, data, tmp_path / f"out{use_peft}", max_steps=2, per_device_train_batch_size=2,
-            use_peft=use_peft, lora_r=4, lora_alpha=8, **extra,
-        )  # fmt: skip
+            model_dir,
+            data,
+            tmp_path / f"out{use_peft}",
+            max_steps=2,
+            per_device_train_batch_size=2,
+            use_peft=use_peft,
+            lora_r=4,
+            lora_alpha=8,
+            **extra,
+        )
         assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
 
 
@@ -211,18 +232,26 @@ def test_generation_answers(tiny_model, tmp_path, family):
     random_image(0, 40, 32).save(tmp_path / "0.png")
     questions = [Question("q0", "Is there a dog?", "0.png"), Question("q1", "Is it red? Answer.", "0.png")]
     out = generate_answers(
-        tiny_model(family), questions, tmp_path / "a.jsonl", tmp_path,
-        GenerationSettings(batch_size=2, max_new_tokens=3), progress=False,
-    )  # fmt: skip
+        tiny_model(family),
+        questions,
+        tmp_path / "a.jsonl",
+        tmp_path,
+        GenerationSettings(batch_size=2, max_new_tokens=3),
+        progress=False,
+    )
     lines = out.read_text().splitlines()
     assert len(lines) == 2
 
 
 @pytest.mark.parametrize(
     ("family", "key"),
-    [("mllama", "cross_attention_mask"), ("paligemma", "token_type_ids"), ("gemma3", "token_type_ids"),
-     ("qwen2_vl", "mm_token_type_ids")],
-)  # fmt: skip
+    [
+        ("mllama", "cross_attention_mask"),
+        ("paligemma", "token_type_ids"),
+        ("gemma3", "token_type_ids"),
+        ("qwen2_vl", "mm_token_type_ids"),
+    ],
+)
 def test_per_token_inputs_continue_as_the_processor_marks_a_full_text(tiny_model, family, key):
     """Collation gives response tokens what the family's processor gives them in prompt + response.
 
@@ -238,8 +267,9 @@ def test_per_token_inputs_continue_as_the_processor_marks_a_full_text(tiny_model
     if family == "paligemma":
         full = adapter.processor(images=[image], text=[text], suffix=[response], return_tensors="pt")
     else:
-        full = adapter.processor(images=[image], text=[text + response], add_special_tokens=False,
-                                 return_tensors="pt")  # fmt: skip
+        full = adapter.processor(
+            images=[image], text=[text + response], add_special_tokens=False, return_tensors="pt"
+        )
     length = min(full["input_ids"].shape[1], batch["input_ids"].shape[1])
     assert length > int(batch["response_mask"].int().argmax()) + 3  # the span covers response tokens
     assert torch.equal(full["input_ids"][0, :length], batch["input_ids"][0, :length])

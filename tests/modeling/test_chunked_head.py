@@ -48,8 +48,11 @@ def test_equal_to_the_plain_path_with_gradients(setup, chunk_size, kind):
     with torch.no_grad():
         ref_logps = torch.log_softmax(ref_head(ref_hidden), -1)
     topk = ref_logps.topk(5, dim=-1)
-    reference = {"none": None, "hidden": HiddenReference(ref_hidden[mask], ref_head),
-                 "topk": TopKReference(topk.values[mask], topk.indices[mask])}[kind]  # fmt: skip
+    reference = {
+        "none": None,
+        "hidden": HiddenReference(ref_hidden[mask], ref_head),
+        "topk": TopKReference(topk.values[mask], topk.indices[mask]),
+    }[kind]
 
     def run(chunked: bool):
         head.zero_grad()

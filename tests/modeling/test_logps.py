@@ -175,9 +175,16 @@ def test_wrapped_models_go_through_their_own_forward(tiny_model, make_image):
 def test_trunk_route_repeats_the_familys_logit_transform(model_type, quirk, monkeypatch):
     """Text-only models whose forward transforms logits after the head, per the quirk table."""
     config = AutoConfig.for_model(
-        model_type, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, **quirk,
-    )  # fmt: skip
+        model_type,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        **quirk,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
     input_ids = torch.randint(0, 64, (2, 12))

@@ -90,8 +90,9 @@ def test_the_decoder_uses_it_under_sdpa_only(tiny_model_dir, make_image, monkeyp
 
 
 @pytest.mark.parametrize("reentrant", [False, True])
-def test_gradient_checkpointing_runs_pair_attention_with_the_same_gradients(tiny_model, make_image, monkeypatch,
-                                                                              reentrant):  # fmt: skip
+def test_gradient_checkpointing_runs_pair_attention_with_the_same_gradients(
+    tiny_model, make_image, monkeypatch, reentrant
+):
     """Checkpointed layers are recomputed in backward, after the pair forward has ended; they find
     the pair lengths by their mask and run `pair_sdpa` again, and the gradients are those of the
     uncheckpointed forward."""
@@ -208,10 +209,15 @@ def test_a_packed_forward_through_the_variable_length_path(tiny_model_dir, make_
 
     adapter = VLMAdapter.from_pretrained(tiny_model_dir)
     prompts = [adapter.encode_prompt([make_image(i, 32, 32)], "Describe.") for i in range(2)]
-    pairs = adapter.collate_pairs(list(zip(
-        prompts, [adapter.encode_response(t) for t in ("A red star.", "No")],
-        [adapter.encode_response(t) for t in ("Two blue moons.", "Yes it is")],
-    )))  # fmt: skip
+    pairs = adapter.collate_pairs(
+        list(
+            zip(
+                prompts,
+                [adapter.encode_response(t) for t in ("A red star.", "No")],
+                [adapter.encode_response(t) for t in ("Two blue moons.", "Yes it is")],
+            )
+        )
+    )
 
     def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).train()

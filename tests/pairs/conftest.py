@@ -65,9 +65,14 @@ TRUTH = {
 }
 # A captioner's size: small enough to fine-tune in seconds, big enough to learn four captions' bytes.
 CAPTIONER_SIZE = dict(
-    vision_layers=1, vision_hidden_size=16, num_layers=2, hidden_size=48, num_heads=4, num_kv_heads=2,
+    vision_layers=1,
+    vision_hidden_size=16,
+    num_layers=2,
+    hidden_size=48,
+    num_heads=4,
+    num_kv_heads=2,
     intermediate_size=96,
-)  # fmt: skip
+)
 
 
 def image_name(image_id: int) -> str:

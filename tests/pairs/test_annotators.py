@@ -56,10 +56,18 @@ def test_coco_annotator_counts_and_marks(coco) -> None:
 def test_objects_file_formats_and_errors(coco, tmp_path) -> None:
     items, _ = folder_items(coco.images, [PROMPT], seed=0)
     lines = tmp_path / "objects.jsonl"
-    lines.write_text("".join(
-        json.dumps({"image": image_name(k), "objects": ["dog", {"name": "Teddy  Bear", "synonyms": ["plush toy"]}]}) + "\n"
-        for k in TRUTH
-    ))  # fmt: skip
+    lines.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "image": image_name(k),
+                    "objects": ["dog", {"name": "Teddy  Bear", "synonyms": ["plush toy"]}],
+                }
+            )
+            + "\n"
+            for k in TRUTH
+        )
+    )
     per_image, synonyms = read_objects(lines)
     assert per_image[image_name(1)] == ["dog", "teddy bear"]
     assert synonyms == {"dog": "dog", "teddy bear": "teddy bear", "plush toy": "teddy bear"}

@@ -33,10 +33,23 @@ def rows(path: Path) -> list[dict]:
 
 
 def coco_pairs(model: Path, coco, output: Path, *extra: str) -> int:
-    return chip_main([
-        "pairs", "--model", str(model), "--images", str(coco.images), "--annotations", str(coco.annotations),
-        "--prompts", str(coco.prompts), "--output", str(output), *FAST, *extra,
-    ])  # fmt: skip
+    return chip_main(
+        [
+            "pairs",
+            "--model",
+            str(model),
+            "--images",
+            str(coco.images),
+            "--annotations",
+            str(coco.annotations),
+            "--prompts",
+            str(coco.prompts),
+            "--output",
+            str(output),
+            *FAST,
+            *extra,
+        ]
+    )
 
 
 def truth_of(row: dict) -> frozenset[str]:
@@ -93,18 +106,42 @@ def test_objects_file_and_prompt_dataset(captioner, coco, tmp_path) -> None:
     """A prompt-only JSONL (any extra column) as the source and an objects file with a synonym as the
     annotator: "puppy" for dog, so only "cat", "man", "truck", "cup" ... can be hallucinated."""
     data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(
-        json.dumps({"id": f"q{k}", "question": "Describe the image.", "image": image_name(k), "topic": "x"}) + "\n"
-        for k in TRUTH
-    ))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"q{k}", "question": "Describe the image.", "image": image_name(k), "topic": "x"}
+            )
+            + "\n"
+            for k in TRUTH
+        )
+    )
     objects = tmp_path / "objects.json"
-    objects.write_text(json.dumps({
-        image_name(1): ["dog", "frisbee"], image_name(2): ["cat", {"name": "couch", "synonyms": ["sofa"]}],
-        image_name(3): ["car", "man"], image_name(4): ["pizza", "table"], "other.jpg": ["truck", "cup"],
-    }))  # fmt: skip
+    objects.write_text(
+        json.dumps(
+            {
+                image_name(1): ["dog", "frisbee"],
+                image_name(2): ["cat", {"name": "couch", "synonyms": ["sofa"]}],
+                image_name(3): ["car", "man"],
+                image_name(4): ["pizza", "table"],
+                "other.jpg": ["truck", "cup"],
+            }
+        )
+    )
     output = tmp_path / "out"
-    argv = ["pairs", "--model", str(captioner("llava")), "--dataset", str(data), "--image_root", str(coco.images),
-            "--objects", str(objects), "--output", str(output), *FAST]  # fmt: skip
+    argv = [
+        "pairs",
+        "--model",
+        str(captioner("llava")),
+        "--dataset",
+        str(data),
+        "--image_root",
+        str(coco.images),
+        "--objects",
+        str(objects),
+        "--output",
+        str(output),
+        *FAST,
+    ]
     assert chip_main(argv) == 0
     found = rows(output / "pairs.jsonl")
     assert found and check_main([str(output)]) == 0
@@ -165,8 +202,22 @@ def test_judge_end_to_end(captioner, coco, tmp_path, capsys) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     output = tmp_path / "judged"
-    argv = ["pairs", "--model", str(captioner("llava")), "--images", str(coco.images), "--prompts",
-            str(coco.prompts), "--output", str(output), "--judge_retries", "1", "--judge_backoff", "0.01", *FAST]  # fmt: skip
+    argv = [
+        "pairs",
+        "--model",
+        str(captioner("llava")),
+        "--images",
+        str(coco.images),
+        "--prompts",
+        str(coco.prompts),
+        "--output",
+        str(output),
+        "--judge_retries",
+        "1",
+        "--judge_backoff",
+        "0.01",
+        *FAST,
+    ]
     assert chip_main([*argv, "--judge", f"http://127.0.0.1:{port}/v1"]) == 1
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # progress bars of sampling come first

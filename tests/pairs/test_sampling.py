@@ -91,9 +91,20 @@ def test_kill_and_restart_give_the_same_files(captioner, coco, tmp_path) -> None
     """`chip pairs` killed with SIGKILL while sampling, then run again: samples and pairs are the same
     bytes as those of an uninterrupted run; a last line torn by a kill is cut and redone."""
     argv = [
-        "pairs", "--model", str(captioner("llava")), "--images", str(coco.images), "--annotations",
-        str(coco.annotations), "--prompts", str(coco.prompts), "--samples", "6", "--max_new_tokens", "40",
-    ]  # fmt: skip
+        "pairs",
+        "--model",
+        str(captioner("llava")),
+        "--images",
+        str(coco.images),
+        "--annotations",
+        str(coco.annotations),
+        "--prompts",
+        str(coco.prompts),
+        "--samples",
+        "6",
+        "--max_new_tokens",
+        "40",
+    ]
     reference = tmp_path / "reference"
     assert chip_main([*argv, "--batch_size", "4", "--output", str(reference)]) == 0
 
@@ -101,8 +112,9 @@ def test_kill_and_restart_give_the_same_files(captioner, coco, tmp_path) -> None
     samples = killed / "samples.ndjson"
     child = subprocess.Popen(
         [sys.executable, "-m", "chip", *argv, "--batch_size", "1", "--output", str(killed)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while (not samples.exists() or samples.read_bytes().count(b"\n") < 2) and time.monotonic() < deadline:
         assert child.poll() is None, "chip pairs ended before it could be killed"

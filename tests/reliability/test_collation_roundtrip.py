@@ -84,8 +84,10 @@ def test_valid_rows_round_trip_through_loading_and_collation(
 
     num = len(rows)
     tokens_per_image = adapter.config.image_seq_length
-    decode = lambda token_ids: tokenizer.decode(token_ids, skip_special_tokens=False,  # noqa: E731
-                                                clean_up_tokenization_spaces=False)  # fmt: skip
+
+    def decode(token_ids):
+        return tokenizer.decode(token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
     for part, texts, segment in (
         ("real", [row["chosen"] for row in rows] + [row["rejected"] for row in rows], batch["real_segment"]),
         ("corrupt", [row["chosen"] for row in rows], batch["corrupt_segment"]),

@@ -37,8 +37,16 @@ def _no_weights_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_text_only_model_is_one_line_before_loading(tmp_path, pairs, run_chip, monkeypatch):
     text_model = tmp_path / "llama"
-    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2, vocab_size=64)).save_pretrained(text_model)  # fmt: skip
+    LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=64,
+        )
+    ).save_pretrained(text_model)
     _no_weights_loaded(monkeypatch)
     message = assert_one_line_error(
         run_chip(["train", *train_args(text_model, pairs, tmp_path / "out")]), code=2
@@ -70,8 +78,11 @@ def test_missing_logging_integration_names_the_extra(tmp_path, pairs, tiny_model
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("tensorboard") else real_find_spec(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tensorboard") else real_find_spec(name, *a),
+    )
     _no_weights_loaded(monkeypatch)
     run = run_chip(
         ["train", *train_args(tiny_model("llava"), pairs, tmp_path / "out", report_to="tensorboard")]
@@ -106,8 +117,19 @@ def test_lora_options_without_use_peft_are_named(tmp_path, pairs, tiny_model, ru
 
 def test_held_out_fraction_is_evaluated_during_training(tmp_path, pairs, tiny_model, run_chip):
     out = tmp_path / "out"
-    run = run_chip(["train", *train_args(tiny_model("llava"), pairs, out, eval_fraction=0.25, eval_steps=2,
-                                         per_device_eval_batch_size=2)])  # fmt: skip
+    run = run_chip(
+        [
+            "train",
+            *train_args(
+                tiny_model("llava"),
+                pairs,
+                out,
+                eval_fraction=0.25,
+                eval_steps=2,
+                per_device_eval_batch_size=2,
+            ),
+        ]
+    )
     assert run.code == 0, run.err[-2000:]
     state = json.loads((out / "trainer_state.json").read_text())
     evaluations = [entry for entry in state["log_history"] if "eval_loss" in entry]
@@ -167,8 +189,9 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, pairs
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log, err_file = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with log.open("w") as stdout, err_file.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "chip", "train", *argv], cwd=REPO, env=env,
-                                   stdout=stdout, stderr=stderr)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chip", "train", *argv], cwd=REPO, env=env, stdout=stdout, stderr=stderr
+        )
         deadline = time.monotonic() + 240
         while "'loss'" not in log.read_text() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.5)
@@ -184,13 +207,34 @@ def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, pairs
 
 def test_chip_eval_with_a_text_only_model_is_one_line(tmp_path, run_chip):
     text_model = tmp_path / "llama"
-    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2, vocab_size=64)).save_pretrained(text_model)  # fmt: skip
+    LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=64,
+        )
+    ).save_pretrained(text_model)
     questions = tmp_path / "q.jsonl"
     questions.write_text(
         json.dumps({"question_id": 1, "image": "a.png", "text": "Is there a cat?", "label": "no"}) + "\n"
     )
-    run = run_chip(["eval", "--bench", "pope", "--model", text_model, "--questions", questions,
-                    "--image_root", tmp_path, "--output", tmp_path / "m.json"])  # fmt: skip
+    run = run_chip(
+        [
+            "eval",
+            "--bench",
+            "pope",
+            "--model",
+            text_model,
+            "--questions",
+            questions,
+            "--image_root",
+            tmp_path,
+            "--output",
+            tmp_path / "m.json",
+        ]
+    )
     message = assert_one_line_error(run, 2)
     assert "is a 'llama' model, not a vision-language model" in message and len(message) < 400

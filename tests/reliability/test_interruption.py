@@ -61,8 +61,12 @@ def sigkill(child: subprocess.Popen) -> None:
 def spawn_chip(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``python -m chip ARGV`` in a separate process, its output kept in ``log`` for failures."""
     with log.open("wb") as sink:
-        return subprocess.Popen([sys.executable, "-m", "chip", *map(str, argv)], stdout=sink,
-                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "chip", *map(str, argv)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
 
 
 def complete_checkpoint(folder: Path) -> bool:
@@ -90,8 +94,15 @@ def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_result(
 ) -> None:
     caplog.set_level(logging.INFO, logger="chip")
     model, data = tiny_model("llava"), write_pairs(tmp_path / "data", n=8)
-    common = dict(max_steps=MAX_STEPS, save_strategy="steps", save_steps=1, per_device_train_batch_size=2,
-                  use_peft=use_peft, lora_r=4, lora_alpha=8)  # fmt: skip
+    common = dict(
+        max_steps=MAX_STEPS,
+        save_strategy="steps",
+        save_steps=1,
+        per_device_train_batch_size=2,
+        use_peft=use_peft,
+        lora_r=4,
+        lora_alpha=8,
+    )
     full = tmp_path / "full"
     assert run_chip(["train", *train_args(model, data, full, **common)]).code == 0
 
@@ -143,8 +154,12 @@ def test_resume_last_skips_a_checkpoint_torn_while_saving(
     caplog.set_level(logging.INFO, logger="chip")
     model, data = tiny_model("llava"), write_pairs(tmp_path / "data", n=4)
     out = tmp_path / "out"
-    argv = ["train", *train_args(model, data, out, max_steps=3, save_strategy="steps", save_steps=1,
-                                 per_device_train_batch_size=2)]  # fmt: skip
+    argv = [
+        "train",
+        *train_args(
+            model, data, out, max_steps=3, save_strategy="steps", save_steps=1, per_device_train_batch_size=2
+        ),
+    ]
     assert run_chip(argv).code == 0
     state = out / "checkpoint-3" / "trainer_state.json"
     state.write_text(state.read_text()[:100])  # torn mid-write
@@ -215,8 +230,11 @@ def test_precompute_killed_resumes_without_recomputing_finished_shards(
     full, killed = tmp_path / "full", tmp_path / "killed"
     run_precompute(parse_config(precompute_args(model, data, tmp_path, full)))
 
-    child = spawn_chip(["data", "precompute", *precompute_args(model, data, tmp_path, killed)],
-                       tmp_path / "killed.log", env={SHARD_SIZE_ENV: "2"})  # fmt: skip
+    child = spawn_chip(
+        ["data", "precompute", *precompute_args(model, data, tmp_path, killed)],
+        tmp_path / "killed.log",
+        env={SHARD_SIZE_ENV: "2"},
+    )
     wait_for(lambda: (killed / "shard-00001.ids.json").exists(), child, "two finished shards")
     sigkill(child)
     finished = shard_stats(killed)
@@ -281,8 +299,15 @@ def test_damaged_cache_stops_training_with_one_line(
 ) -> None:
     cache = shutil.copytree(small_cache[0], tmp_path / "cache")
     _cut(cache / "manifest.json")
-    argv = [*small_cache[1], "--reference", "precomputed", "--reference_cache", str(cache),
-            "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    argv = [
+        *small_cache[1],
+        "--reference",
+        "precomputed",
+        "--reference_cache",
+        str(cache),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     assert "manifest.json is damaged" in assert_one_line_error(run_chip(["train", *argv]))
 
 

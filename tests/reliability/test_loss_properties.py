@@ -35,11 +35,18 @@ def configs(draw: st.DrawFn, monotone: bool = False) -> ChipLossConfig:
     smoothing = 0.0 if monotone or loss_type == "ipo" else draw(st.sampled_from([0.0, 0.1, 0.49]))
     weight = st.sampled_from([0.0, 0.1, 1.0, 3.0])
     return ChipLossConfig(
-        beta=draw(st.sampled_from([0.01, 0.1, 1.0, 5.0])), segment_weight=draw(weight), token_weight=draw(weight),
-        tdpo=draw(st.sampled_from(["tdpo1", "tdpo2"])), visual_weight=draw(weight),
-        combine=draw(st.sampled_from(["joint", "separate"])), anchor_weight=draw(weight), sft_weight=draw(weight),
-        length_normalize=draw(st.booleans()), label_smoothing=smoothing, loss_type=loss_type,
-    )  # fmt: skip
+        beta=draw(st.sampled_from([0.01, 0.1, 1.0, 5.0])),
+        segment_weight=draw(weight),
+        token_weight=draw(weight),
+        tdpo=draw(st.sampled_from(["tdpo1", "tdpo2"])),
+        visual_weight=draw(weight),
+        combine=draw(st.sampled_from(["joint", "separate"])),
+        anchor_weight=draw(weight),
+        sft_weight=draw(weight),
+        length_normalize=draw(st.booleans()),
+        label_smoothing=smoothing,
+        loss_type=loss_type,
+    )
 
 
 @dataclass
@@ -68,8 +75,15 @@ class Batch:
         out = []
         for role in ("chosen", "rejected", "chosen_corrupt"):
             mask_role = "chosen" if role == "chosen_corrupt" else role
-            out.append(TokenScores(logps[role], self.ref_logps[role], self.mask[mask_role],
-                                   self.segment[mask_role], self.kl.get(role)))  # fmt: skip
+            out.append(
+                TokenScores(
+                    logps[role],
+                    self.ref_logps[role],
+                    self.mask[mask_role],
+                    self.segment[mask_role],
+                    self.kl.get(role),
+                )
+            )
         return out[0], out[1], out[2]
 
 

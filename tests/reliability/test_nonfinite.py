@@ -99,8 +99,9 @@ def pairs(tmp_path: Path) -> Path:
 
 
 def _train(run_chip: Callable[..., Run], model: Path, data: Path, out: Path, **overrides: Any) -> Run:
-    return run_chip(["train", *train_args(model, data, out, max_steps=STEPS, per_device_train_batch_size=2,
-                                          **overrides)])  # fmt: skip
+    return run_chip(
+        ["train", *train_args(model, data, out, max_steps=STEPS, per_device_train_batch_size=2, **overrides)]
+    )
 
 
 def _all_finite(weights: dict[str, torch.Tensor]) -> bool:
@@ -114,8 +115,10 @@ def test_nan_loss_stops_after_saving_state_and_names_step_id_and_term(
     message = assert_one_line_error(_train(run_chip, tiny_model("llava"), pairs, out))
 
     step = poison.step
-    assert message.startswith(f"step {step}: non-finite policy_chosen_logps, ref_chosen_logps, kl_chosen, "
-                              "policy_rejected_logps, ref_rejected_logps, kl_rejected (then ")  # fmt: skip
+    assert message.startswith(
+        f"step {step}: non-finite policy_chosen_logps, ref_chosen_logps, kl_chosen, "
+        "policy_rejected_logps, ref_rejected_logps, kl_rejected (then "
+    )
     assert f"for example ids ['{POISONED}']" in message
     saved = out / f"nonfinite-step-{step}"
     assert f"saved to {saved}" in message

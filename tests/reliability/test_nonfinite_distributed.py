@@ -31,8 +31,14 @@ CONFIGS = [
 
 
 def _run(config: str, tiny_model, tmp_path: Path, on_nonfinite: str):
-    args = train_args(tiny_model("llava"), write_pairs(tmp_path / "data", n=8), tmp_path / "out",
-                      per_device_train_batch_size=2, max_steps=STEPS, on_nonfinite=on_nonfinite)  # fmt: skip
+    args = train_args(
+        tiny_model("llava"),
+        write_pairs(tmp_path / "data", n=8),
+        tmp_path / "out",
+        per_device_train_batch_size=2,
+        max_steps=STEPS,
+        on_nonfinite=on_nonfinite,
+    )
     return launch(config, args, script=SCRIPT)
 
 

@@ -33,9 +33,17 @@ from tests.train_helpers import train_args, write_pairs
 
 # Every class defining its own `from_pretrained` that a chip command can reach, directly or through
 # another (each Auto model class gets its own copy of the method, so it is listed, not only the base).
-LOADERS = (_BaseAutoModelClass, transformers.AutoModelForImageTextToText, transformers.AutoConfig,
-           transformers.AutoProcessor, transformers.AutoTokenizer, transformers.AutoImageProcessor,
-           transformers.PreTrainedModel, transformers.PretrainedConfig, transformers.ProcessorMixin)  # fmt: skip
+LOADERS = (
+    _BaseAutoModelClass,
+    transformers.AutoModelForImageTextToText,
+    transformers.AutoConfig,
+    transformers.AutoProcessor,
+    transformers.AutoTokenizer,
+    transformers.AutoImageProcessor,
+    transformers.PreTrainedModel,
+    transformers.PretrainedConfig,
+    transformers.ProcessorMixin,
+)
 
 Call = tuple[str, Any]  # ("ClassName", the trust_remote_code it was given, None when absent)
 
@@ -71,8 +79,14 @@ def test_trust_remote_code_is_never_passed_unless_asked(
     _commands(model, tmp_path, run_chip)
     (tmp_path / "img").mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "img" / "0.png")
-    generate_answers(model, [Question("q0", "Is there a cat?", "0.png")], tmp_path / "answers.jsonl",
-                     tmp_path / "img", GenerationSettings(max_new_tokens=2), progress=False)  # fmt: skip
+    generate_answers(
+        model,
+        [Question("q0", "Is there a cat?", "0.png")],
+        tmp_path / "answers.jsonl",
+        tmp_path / "img",
+        GenerationSettings(max_new_tokens=2),
+        progress=False,
+    )
 
     loaded = {name for name, _ in loads}
     assert {"AutoConfig", "AutoModelForImageTextToText"} <= loaded and any(

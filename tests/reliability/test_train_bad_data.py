@@ -29,9 +29,18 @@ pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarn
 
 MAX_LENGTH = 512  # train_args' default; the overlong prompt below is 600 byte-level tokens
 LONG_PROMPT = "describe " * 67  # 603 characters -> 603 tokens with the byte-level tiny tokenizer
-REPRESENTATIVE = ("missing_image_file", "truncated_jpeg", "text_named_jpg", "invalid_json_line",
-                  "non_utf8_bytes", "missing_chosen", "chosen_identical_to_rejected",
-                  "segment_out_of_range", "path_escapes_root", "duplicate_id")  # fmt: skip
+REPRESENTATIVE = (
+    "missing_image_file",
+    "truncated_jpeg",
+    "text_named_jpg",
+    "invalid_json_line",
+    "non_utf8_bytes",
+    "missing_chosen",
+    "chosen_identical_to_rejected",
+    "segment_out_of_range",
+    "path_escapes_root",
+    "duplicate_id",
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +154,14 @@ def test_train_with_skip_trains_on_the_good_rows_and_reports_what_it_skipped(
 
     monkeypatch.setattr(ChipCollator, "from_config", recording_collator)
     out = tmp_path / "out"
-    run = run_chip(["train", *train_args(tiny_model("llava"), data, out, on_bad_row="skip", max_steps=3,
-                                         per_device_train_batch_size=2)])  # fmt: skip
+    run = run_chip(
+        [
+            "train",
+            *train_args(
+                tiny_model("llava"), data, out, on_bad_row="skip", max_steps=3, per_device_train_batch_size=2
+            ),
+        ]
+    )
 
     assert run.code == 0 and "Traceback" not in run.err, run.err[-2000:]
     assert set(seen) == set(good_ids)  # every good row trained on, nothing else
@@ -154,9 +169,19 @@ def test_train_with_skip_trains_on_the_good_rows_and_reports_what_it_skipped(
     [warning] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
     total = len(good_ids) + len(REPRESENTATIVE) + 1
     assert warning.startswith(f"skipped {len(REPRESENTATIVE) + 1} of {total} rows of {data} (")
-    for kind in ("image_missing", "image_corrupt", "image_not_an_image", "invalid_json", "invalid_utf8",
-                 "missing_field", "identical_responses", "bad_segments", "image_outside_root",
-                 "duplicate_id", "prompt_too_long"):  # fmt: skip
+    for kind in (
+        "image_missing",
+        "image_corrupt",
+        "image_not_an_image",
+        "invalid_json",
+        "invalid_utf8",
+        "missing_field",
+        "identical_responses",
+        "bad_segments",
+        "image_outside_root",
+        "duplicate_id",
+        "prompt_too_long",
+    ):
         assert f"1 {kind}" in warning
     assert "line 3, field 'images[0]': image file not found" in warning and "and 6 more" in warning
 

@@ -30,19 +30,37 @@ def _yaml(tmp: Path, text: str) -> Path:
 
 # (id, extra argv or a builder of it from tmp_path, exit code, fragment of the message)
 CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
-    ("unknown_corruption", lambda tmp: ["--corruption", "nonsense"], 2, "argument --corruption: invalid choice: 'nonsense'"),
+    (
+        "unknown_corruption",
+        lambda tmp: ["--corruption", "nonsense"],
+        2,
+        "argument --corruption: invalid choice: 'nonsense'",
+    ),
     ("negative_weight", lambda tmp: ["--segment_weight", "-1"], 2, "segment_weight must be >= 0"),
     ("precomputed_without_cache", lambda tmp: ["--reference", "precomputed"], 2, "needs --reference_cache"),
     ("kl_without_reference", lambda tmp: ["--reference", "none"], 2, "token-level KL needs a reference"),
     ("missing_config_file", lambda tmp: ["--config", str(tmp / "absent.yaml")], 2, "does not exist"),
     ("config_not_yaml", lambda tmp: ["--config", str(_yaml(tmp, "a: [1, 2"))], 2, "not valid YAML"),
-    ("config_unknown_field", lambda tmp: ["--config", str(_yaml(tmp, "bogus_field: 3\n"))], 2, "unknown field 'bogus_field'"),
+    (
+        "config_unknown_field",
+        lambda tmp: ["--config", str(_yaml(tmp, "bogus_field: 3\n"))],
+        2,
+        "unknown field 'bogus_field'",
+    ),
     ("dataset_missing", lambda tmp: ["--dataset", str(tmp / "absent.jsonl")], 1, "dataset not found"),
-    ("empty_reference_cache", lambda tmp: ["--reference", "precomputed", "--reference_cache", str(tmp)], 1,
-     "no manifest.json"),
-    ("resume_from_missing_checkpoint", lambda tmp: ["--resume_from_checkpoint", str(tmp / "checkpoint-9")], 2,
-     "no such checkpoint folder"),
-]  # fmt: skip
+    (
+        "empty_reference_cache",
+        lambda tmp: ["--reference", "precomputed", "--reference_cache", str(tmp)],
+        1,
+        "no manifest.json",
+    ),
+    (
+        "resume_from_missing_checkpoint",
+        lambda tmp: ["--resume_from_checkpoint", str(tmp / "checkpoint-9")],
+        2,
+        "no such checkpoint folder",
+    ),
+]
 
 
 @pytest.mark.parametrize(("extra", "code", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -22,8 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "accelerate"
 WAIT_S = 300  # generous: every rank imports torch and transformers on a shared machine
 # Compared between runs: the loss, its inputs' summaries, and the clipped global gradient norm.
-COMPARED = ("loss", "grad_norm", "rewards/margins", "visual/margins", "kl/chosen", "kl/rejected",
-            "logps/chosen", "logps/rejected", "logps/chosen_corrupt")  # fmt: skip
+COMPARED = (
+    "loss",
+    "grad_norm",
+    "rewards/margins",
+    "visual/margins",
+    "kl/chosen",
+    "kl/rejected",
+    "logps/chosen",
+    "logps/rejected",
+    "logps/chosen_corrupt",
+)
 DEEPSPEED_CONFIGS = ("deepspeed_zero2_cpu.yaml", "deepspeed_zero3_cpu.yaml")
 
 needs_deepspeed = pytest.mark.skipif(
@@ -49,8 +58,18 @@ def launch_command(
     target = [str(script)] if script else ["-m", "chip"]
     # a port of its own: two test workers launching at once would otherwise both take 29500
     port = ["--main_process_port", str(_free_port())]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-               *port, *overrides, *target, "train", *map(str, args)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / config),
+        *port,
+        *overrides,
+        *target,
+        "train",
+        *map(str, args),
+    ]
     return command, env
 
 

@@ -15,8 +15,9 @@ assert RECIPES, "no recipes found: the test would check nothing"
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses(recipe, tmp_path):
-    config = parse_config(["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true",
-                           "--bf16", "false"])  # fmt: skip
+    config = parse_config(
+        ["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
+    )
     values = yaml.safe_load(recipe.read_text())
     assert config.model_name_or_path == values["model_name_or_path"]
     assert config.loss_config.beta == values["beta"]
@@ -24,8 +25,22 @@ def test_recipe_parses(recipe, tmp_path):
 
 def test_command_line_overrides_the_file(tmp_path):
     recipe = RECIPES[0]
-    config = parse_config(["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true",
-                           "--bf16", "false", "--visual_weight", "0", "--beta", "0.5"])  # fmt: skip
+    config = parse_config(
+        [
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(tmp_path),
+            "--use_cpu",
+            "true",
+            "--bf16",
+            "false",
+            "--visual_weight",
+            "0",
+            "--beta",
+            "0.5",
+        ]
+    )
     assert config.visual_weight == 0.0 and config.beta == 0.5
 
 
@@ -37,10 +52,26 @@ def test_recipe_runs_as_written_on_a_tiny_model(recipe, tmp_path, tiny_model):
     from tests.train_helpers import write_pairs
 
     data = write_pairs(tmp_path / "data", n=8)
-    overrides = ["--model_name_or_path", str(tiny_model("llava")), "--dataset", str(data),
-                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--use_cpu", "true",
-                 "--max_length", "512", "--dataloader_num_workers", "0",
-                 "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]  # fmt: skip
+    overrides = [
+        "--model_name_or_path",
+        str(tiny_model("llava")),
+        "--dataset",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "1",
+        "--use_cpu",
+        "true",
+        "--max_length",
+        "512",
+        "--dataloader_num_workers",
+        "0",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+    ]
     assert chip_main(["train", "--config", str(recipe), *overrides]) == 0
     state = yaml.safe_load((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 1

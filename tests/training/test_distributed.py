@@ -144,10 +144,12 @@ def test_lora_matches_one_process(config, reference, tiny_model, tmp_path):
         ("fsdp.yaml", ()),
         # DeepSpeed in bf16 needs `--bf16 true`, which TrainingArguments refuses without a GPU
         # ("Your setup doesn't support bf16/gpu"), so on CPU these run in float32.
-        *(pytest.param(c, ("--mixed_precision", "no"), marks=needs_deepspeed)
-          for c in ("deepspeed_zero2.yaml", "deepspeed_zero3.yaml")),
+        *(
+            pytest.param(c, ("--mixed_precision", "no"), marks=needs_deepspeed)
+            for c in ("deepspeed_zero2.yaml", "deepspeed_zero3.yaml")
+        ),
     ],
-)  # fmt: skip
+)
 def test_shipped_gpu_configs_run_on_two_cpu_processes(config, overrides, tiny_model, tmp_path):
     """The GPU launch configs as shipped, with two processes instead of 4 or 8 (bf16 autocast on CPU
     for DDP and FSDP): the run finishes, starts at log 2 and saves a model `from_pretrained` loads."""

@@ -52,10 +52,17 @@ def preference_examples(make_image) -> list[PreferenceExample]:
     for index, ((width, height), prompt, chosen, rejected) in enumerate(rows):
         buffer = io.BytesIO()
         make_image(index, width, height).save(buffer, format="PNG")
-        examples.append(PreferenceExample(
-            id=f"ex{index}", row=index, source="test", images=[ImageRef(data=buffer.getvalue())],
-            prompt=prompt, chosen=chosen, rejected=rejected,
-        ))  # fmt: skip
+        examples.append(
+            PreferenceExample(
+                id=f"ex{index}",
+                row=index,
+                source="test",
+                images=[ImageRef(data=buffer.getvalue())],
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+            )
+        )
     return examples
 
 

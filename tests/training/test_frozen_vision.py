@@ -49,10 +49,16 @@ TOWER_LORA_TARGETS = ["model.vision_tower.encoder.layers.0.self_attn.q_proj"]
 def _config(tmp_path, setup: str, **options) -> ChipConfig:
     lora = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_dropout=0.0)  # dropout: on and off would differ
     return ChipConfig(
-        output_dir=str(tmp_path), report_to="none", use_cpu=True, freeze_vision_tower=setup != "tower trained",
-        activation_checkpointing="checkpointing" in setup, share_prefix="two rows" not in setup,
-        encode_images_once="images twice" not in setup, **(lora if "lora" in setup else {}), **options,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        freeze_vision_tower=setup != "tower trained",
+        activation_checkpointing="checkpointing" in setup,
+        share_prefix="two rows" not in setup,
+        encode_images_once="images twice" not in setup,
+        **(lora if "lora" in setup else {}),
+        **options,
+    )
 
 
 def _policy_and_reference(model_dir, config: ChipConfig, setup: str) -> tuple[nn.Module, LiveReference]:

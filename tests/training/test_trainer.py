@@ -29,9 +29,16 @@ def _learn(tiny_model, tmp_path, family: str, use_peft: bool, reference: str) ->
         extra = {"reference": "none", "token_weight": 0.0}
     lr = 1e-2 if use_peft else 5e-3
     return train(
-        model_dir, data, tmp_path / "out", max_steps=LEARN_STEPS, use_peft=use_peft, learning_rate=lr,
-        lora_r=8, lora_alpha=16, **extra,
-    )  # fmt: skip
+        model_dir,
+        data,
+        tmp_path / "out",
+        max_steps=LEARN_STEPS,
+        use_peft=use_peft,
+        learning_rate=lr,
+        lora_r=8,
+        lora_alpha=16,
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
@@ -64,10 +71,17 @@ def test_full_chip_learns_eight_pairs(tiny_model, tmp_path, family, use_peft):
 
 # Every family x {full, LoRA} x {precomputed, none}: LLaVA in the default run, the rest marked slow.
 REFERENCE_MATRIX = [
-    pytest.param(family, peft, reference, marks=() if family == "llava" else pytest.mark.slow,
-                 id=f"{family}-{'lora' if peft else 'full'}-{reference}")
-    for family in FAMILIES for peft in (False, True) for reference in ("precomputed", "none")
-]  # fmt: skip
+    pytest.param(
+        family,
+        peft,
+        reference,
+        marks=() if family == "llava" else pytest.mark.slow,
+        id=f"{family}-{'lora' if peft else 'full'}-{reference}",
+    )
+    for family in FAMILIES
+    for peft in (False, True)
+    for reference in ("precomputed", "none")
+]
 
 
 @pytest.mark.parametrize(("family", "use_peft", "reference"), REFERENCE_MATRIX)
@@ -116,10 +130,19 @@ def test_precomputed_reference_gives_the_model_reference_loss(tiny_model, tmp_pa
                 logits_chunk_size=chunk,
             )
         )
-        collator = ChipCollator(adapter, seed=config.seed, max_length=config.max_length,
-                                reference_cache=cache if mode == "precomputed" else None)  # fmt: skip
-        trainer = ChipTrainer(model=model, args=config, train_dataset=examples, data_collator=collator,
-                              reference=LiveReference(reference) if mode == "model" else PrecomputedReference(cache))  # fmt: skip
+        collator = ChipCollator(
+            adapter,
+            seed=config.seed,
+            max_length=config.max_length,
+            reference_cache=cache if mode == "precomputed" else None,
+        )
+        trainer = ChipTrainer(
+            model=model,
+            args=config,
+            train_dataset=examples,
+            data_collator=collator,
+            reference=LiveReference(reference) if mode == "model" else PrecomputedReference(cache),
+        )
         model.eval()
         with torch.no_grad():
             losses[mode] = trainer.compute_loss(model, collator(examples))
@@ -172,7 +195,19 @@ def test_log_history_has_method_metrics(tiny_model, tmp_path):
     history = train(tiny_model("llava"), data, tmp_path / "out", max_steps=1)
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 1
-    expected = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                "visual/margins", "visual/accuracies", "kl/chosen", "kl/rejected", "logps/chosen",
-                "logps/rejected", "logps/chosen_corrupt", "loss/text"}  # fmt: skip
+    expected = {
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "visual/margins",
+        "visual/accuracies",
+        "kl/chosen",
+        "kl/rejected",
+        "logps/chosen",
+        "logps/rejected",
+        "logps/chosen_corrupt",
+        "loss/text",
+    }
     assert expected <= set(history[0])

@@ -32,10 +32,14 @@ def _trl_rows(adapter: VLMAdapter, examples) -> list[dict]:
     tokenizer = adapter.processor.tokenizer
     rows = []
     for ex in examples:
-        rows.append({
-            "images": ex.load_images(), "prompt": adapter.format_prompt(ex.prompt, 1),
-            "chosen": ex.chosen + tokenizer.eos_token, "rejected": ex.rejected + tokenizer.eos_token,
-        })  # fmt: skip
+        rows.append(
+            {
+                "images": ex.load_images(),
+                "prompt": adapter.format_prompt(ex.prompt, 1),
+                "chosen": ex.chosen + tokenizer.eos_token,
+                "rejected": ex.rejected + tokenizer.eos_token,
+            }
+        )
     return rows
 
 
@@ -52,11 +56,19 @@ def test_dpo_logps_match_trl(tiny_model, tmp_path, family):
     reference = AutoModelForImageTextToText.from_pretrained(model_dir)
 
     # --- chip, plain DPO
-    config = parse_config(train_args(model_dir, data, tmp_path / "chip", segment_weight=0.0,
-                                     token_weight=0.0, visual_weight=0.0))  # fmt: skip
+    config = parse_config(
+        train_args(
+            model_dir, data, tmp_path / "chip", segment_weight=0.0, token_weight=0.0, visual_weight=0.0
+        )
+    )
     collator = ChipCollator(adapter, score_corrupt=False, max_length=config.max_length)
-    chip_trainer = ChipTrainer(model=model, args=config, train_dataset=examples, data_collator=collator,
-                               reference=LiveReference(reference))  # fmt: skip
+    chip_trainer = ChipTrainer(
+        model=model,
+        args=config,
+        train_dataset=examples,
+        data_collator=collator,
+        reference=LiveReference(reference),
+    )
     model.eval()
     batch = collator(examples)
     with torch.no_grad():
@@ -65,10 +77,21 @@ def test_dpo_logps_match_trl(tiny_model, tmp_path, family):
 
     # --- TRL, same model, reference, processor and strings
     trl_rows = _trl_rows(adapter, examples)
-    trl_config = trl.DPOConfig(output_dir=str(tmp_path / "trl"), report_to="none", use_cpu=True, beta=0.1,
-                               per_device_train_batch_size=2, max_length=None)  # fmt: skip
-    trl_trainer = trl.DPOTrainer(model=model, ref_model=reference, args=trl_config,
-                                 train_dataset=Dataset.from_list(trl_rows), processing_class=adapter.processor)  # fmt: skip
+    trl_config = trl.DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        report_to="none",
+        use_cpu=True,
+        beta=0.1,
+        per_device_train_batch_size=2,
+        max_length=None,
+    )
+    trl_trainer = trl.DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=trl_config,
+        train_dataset=Dataset.from_list(trl_rows),
+        processing_class=adapter.processor,
+    )
     trl_batch = trl_trainer.data_collator([dict(r) for r in trl_rows])
 
     # identical tokens: each TRL row, padding removed, is chip's row (its pair batch, unpacked)
