@@ -87,7 +87,7 @@ def view_main(argv: list[str]) -> int:
             segment_min_match=args.segment_min_match,
             mark_insertions=args.mark_insertions,
         )
-    elif any(getattr(args, name) != default for name, default in _MODEL_DEFAULTS.items()):
+    elif any(getattr(args, name) != default for name, default in MODEL_DEFAULTS.items()):
         raise ConfigError(
             "--corruption, --noise_step, --seed, --max_length and the segment options need --model"
         )
@@ -340,7 +340,9 @@ def _asset(name: str) -> str:
     return resources.files("chip.data").joinpath("view_page", name).read_text(encoding="utf-8")
 
 
-_MODEL_DEFAULTS = {
+# chip train's defaults for the settings the page shows with --model (a test ties them to ChipConfig;
+# importing the training config here would load transformers before the page needs it).
+MODEL_DEFAULTS = {
     "corruption": "diffusion",
     "noise_step": 500,
     "seed": 42,
@@ -374,10 +376,10 @@ def _parser() -> OneLineParser:
     for name, help_text in helps.items():
         group.add_argument(
             f"--{name}",
-            type=type(_MODEL_DEFAULTS[name]),
-            default=_MODEL_DEFAULTS[name],
+            type=type(MODEL_DEFAULTS[name]),
+            default=MODEL_DEFAULTS[name],
             choices=CORRUPTION_KINDS if name == "corruption" else None,
-            help=f"{help_text} (default {_MODEL_DEFAULTS[name]})",
+            help=f"{help_text} (default {MODEL_DEFAULTS[name]})",
         )
     group.add_argument(
         "--mark_insertions", action="store_true", help="also flag pure insertions/deletions as changed"

@@ -48,7 +48,7 @@ class PairingRules:
     def __post_init__(self) -> None:
         if self.min_gap < 1 or self.pairs_per_prompt < 1:
             raise ConfigError("--min_gap and --pairs_per_prompt must be at least 1")
-        check_choices(self, ["coverage"])
+        check_choices(self)
 
 
 COVERAGE_CHOICES: tuple[str, ...] = get_args(Coverage)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from chip.cli import main as chip_main
 from chip.data import load_preference_rows
-from chip.data.view import _MODEL_DEFAULTS, parse_pages, write_view
+from chip.data.view import MODEL_DEFAULTS, parse_pages, write_view
 from chip.data.view_images import CorruptionSettings, flagged_spans, pixel_tiles
 from chip.errors import ConfigError
 from tests.data.chromium import Chromium, find_chromium
@@ -211,8 +211,8 @@ def test_pages_option():
 def test_training_settings_need_a_model_and_default_to_chip_trains(dataset, tmp_path, capsys):
     from chip.training.config import ChipConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(ChipConfig) if f.name in _MODEL_DEFAULTS}
-    assert defaults == _MODEL_DEFAULTS
+    defaults = {f.name: f.default for f in dataclasses.fields(ChipConfig) if f.name in MODEL_DEFAULTS}
+    assert defaults == MODEL_DEFAULTS
     code = chip_main(
         ["data", "view", str(dataset), "--output", str(tmp_path / "v.html"), "--noise-step", "9"]
     )
