@@ -32,9 +32,10 @@ from pathlib import Path
 from chip.cli import OneLineParser
 from chip.errors import ConfigError
 from chip.evaluation.benchmarks import BENCHMARKS, READINGS, read_answers
-from chip.evaluation.io import write_json_atomic, write_text_atomic
 from chip.evaluation.judge import JudgeClient
 from chip.evaluation.report import compare_table, load_runs, metrics_table
+from chip.files import write_json_atomic, write_text_atomic
+from chip.runlock import run_lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,15 +149,17 @@ def _generate(args: argparse.Namespace) -> Path:
         device=args.device,
         dtype=args.dtype,
     )
-    generate_answers(
-        args.model,
-        questions,
-        answers_path,
-        args.image_root,
-        settings,
-        adapter=args.adapter,
-        id_field=bench.id_field,
-    )
+    # Per answers file, not per folder: several benchmarks are often answered into one folder at once.
+    with run_lock(answers_path.parent, f"eval --bench {args.bench}", f".{answers_path.name}.lock"):
+        generate_answers(
+            args.model,
+            questions,
+            answers_path,
+            args.image_root,
+            settings,
+            adapter=args.adapter,
+            id_field=bench.id_field,
+        )
     return answers_path
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from chip.errors import ConfigError, DataError
+from chip.files import append_text
 from chip.modeling.errors import ModelError, one_line
 
 if TYPE_CHECKING:
@@ -262,21 +262,20 @@ def generate_answers(
         )
     answers_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(questions), initial=len(questions) - len(todo), unit="answer", disable=not progress)
-    with answers_path.open("a", encoding="utf-8") as handle:
-        for batch in _batches(todo, settings.batch_size):
-            texts = generate_batch(model, vlm, batch, Path(image_root), settings)
-            for question, text in zip(batch, texts):
-                row = {
-                    id_field: question.id,
-                    "prompt": question.prompt,
-                    "image": question.image,
-                    "answer": text,
-                    "model": identity,
-                    "settings": settings.decoding(),
-                }
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-            bar.update(len(batch))
+    for batch in _batches(todo, settings.batch_size):
+        texts = generate_batch(model, vlm, batch, Path(image_root), settings)
+        rows = [
+            {
+                id_field: question.id,
+                "prompt": question.prompt,
+                "image": question.image,
+                "answer": text,
+                "model": identity,
+                "settings": settings.decoding(),
+            }
+            for question, text in zip(batch, texts)
+        ]
+        append_text(answers_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        bar.update(len(batch))
     bar.close()
     return answers_path

@@ -1,15 +1,14 @@
 """Reading answer/question files and writing results, with errors that name file, line and field.
 
 Benchmarks ship their question files as JSON lists (AMBER, MMHal-Bench, HallusionBench) or
-JSON Lines (POPE, our own answers), so `read_records` takes either. Results are written through
-a temporary file and `os.replace`, so an interrupted run never leaves a half-written JSON.
+JSON Lines (POPE, our own answers), so `read_records` takes either. Results are written with
+`chip.files` (a temporary file and `os.replace`), so an interrupted run or a full disk never
+leaves a half-written JSON.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -92,27 +91,6 @@ def read_json(path: str | Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, data: object) -> None:
-    """Write `data` as indented JSON, atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def index_by(rows: Iterable[dict], key: str, path: str | Path) -> dict:

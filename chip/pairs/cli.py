@@ -34,6 +34,7 @@ from chip.pairs.output import JUDGMENTS_FILE, PAIRS_FILE, REPORT_MD
 from chip.pairs.pairing import COVERAGE_CHOICES, PairingRules
 from chip.pairs.sampling import SamplingSettings
 from chip.pairs.sources import DEFAULT_PROMPTS, PromptItem, Skipped, dataset_items, folder_items, read_prompts
+from chip.runlock import run_lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,18 +187,19 @@ def main(argv: list[str]) -> int:
     rules = PairingRules(args.min_gap, args.pairs_per_prompt, args.coverage, args.length_balance)
     items, skipped, source = _items(args)
     annotator = _annotator(args, items)
-    report = make_pairs(
-        args.model,
-        items,
-        annotator,
-        args.output,
-        sampling,
-        rules,
-        adapter=args.adapter,
-        skipped=skipped,
-        source=source,
-        examples=args.examples,
-    )
+    with run_lock(args.output, "pairs"):
+        report = make_pairs(
+            args.model,
+            items,
+            annotator,
+            args.output,
+            sampling,
+            rules,
+            adapter=args.adapter,
+            skipped=skipped,
+            source=source,
+            examples=args.examples,
+        )
     output = Path(args.output)
     print(
         f"{report['pairs']['kept']} pairs from {report['pairs']['prompts_with_pairs']} of {len(items)} prompts "

@@ -25,7 +25,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
@@ -40,6 +39,7 @@ from chip.data import ImageRef
 from chip.errors import ConfigError
 from chip.evaluation.generate import read_answered
 from chip.evaluation.judge import JudgeClient, JudgeUnavailable
+from chip.files import append_text
 from chip.pairs.annotators import Annotation
 from chip.pairs.sampling import Sample
 from chip.pairs.sources import PromptItem
@@ -233,7 +233,7 @@ class JudgeAnnotator:
         """Judge `todo`, `workers` at a time, appending (and fsyncing) each judgment as it finishes."""
         failure: JudgeUnavailable | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle, ThreadPoolExecutor(self.workers) as pool:
+        with ThreadPoolExecutor(self.workers) as pool:
             futures = [pool.submit(self.judge_sample, sample, items[sample.id]) for sample in todo]
             try:
                 for future in as_completed(futures):
@@ -246,9 +246,7 @@ class JudgeAnnotator:
                         for other in futures:
                             other.cancel()
                         continue
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    append_text(self.path, json.dumps(row, ensure_ascii=False) + "\n")
                     judged += 1
             except BaseException:
                 for other in futures:  # Ctrl-C or an unreadable image: send no further requests

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from chip.data import ImageRef
-from chip.evaluation.io import write_text_atomic
+from chip.files import write_atomic, write_bytes_atomic, write_text_atomic
 from chip.pairs.pairing import Pair
 from chip.pairs.sources import PromptItem
 from chip.segments import changed_spans
@@ -73,16 +73,14 @@ def _place_image(ref: ImageRef, target: Path) -> None:
     """Put one image at `target`: a hard link to the source file where the file system allows it."""
     if target.exists():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
     if ref.data is not None:
-        partial.write_bytes(ref.data)
-    else:
-        try:
-            os.link(str(ref.path), partial)
-        except OSError:  # another device, or a file system without hard links
-            shutil.copyfile(str(ref.path), partial)
-    os.replace(partial, target)
+        write_bytes_atomic(target, ref.data)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(str(ref.path), target)  # atomic: the name appears with the whole file behind it
+    except OSError:  # another device, or a file system without hard links
+        write_atomic(target, lambda tmp: shutil.copyfile(str(ref.path), tmp), ref.path.stat().st_size)
 
 
 def write_pairs(output: Path, pairs: Sequence[Pair], items: Mapping[str, PromptItem]) -> list[dict[str, Any]]:

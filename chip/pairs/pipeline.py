@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chip.evaluation.io import write_json_atomic, write_text_atomic
+from chip.files import write_json_atomic, write_text_atomic
 from chip.pairs.annotators import Annotator
 from chip.pairs.output import PAIRS_FILE, REPORT_JSON, REPORT_MD, SAMPLES_FILE, write_pairs
 from chip.pairs.pairing import Candidate, Pair, PairingRules, balance_lengths, pair_item

@@ -25,7 +25,6 @@ for byte as that of an uninterrupted run. Raising `samples` later adds samples 8
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from chip.evaluation.generate import (
     load_for_generation,
     read_answered,
 )
+from chip.files import append_text
 from chip.pairs.sources import PromptItem, stable_hash
 
 if TYPE_CHECKING:
@@ -220,16 +220,13 @@ def sample_responses(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(units), initial=len(units) - len(todo), unit="sample", disable=not progress)
-    with path.open("a", encoding="utf-8") as handle:
-        for batch in _batches(todo, settings.batch_size):
-            rows = [
-                {**sample.as_row(), "model": identity, "settings": settings.decoding()}
-                for sample in sample_batch(model, vlm, batch, settings)
-            ]
-            handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-            handle.flush()
-            os.fsync(handle.fileno())
-            bar.update(len(batch))
+    for batch in _batches(todo, settings.batch_size):
+        rows = [
+            {**sample.as_row(), "model": identity, "settings": settings.decoding()}
+            for sample in sample_batch(model, vlm, batch, settings)
+        ]
+        append_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        bar.update(len(batch))
     bar.close()
     return identity
 

@@ -26,14 +26,15 @@ SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference",
 TRAINING_ARGUMENTS_TITLE = "transformers.TrainingArguments (every field; see the transformers docs)"
 USAGE = {
     "train": "chip train --config FILE.yaml [--FIELD VALUE ...]",
-    "precompute": "chip data precompute --config FILE.yaml --reference_cache DIR [--FIELD VALUE ...]",
+    "precompute": "chip data precompute --config FILE.yaml --reference_cache DIR [--repair] [--FIELD VALUE ...]",
 }
 DESCRIPTION = {
     "train": "Train a vision-language model with CHiP (DPO and every ablation are weight settings). "
     "Values on the command line override the --config file; every field is accepted in either.",
     "precompute": "Write the reference log-prob cache for `chip train --reference precomputed`: the model at "
     "--model_name_or_path scores every example of --dataset once. Takes the same settings as "
-    "`chip train` (the cache is refused when a setting it depends on changes).",
+    "`chip train` (the cache is refused when a setting it depends on changes). A rerun keeps the shards "
+    "already done; --repair checks a finished cache against its checksums and recomputes only damaged shards.",
 }
 
 

@@ -1,17 +1,22 @@
 """Checkpoints: which one ``--resume_from_checkpoint`` names (refusing one a kill left half-written),
-and saving one when the user presses Ctrl-C."""
+saving one when the user presses Ctrl-C, and what a full disk while saving leaves behind."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from chip.errors import ConfigError
+from chip.files import DiskFullError, disk_full_errors, disk_full_message, is_disk_full
 from chip.training.config import ChipConfig
 from chip.training.distributed import on_any_process
 
@@ -66,6 +71,78 @@ def _complete_checkpoint(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(state, dict) and "global_step" in state
+
+
+FINAL_STAGING = ".final-partial"  # the final save is written here, then moved into output_dir
+
+
+@contextmanager
+def checkpoints_or_one_line(output_dir: str | Path) -> Iterator[None]:
+    """Around ``trainer.train()``: a disk that fills while a checkpoint is written stops the run with one
+    `DiskFullError` line; the torn checkpoint is removed (it would only hold space) and the last
+    complete one stays for ``--resume_from_checkpoint last``."""
+    try:
+        yield
+    except Exception as err:  # boundary: Trainer's checkpoint writes; only a full disk is converted
+        if not is_disk_full(err):
+            raise
+        raise _checkpoint_disk_full(Path(output_dir)) from None
+
+
+def _checkpoint_disk_full(output_dir: Path) -> DiskFullError:
+    folders = sorted(output_dir.glob("checkpoint-*"), key=_checkpoint_step)
+    complete = [folder for folder in folders if _complete_checkpoint(folder)]
+    newest = _checkpoint_step(complete[-1]) if complete else -1
+    torn = [folder for folder in folders if _checkpoint_step(folder) > newest]
+    for folder in torn:
+        shutil.rmtree(folder, ignore_errors=True)
+    needed = folder_bytes(complete[-1]) if complete else None
+    kept = (
+        f"; {complete[-1]} is complete: add --resume_from_checkpoint last"
+        if complete
+        else "; no complete checkpoint yet"
+    )
+    message = disk_full_message(torn[-1] if torn else output_dir, needed, "checkpoint")
+    return DiskFullError(message + kept)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Total size of the files under ``folder``."""
+    return sum(file.stat().st_size for file in folder.rglob("*") if file.is_file())
+
+
+def save_final(trainer, output_dir: str | Path) -> None:
+    """The final model and ``trainer_state.json``, written to ``output_dir/.final-partial`` and moved into
+    ``output_dir`` only once all of it is on disk, so a full disk leaves the previous final save (and
+    every checkpoint) as it was, plus one `DiskFullError` line."""
+    output = Path(output_dir)
+    staging = output / FINAL_STAGING
+    with disk_full_errors(output, _weights_bytes(trainer.model), "final model"):
+        try:
+            trainer.save_model(str(staging))
+            if trainer.args.should_save:
+                trainer.state.save_to_json(str(staging / "trainer_state.json"))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    if not trainer.args.should_save:
+        return
+    for item in staging.iterdir():
+        target = output / item.name
+        if item.is_dir() and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    staging.rmdir()
+
+
+def _weights_bytes(model) -> int:
+    """Bytes of the weights a final save writes: the trainable ones of a LoRA model, else all."""
+    trainable_only = hasattr(model, "peft_config")
+    return sum(
+        param.numel() * param.element_size()
+        for param in model.parameters()
+        if param.requires_grad or not trainable_only
+    )
 
 
 class StopOnInterrupt(TrainerCallback):

@@ -125,16 +125,30 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     """Load data and model, train, save; returns the final metrics. The library entry point of `chip train`.
 
     ``callbacks`` are added to the Trainer's; with ``replace_progress`` the first of them takes the
-    place of the stock progress bar (e.g. one that does not print every logged dict).
+    place of the stock progress bar (e.g. one that does not print every logged dict). A second run
+    into the same ``output_dir`` while this one lives is refused (`chip.runlock`).
     """
-    from chip.training.checkpoints import StopOnInterrupt, resolve_resume_checkpoint
+    from chip.runlock import run_lock
+    from chip.training.preflight import check_run
+
+    check_run(config)
+    with run_lock(config.output_dir, "train"):
+        return _train(config, callbacks, replace_progress)
+
+
+def _train(config: ChipConfig, callbacks: list | None, replace_progress: bool) -> dict:
+    from chip.training.checkpoints import (
+        StopOnInterrupt,
+        checkpoints_or_one_line,
+        resolve_resume_checkpoint,
+        save_final,
+    )
     from chip.training.collate import ChipCollator
     from chip.training.models import load_model, prepare_policy
-    from chip.training.preflight import check_run, warn_ignored
+    from chip.training.preflight import warn_ignored
     from chip.training.reference import REFERENCES
     from chip.training.trainer import ChipTrainer
 
-    check_run(config)
     warn_ignored(config)
     resume = resolve_resume_checkpoint(config)
     set_seed(config.seed)
@@ -158,7 +172,7 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
         trainer.remove_callback(ProgressCallback)
     for callback in callbacks or []:
         trainer.add_callback(callback)
-    with StopOnInterrupt() as interrupt:
+    with StopOnInterrupt() as interrupt, checkpoints_or_one_line(config.output_dir):
         trainer.add_callback(interrupt)
         result = trainer.train(resume_from_checkpoint=resume)
     if interrupt.interrupted:
@@ -166,23 +180,39 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
             f"stopped at step {trainer.state.global_step}; checkpoint saved in {config.output_dir}. "
             "Resume with the same command plus --resume_from_checkpoint last"
         )
-    trainer.save_model(config.output_dir)
-    trainer.save_state()
+    save_final(trainer, config.output_dir)
     return dict(result.metrics)
 
 
-def run_precompute(config: ChipConfig) -> Path:
-    """Write the reference cache for `config` (the reference = the model at model_name_or_path)."""
+def run_precompute(config: ChipConfig, repair: bool = False) -> Path:
+    """Write the reference cache for `config` (the reference = the model at model_name_or_path); one
+    run per cache folder (`chip.runlock`). With ``repair``, a finished cache is checked first and
+    only its damaged shards are recomputed."""
+    if not config.reference_cache:
+        raise ConfigError("--reference_cache DIR is required")
+    from chip.runlock import run_lock
+    from chip.training.preflight import check_run
+
+    check_run(config, need_output_dir=False)
+    with run_lock(config.reference_cache, "data precompute"):
+        if repair:
+            from chip.training.precompute import repair_cache
+
+            damaged = repair_cache(config.reference_cache)
+            logger.info(
+                "%s: %s",
+                config.reference_cache,
+                "; ".join(damaged) or "every shard intact, nothing to repair",
+            )
+        return _precompute(config)
+
+
+def _precompute(config: ChipConfig) -> Path:
     from chip.training.collate import ChipCollator
     from chip.training.models import load_model
     from chip.training.precompute import precompute_reference
     from chip.training.reference_cache import cache_settings
 
-    if not config.reference_cache:
-        raise ConfigError("--reference_cache DIR is required")
-    from chip.training.preflight import check_run
-
-    check_run(config, need_output_dir=False)
     adapter = load_adapter(config)
     examples, held_out = load_train_eval(config, adapter)
     examples = examples + held_out  # the cache covers evaluation too
@@ -222,7 +252,8 @@ def precompute_main(argv: list[str]) -> int:
         print(text, end="")
         return 0
     _setup_logging()
-    config = parse_config(argv, command="precompute")
-    path = run_precompute(config)
+    repair = "--repair" in argv  # a command option, not a setting of the cache: kept out of ChipConfig
+    config = parse_config([arg for arg in argv if arg != "--repair"], command="precompute")
+    path = run_precompute(config, repair=repair)
     logger.info("reference cache written to %s", path)
     return 0

@@ -2,11 +2,12 @@
 
 Shards of ``SHARD_SIZE`` examples (overridden by the ``CHIP_REFERENCE_SHARD_SIZE`` environment
 variable or the ``shard_size`` argument; smaller shards lose less work to a kill) are written in
-the format `chip.training.reference_cache` reads. Every file is written to ``NAME.tmp`` and
-renamed, so a crash leaves either the old file or the new one, never half of it under the real
-name; a resumed precompute reuses a shard only when its safetensors header is intact and its ids
-file lists exactly the examples that shard must hold, so a killed run resumes at the first missing
-shard.
+the format `chip.training.reference_cache` reads. Every file is written to a temporary file and
+renamed (`chip.files`), so a crash leaves either the old file or the new one, never half of it under the real
+name; a resumed precompute reuses a shard only when its ids file (written after it) lists exactly
+the examples that shard must hold and the shard matches the size and SHA-256 recorded there, so a
+killed run resumes at the first missing shard. `repair_cache` (``--repair``) checks a finished cache
+against its manifest and deletes the damaged shards, which the next precompute recomputes.
 """
 
 from __future__ import annotations
@@ -18,31 +19,33 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import send_to_device
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from chip.errors import ConfigError
+from chip.files import write_atomic, write_text_atomic
 from chip.modeling.batch import CORRUPT, REAL, split_pairs
 from chip.modeling.scores import spread
 from chip.training.reference import LiveReference
-from chip.training.reference_cache import FORMAT, VERSION, StaleCacheError, fingerprint, read_cache_json
+from chip.training.reference_cache import (
+    FORMAT,
+    VERSION,
+    StaleCacheError,
+    file_sha256,
+    fingerprint,
+    load_shard,
+    read_cache_json,
+)
 
 SHARD_SIZE = 256  # examples per shard: the unit of resumption
 SHARD_SIZE_ENV = "CHIP_REFERENCE_SHARD_SIZE"  # overrides SHARD_SIZE without a code change
 
 
 def _atomic_save(tensors: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    needed = sum(v.nbytes for v in tensors.values())
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp)), needed)
 
 
 def resolve_shard_size(shard_size: int | None = None) -> int:
@@ -57,22 +60,61 @@ def resolve_shard_size(shard_size: int | None = None) -> int:
     return size
 
 
-def _reusable_shard(file: Path, ids_file: Path, expected_ids: list[str]) -> bool:
-    """Whether a shard left by an earlier (possibly killed) run holds exactly ``expected_ids``, intact.
+def _reusable_shard(file: Path, ids_file: Path, expected_ids: list[str]) -> dict | None:
+    """The manifest entry of a shard left by an earlier (possibly killed) run if it holds exactly
+    ``expected_ids``, intact; else None.
 
     The ids must match because the examples or the shard size may differ from the earlier run; the
-    header check catches a file cut short (safetensors verifies the header covers the whole file).
+    checksum recorded beside them (written after the shard) catches a file cut short or altered.
     """
     if not (file.is_file() and ids_file.is_file()):
-        return False
+        return None
     try:
-        if json.loads(ids_file.read_text()) != expected_ids:
-            return False
-        with safe_open(str(file), framework="pt") as shard:
-            keys = set(shard.keys())
-    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError):
-        return False
-    return all(f"{index}/chosen_logps" in keys for index in range(len(expected_ids)))
+        record = json.loads(ids_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or record.get("ids") != expected_ids:
+        return None
+    entry = {"file": file.name, **record}
+    try:
+        keys = set(load_shard(file.parent, entry))
+    except StaleCacheError:
+        return None
+    return entry if all(f"{index}/chosen_logps" in keys for index in range(len(expected_ids))) else None
+
+
+def _write_shard(tensors: dict[str, Tensor], file: Path, ids_file: Path, ids: list[str]) -> dict:
+    """Write a shard, then its ids and checksum (the mark that it is complete); returns its manifest entry."""
+    _atomic_save(tensors, file)
+    data = file.read_bytes()
+    record = {"ids": ids, "bytes": len(data), "sha256": file_sha256(data)}
+    write_text_atomic(ids_file, json.dumps(record))
+    return {"file": file.name, **record}
+
+
+def repair_cache(path: str | Path) -> list[str]:
+    """Check every shard of the finished cache at ``path`` against its manifest and delete the damaged
+    ones, so that `precompute_reference` recomputes exactly those; returns what was wrong with each."""
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        raise StaleCacheError(
+            f"{path}: no manifest.json, nothing to repair; run `chip data precompute` without --repair"
+        )
+    manifest = read_cache_json(manifest_file)
+    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
+        raise StaleCacheError(
+            f"{manifest_file}: not a v{VERSION} cache manifest; run `chip data precompute` without --repair"
+        )
+    damaged = []
+    for shard in manifest["shards"]:
+        try:
+            load_shard(path, shard)
+        except StaleCacheError as err:
+            damaged.append(str(err))
+            (path / shard["file"]).unlink(missing_ok=True)
+            (path / shard["file"]).with_suffix(".ids.json").unlink(missing_ok=True)
+    return damaged
 
 
 def _split_rows(values: Tensor, mask: Tensor) -> list[Tensor]:
@@ -129,6 +171,8 @@ def precompute_reference(
     path = Path(path)
     shard_size = resolve_shard_size(shard_size)
     _claim_folder(path, cache_fingerprint, settings)
+    for stale in path.glob("*.tmp"):  # left by a killed run; this run holds the folder (chip.runlock)
+        stale.unlink()
     num_shards = (len(examples) + shard_size - 1) // shard_size
     shards = []
     done = 0
@@ -138,14 +182,13 @@ def precompute_reference(
         ids_file = file.with_suffix(".ids.json")
         chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
         chunk_ids = [ex.id for ex in chunk]
-        if not _reusable_shard(file, ids_file, chunk_ids):
-            _atomic_save(
-                _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar), file
-            )
-            _atomic_write_text(json.dumps(chunk_ids), ids_file)
+        entry = _reusable_shard(file, ids_file, chunk_ids)
+        if entry is None:
+            tensors = _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar)
+            entry = _write_shard(tensors, file, ids_file, chunk_ids)
         else:
             bar.update(len(chunk))
-        shards.append({"file": file.name, "ids": chunk_ids, "bytes": file.stat().st_size})
+        shards.append(entry)
         done += len(chunk)
     bar.close()
 
@@ -158,7 +201,7 @@ def precompute_reference(
         "num_examples": done,
         "shards": shards,
     }
-    _atomic_write_text(json.dumps(manifest, indent=1), path / "manifest.json")
+    write_text_atomic(path / "manifest.json", json.dumps(manifest, indent=1))
     return path
 
 
@@ -174,7 +217,7 @@ def _claim_folder(path: Path, cache_fingerprint: str, settings: dict) -> None:
         raise StaleCacheError(
             f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
         )
-    _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
+    write_text_atomic(progress_file, json.dumps({"fingerprint": cache_fingerprint, "settings": settings}))
 
 
 def _score_chunk(

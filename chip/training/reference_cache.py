@@ -8,9 +8,11 @@ the tail mass is implied (1 − Σ top-k). Tensors are safetensors shards (never
 (model, tokenizer, data, corruption, seed, max length, k). A stale or mismatched cache is refused.
 `chip.training.precompute` writes it.
 
-Integrity: nothing on disk is trusted blindly (a copy can be cut short, a disk can fill up):
-`ReferenceCache.open` refuses a manifest that does not parse or a shard whose size differs from the
-one recorded in the manifest.
+Integrity: nothing on disk is trusted blindly (a copy can be cut short, a disk can fill up, a
+shared file system can flip a byte): the manifest records each shard's size and SHA-256, and
+`ReferenceCache.open` checks every shard before training starts, refusing the cache with one line
+that names each damaged shard and its example ids; ``chip data precompute --repair`` then
+recomputes only those shards.
 
     chip data precompute --config recipe.yaml --reference_cache cache/   # then
     chip train --config recipe.yaml --reference precomputed --reference_cache cache/
@@ -26,14 +28,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load
 from torch import Tensor
 
 from chip.errors import ChipError
 from chip.modeling.batch import for_both_rows, pair_rows
 
 FORMAT = "chip-reference-cache"
-VERSION = 1
+VERSION = 2  # 2: a SHA-256 per shard
+SHOWN_IDS = 3  # example ids named per damaged shard
 
 
 class StaleCacheError(ChipError):
@@ -155,13 +158,23 @@ class ReferenceCache:
                 "recompute it with `chip data precompute` or train with the settings it was made with"
             )
         entries: dict[str, dict[str, Tensor]] = {}
+        damaged = []
         for shard in manifest["shards"]:
-            tensors = _load_shard(path / shard["file"], shard.get("bytes"))
+            try:
+                tensors = load_shard(path, shard)
+            except StaleCacheError as err:
+                damaged.append(str(err))
+                continue
             for index, example_id in enumerate(shard["ids"]):
                 prefix = f"{index}/"
                 entries[example_id] = {
                     k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)
                 }
+        if damaged:
+            raise StaleCacheError(
+                f"{path}: damaged reference cache: {'; '.join(damaged)}; run `chip data precompute` "
+                "with the same settings and --repair to recompute only these shards"
+            )
         return cls(path, manifest, entries)
 
     def batch(
@@ -197,24 +210,28 @@ class ReferenceCache:
         return out
 
 
-def _load_shard(file: Path, expected_bytes: int | None) -> dict[str, Tensor]:
-    """One shard's tensors; a missing, cut-short or unreadable shard is refused, never half-read."""
+def file_sha256(data: bytes) -> str:
+    """Hex SHA-256 of a shard's bytes, as the manifest records it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_shard(folder: Path, shard: dict) -> dict[str, Tensor]:
+    """The tensors of one manifest ``shard`` entry; `StaleCacheError` naming the shard and its first
+    example ids when it is missing, cut short, altered (checksum) or unreadable: never half-read."""
+    file = folder / shard["file"]
+    ids = shard.get("ids", [])
+    name = f"{shard['file']} (examples {', '.join(map(str, ids[:SHOWN_IDS]))}{', ...' if len(ids) > SHOWN_IDS else ''})"
     if not file.is_file():
-        raise StaleCacheError(
-            f"{file} is missing: the reference cache is incomplete; rerun `chip data precompute`"
-        )
-    size = file.stat().st_size
-    if expected_bytes is not None and size != expected_bytes:
-        raise StaleCacheError(
-            f"{file} has {size} bytes, the manifest recorded {expected_bytes}: the cache is damaged; "
-            "rerun `chip data precompute`"
-        )
+        raise StaleCacheError(f"{name} is missing")
+    data = file.read_bytes()
+    if shard.get("bytes") is not None and len(data) != shard["bytes"]:
+        raise StaleCacheError(f"{name} has {len(data)} bytes, the manifest recorded {shard['bytes']}")
+    if file_sha256(data) != shard.get("sha256"):
+        raise StaleCacheError(f"{name} fails its checksum (altered on disk)")
     try:
-        return load_file(str(file))
+        return load(data)
     except SafetensorError as err:
-        raise StaleCacheError(
-            f"{file} is not a readable safetensors file ({err}); rerun `chip data precompute`"
-        ) from None
+        raise StaleCacheError(f"{name} is not a readable safetensors file ({err})") from None
 
 
 def _pad(rows: list[Tensor], kept: Sequence[int], row_ids: Sequence[str]) -> Tensor:

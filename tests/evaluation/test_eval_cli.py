@@ -9,8 +9,8 @@ import pytest
 from chip import cli as chip_cli
 from chip.errors import ConfigError, DataError
 from chip.evaluation.cli import main
-from chip.evaluation.io import write_json_atomic
 from chip.evaluation.report import compare_table, load_runs, metrics_table
+from chip.files import write_json_atomic
 
 
 def write_jsonl(path, rows) -> str:

@@ -6,8 +6,8 @@ import pytest
 
 from chip.errors import DataError
 from chip.evaluation.cli import main
-from chip.evaluation.io import write_json_atomic
 from chip.evaluation.report import compare_table, load_runs
+from chip.files import write_json_atomic
 
 
 def model_folder(root, name: str, chair_i: float, perception: float, accuracy: float) -> str:

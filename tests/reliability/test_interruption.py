@@ -275,10 +275,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "manifest_cut_short": (lambda cache: _cut(cache / "manifest.json"), "manifest.json is damaged"),
     "manifest_not_an_object": (lambda cache: (cache / "manifest.json").write_text("[]"), "not a JSON object"),
     "shard_cut_short": (lambda cache: _cut(cache / "shard-00001.safetensors"), "the manifest recorded"),
-    "shard_scrambled": (
-        lambda cache: _scramble(cache / "shard-00001.safetensors"),
-        "not a readable safetensors",
-    ),
+    "shard_scrambled": (lambda cache: _scramble(cache / "shard-00001.safetensors"), "fails its checksum"),
     "shard_missing": (lambda cache: (cache / "shard-00002.safetensors").unlink(), "is missing"),
 }
 
