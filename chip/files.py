@@ -20,7 +20,7 @@ import errno
 import json
 import os
 import shutil
-import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,21 +28,33 @@ from pathlib import Path
 from chip.errors import ChipError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")  # strerror, in wrapped errors
+RETRY = "free some space and run the same command again (finished work is kept)"
+NEARLY_FULL = 1024 * 1024  # bytes left below which a write error without an errno means a full disk
 
 
 class DiskFullError(ChipError):
     """The disk (or quota) filled up while chip wrote a file; nothing complete was replaced."""
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """Whether ``err`` (or the error it was raised from) is a full disk or an exceeded quota."""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in DISK_FULL:
-            return True
-        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
-            return True  # libraries that wrap the OSError in their own type (safetensors, torch)
+def is_disk_full(err: BaseException, path: str | Path | None = None) -> bool:
+    """Whether ``err`` (or an error it was raised from) is a full disk or an exceeded quota.
+
+    Some writers drop the errno: torch's zip writer raises a bare ``RuntimeError`` ("unexpected
+    pos ..."), safetensors wraps it in its own error. Given the ``path`` being written, an
+    ``OSError`` or ``RuntimeError`` counts as a full disk when less than `NEARLY_FULL` is left there.
+    """
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
         err = err.__cause__ or err.__context__
-    return False
+    for error in chain:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return True
+        if any(text in str(error) for text in DISK_FULL_TEXT):
+            return True
+    write_error = any(isinstance(error, (OSError, RuntimeError)) for error in chain)
+    return write_error and path is not None and free_bytes(path) < NEARLY_FULL
 
 
 def human_bytes(count: float) -> str:
@@ -62,14 +74,11 @@ def free_bytes(path: str | Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def disk_full_message(path: str | Path, needed: int | None, what: str = "") -> str:
-    """``disk full writing PATH (WHAT): needs about N, M free; ...`` for a `DiskFullError`."""
+def disk_full_message(path: str | Path, needed: int | None, what: str = "", then: str = RETRY) -> str:
+    """``disk full writing PATH (WHAT): needs about N, M free; THEN`` for a `DiskFullError`."""
     need = f"needs about {human_bytes(needed)}, " if needed else ""
     label = f" ({what})" if what else ""
-    return (
-        f"disk full writing {path}{label}: {need}{human_bytes(free_bytes(path))} free; "
-        "free some space and run the same command again (finished work is kept)"
-    )
+    return f"disk full writing {path}{label}: {need}{human_bytes(free_bytes(path))} free; {then}"
 
 
 @contextmanager
@@ -80,7 +89,7 @@ def disk_full_errors(path: str | Path, needed: int | None = None, what: str = ""
     except DiskFullError:
         raise
     except Exception as err:  # boundary: any library's write error; only a full disk is converted
-        if not is_disk_full(err):
+        if not is_disk_full(err, path):
             raise
         raise DiskFullError(disk_full_message(path, needed, what)) from None
 
@@ -93,9 +102,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], needed: int | 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    # Unique per process and thread (writers run in threads); created with the umask's mode, like
+    # the file it becomes (mkstemp would make it private).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    os.close(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o666))
     with disk_full_errors(path, needed):  # outside the cleanup, so the space left is counted without tmp
         try:
             write(tmp)

@@ -40,6 +40,7 @@ from chip.data.report import DataReport
 from chip.data.view_images import CorruptionSettings, TrainingView, add_pictures
 from chip.data.view_rows import ViewRow, view_rows
 from chip.errors import ConfigError
+from chip.files import write_text_atomic
 
 PAGE_SIZE = 50
 DEFAULT_PAGES = "1-5"
@@ -169,12 +170,10 @@ def write_view(
         _add_notes(rows, training, pages)
         _write_chunks(rows, files, page_size)
         index = _index(report, rows, page_size, files.name, settings, pages, command)
-        (files / "index.js").write_text(f"window.CHIP_VIEW = {_json(index)};\n", encoding="utf-8")
+        write_text_atomic(files / "index.js", f"window.CHIP_VIEW = {_json(index)};\n")
         for name in ("view.js", "view.css"):
-            (files / name).write_text(_asset(name), encoding="utf-8")
-        page.write_text(
-            _asset("view.html").replace("@FILES@", html.escape(quote(files.name))), encoding="utf-8"
-        )
+            write_text_atomic(files / name, _asset(name))
+        write_text_atomic(page, _asset("view.html").replace("@FILES@", html.escape(quote(files.name))))
         return ViewResult(page, len(rows), n_pages, len(pictured), time.perf_counter() - started)
 
 
@@ -281,7 +280,7 @@ def _write_chunks(rows: list[ViewRow], files: Path, page_size: int) -> None:
             {"row": row.row, **row.fields} for row in rows[number * page_size : (number + 1) * page_size]
         ]
         text = f"chipView.chunk({number}, {_json(chunk)});\n"
-        (files / "rows" / f"{number:06d}.js").write_text(text, encoding="utf-8")
+        write_text_atomic(files / "rows" / f"{number:06d}.js", text)
 
 
 def _index(

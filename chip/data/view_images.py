@@ -35,6 +35,7 @@ from chip.data.images import ImageProblem, ImageRef, to_rgb
 from chip.data.rows import PreferenceExample
 from chip.data.view_rows import ViewRow
 from chip.errors import ChipError
+from chip.files import write_atomic
 
 # Longest side of a thumbnail in pixels (shown at up to 160 CSS pixels).
 THUMB_SIDE = 192
@@ -68,9 +69,7 @@ def write_thumbnail(ref: ImageRef, folder: Path) -> str:
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise ImageProblem("image_corrupt", f"image {ref.describe()} cannot be decoded: {err}") from None
     rgb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.BICUBIC, reducing_gap=2.0)
-    partial = target.with_name(f".{name}.{os.getpid()}")
-    rgb.save(partial, "JPEG", quality=THUMB_QUALITY)
-    os.replace(partial, target)  # readers never see a half-written file
+    write_atomic(target, lambda tmp: rgb.save(tmp, "JPEG", quality=THUMB_QUALITY))
     return name
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+
+from chip.files import write_text_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -32,11 +33,8 @@ def write_results(results: dict[str, Any], output_dir: Path) -> Path:
         (path, json.dumps(body, indent=1)),
         (output_dir / "scene_counts.json", _counts_json(counts)),
     ):
-        if text is None:
-            continue
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, target)
+        if text is not None:
+            write_text_atomic(target, text + "\n")
     return path
 
 
@@ -337,7 +335,7 @@ Rule: the lowest validation greedy CHAIR_i among learning rates with validation 
 {json.dumps(results["timings_seconds"])}
 """
     path = output_dir / "report.md"
-    path.write_text(text)
+    write_text_atomic(path, text)
     return path
 
 

@@ -84,7 +84,7 @@ def checkpoints_or_one_line(output_dir: str | Path) -> Iterator[None]:
     try:
         yield
     except Exception as err:  # boundary: Trainer's checkpoint writes; only a full disk is converted
-        if not is_disk_full(err):
+        if not is_disk_full(err, output_dir):
             raise
         raise _checkpoint_disk_full(Path(output_dir)) from None
 
@@ -97,13 +97,12 @@ def _checkpoint_disk_full(output_dir: Path) -> DiskFullError:
     for folder in torn:
         shutil.rmtree(folder, ignore_errors=True)
     needed = folder_bytes(complete[-1]) if complete else None
-    kept = (
-        f"; {complete[-1]} is complete: add --resume_from_checkpoint last"
+    then = (
+        f"{complete[-1]} is complete: free some space and add --resume_from_checkpoint last"
         if complete
-        else "; no complete checkpoint yet"
+        else "no checkpoint is complete yet: free some space and start again"
     )
-    message = disk_full_message(torn[-1] if torn else output_dir, needed, "checkpoint")
-    return DiskFullError(message + kept)
+    return DiskFullError(disk_full_message(torn[-1] if torn else output_dir, needed, "checkpoint", then))
 
 
 def folder_bytes(folder: Path) -> int:

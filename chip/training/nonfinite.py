@@ -20,6 +20,7 @@ from transformers import Trainer
 
 from chip.compat import TrainerHooks
 from chip.errors import ChipError
+from chip.files import write_text_atomic
 from chip.losses import TokenScores
 from chip.training.distributed import on_any_process
 
@@ -122,7 +123,7 @@ class NonFiniteGuard(TrainerHooks, Trainer):
         self.save_model(str(folder))
         self.save_optimizer_and_scheduler(str(folder))
         if self.args.should_save:
-            (folder / "nonfinite.json").write_text(json.dumps(report, indent=1))
+            write_text_atomic(folder / "nonfinite.json", json.dumps(report, indent=1))
             self.state.save_to_json(str(folder / "trainer_state.json"))  # last: marks the folder complete
         return folder
 

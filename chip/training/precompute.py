@@ -176,21 +176,21 @@ def precompute_reference(
     num_shards = (len(examples) + shard_size - 1) // shard_size
     shards = []
     done = 0
-    bar = tqdm(total=len(examples), desc="reference cache", unit="ex")
-    for shard_index in range(num_shards):
-        file = path / f"shard-{shard_index:05d}.safetensors"
-        ids_file = file.with_suffix(".ids.json")
-        chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
-        chunk_ids = [ex.id for ex in chunk]
-        entry = _reusable_shard(file, ids_file, chunk_ids)
-        if entry is None:
-            tensors = _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar)
-            entry = _write_shard(tensors, file, ids_file, chunk_ids)
-        else:
-            bar.update(len(chunk))
-        shards.append(entry)
-        done += len(chunk)
-    bar.close()
+    # closed on an error too, so the error line does not land on the bar's line
+    with tqdm(total=len(examples), desc="reference cache", unit="ex") as bar:
+        for shard_index in range(num_shards):
+            file = path / f"shard-{shard_index:05d}.safetensors"
+            ids_file = file.with_suffix(".ids.json")
+            chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
+            chunk_ids = [ex.id for ex in chunk]
+            entry = _reusable_shard(file, ids_file, chunk_ids)
+            if entry is None:
+                tensors = _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar)
+                entry = _write_shard(tensors, file, ids_file, chunk_ids)
+            else:
+                bar.update(len(chunk))
+            shards.append(entry)
+            done += len(chunk)
 
     manifest = {
         "format": FORMAT,
