@@ -261,21 +261,22 @@ def generate_answers(
             f"({first.get('model')}, {first.get('settings')}); write to a new --answers file"
         )
     answers_path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(questions), initial=len(questions) - len(todo), unit="answer", disable=not progress)
-    for batch in _batches(todo, settings.batch_size):
-        texts = generate_batch(model, vlm, batch, Path(image_root), settings)
-        rows = [
-            {
-                id_field: question.id,
-                "prompt": question.prompt,
-                "image": question.image,
-                "answer": text,
-                "model": identity,
-                "settings": settings.decoding(),
-            }
-            for question, text in zip(batch, texts)
-        ]
-        append_text(answers_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        bar.update(len(batch))
-    bar.close()
+    with tqdm(
+        total=len(questions), initial=len(questions) - len(todo), unit="answer", disable=not progress
+    ) as bar:  # closed on errors too: the error line must not land on the bar
+        for batch in _batches(todo, settings.batch_size):
+            texts = generate_batch(model, vlm, batch, Path(image_root), settings)
+            rows = [
+                {
+                    id_field: question.id,
+                    "prompt": question.prompt,
+                    "image": question.image,
+                    "answer": text,
+                    "model": identity,
+                    "settings": settings.decoding(),
+                }
+                for question, text in zip(batch, texts)
+            ]
+            append_text(answers_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            bar.update(len(batch))
     return answers_path

@@ -219,15 +219,16 @@ def sample_responses(
             f"{first.get('settings')}); write to a new --output folder"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(units), initial=len(units) - len(todo), unit="sample", disable=not progress)
-    for batch in _batches(todo, settings.batch_size):
-        rows = [
-            {**sample.as_row(), "model": identity, "settings": settings.decoding()}
-            for sample in sample_batch(model, vlm, batch, settings)
-        ]
-        append_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        bar.update(len(batch))
-    bar.close()
+    with tqdm(
+        total=len(units), initial=len(units) - len(todo), unit="sample", disable=not progress
+    ) as bar:  # closed on errors too: the error line must not land on the bar
+        for batch in _batches(todo, settings.batch_size):
+            rows = [
+                {**sample.as_row(), "model": identity, "settings": settings.decoding()}
+                for sample in sample_batch(model, vlm, batch, settings)
+            ]
+            append_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            bar.update(len(batch))
     return identity
 
 

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from chip.files import DiskFullError, append_text, write_json_atomic, write_text_atomic
 from chip.training.precompute import SHARD_SIZE_ENV
 from chip.training.reference_cache import ReferenceCache
+from tests.conftest import random_image
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
 from tests.reliability.small_disk import SmallDisk, small_disk  # noqa: F401 (a fixture)
 from tests.train_helpers import train_args, write_pairs
@@ -172,3 +173,53 @@ def test_full_disk_while_precomputing_keeps_finished_shards(
         load_file(str(cache / "shard-00003.safetensors")).keys()
         == load_file(str(roomy / "shard-00003.safetensors")).keys()
     )
+
+
+# ------------------------------------------------------------------------------- evaluation answers
+def pope_questions(folder: Path, n: int) -> Path:
+    """``n`` POPE questions over two small images in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        random_image(i).save(folder / f"{i}.png")
+    rows = [
+        {
+            "question_id": i,
+            "image": f"{i % 2}.png",
+            "text": "Is there a cat?",
+            "label": "yes",
+            "category": "random",
+        }
+        for i in range(n)
+    ]
+    path = folder / "pope.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_full_disk_while_answering_keeps_whole_batches_and_resumes(
+    tiny_model: Callable[..., Path],
+    tmp_path: Path,
+    small_disk: SmallDisk,  # noqa: F811
+    run_chip: Callable[..., Run],
+) -> None:
+    """`chip eval --model` appends each batch of answers: with 8 KB free (two pages) the answers file
+    fills after a few batches of 4. What is on disk is whole batches of complete lines; after freeing
+    space the same command answers the rest, each question once, and writes the results."""
+    questions = pope_questions(tmp_path / "pope", 40)
+    out = small_disk.root / "pope.json"
+    argv = ["eval", "--bench", "pope", "--model", tiny_model("llava"), "--questions", questions]
+    argv += ["--image-root", questions.parent, "--output", out, "--batch-size", "4", "--max-new-tokens", "4"]
+    small_disk.leave(8 * KB)
+    message = assert_one_line_error(run_chip(argv))
+    answers = small_disk.root / "pope.answers.jsonl"
+    assert message.startswith(f"disk full writing {answers}: ")
+    assert NEEDS.search(message)
+    kept = [json.loads(line) for line in answers.read_text().splitlines()]
+    assert 0 < len(kept) < 40 and len(kept) % 4 == 0
+    assert not out.exists()
+
+    small_disk.free()
+    assert run_chip(argv).code == 0
+    ids = [json.loads(line)["question_id"] for line in answers.read_text().splitlines()]
+    assert sorted(ids, key=int) == [str(i) for i in range(40)]
+    assert json.loads(out.read_text())["n_answers"] == 40
