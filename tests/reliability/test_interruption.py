@@ -348,3 +348,53 @@ def test_invalid_shard_size_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ConfigError, match=SHARD_SIZE_ENV):
         resolve_shard_size()
     assert resolve_shard_size(3) == 3
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # inside the last tensor's values: the file still parses
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped_byte", "cut_short"])
+def test_damaged_shard_is_named_before_training_and_repair_recomputes_only_it(
+    damage: str,
+    small_cache: tuple[Path, list[str]],
+    tmp_path: Path,
+    run_chip: Callable[..., Run],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One flipped byte (safetensors still parses it) or a shard cut short: `chip train` refuses the
+    cache before training, naming shard-00001 and its examples ex2, ex3; ``chip data precompute
+    --repair`` rewrites that shard alone (the other two keep inode and mtime), and training runs."""
+    monkeypatch.setenv(SHARD_SIZE_ENV, "2")
+    cache = shutil.copytree(small_cache[0], tmp_path / "cache")
+    shard = cache / "shard-00001.safetensors"
+    (_flip_byte if damage == "flipped_byte" else _cut)(shard)
+    if damage == "flipped_byte":
+        load_file(str(shard))  # the damage is invisible to the format: only the checksum finds it
+    kept = {name: stat for name, stat in shard_stats(cache).items() if name != shard.name}
+    argv = [*small_cache[1][:-2], "--reference_cache", str(cache)]
+    train = ["train", *argv, "--reference", "precomputed", "--output_dir", str(tmp_path / "out")]
+
+    message = assert_one_line_error(run_chip(train))
+    reason = "fails its checksum (altered on disk)" if damage == "flipped_byte" else "the manifest recorded"
+    assert message.startswith(
+        f"{cache}: damaged reference cache: shard-00001.safetensors (examples ex2, ex3) "
+    )
+    assert reason in message and message.endswith(
+        "with the same settings and --repair to recompute only these shards"
+    )
+    assert not (tmp_path / "out" / "trainer_state.json").exists()
+
+    assert run_chip(["data", "precompute", *argv, "--repair"]).code == 0
+    assert {name: stat for name, stat in shard_stats(cache).items() if name != shard.name} == kept
+    assert_same_cache(cache, small_cache[0])
+    assert run_chip(train).code == 0
+
+
+def test_repair_without_a_finished_cache_is_one_line(tmp_path: Path) -> None:
+    from chip.training.precompute import repair_cache
+
+    with pytest.raises(StaleCacheError, match="no manifest.json, nothing to repair"):
+        repair_cache(tmp_path)
