@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from chip.files import DiskFullError, append_text, write_json_atomic, write_text_atomic
+from chip.pairs.output import PAIRS_FILE, REPORT_JSON, SAMPLES_FILE
 from chip.training.precompute import SHARD_SIZE_ENV
 from chip.training.reference_cache import ReferenceCache
 from tests.conftest import random_image
@@ -223,3 +224,59 @@ def test_full_disk_while_answering_keeps_whole_batches_and_resumes(
     ids = [json.loads(line)["question_id"] for line in answers.read_text().splitlines()]
     assert sorted(ids, key=int) == [str(i) for i in range(40)]
     assert json.loads(out.read_text())["n_answers"] == 40
+
+
+# ------------------------------------------------------------------------------------ chip pairs
+def test_full_disk_while_sampling_pairs_keeps_whole_samples_and_resumes(
+    tiny_model: Callable[..., Path],
+    tmp_path: Path,
+    small_disk: SmallDisk,  # noqa: F811
+    run_chip: Callable[..., Run],
+) -> None:
+    """`chip pairs` appends each batch of samples: with 8 KB free the samples file fills part way. It
+    holds whole lines only, no pairs file or report claims a finished run, and after freeing space
+    the same command draws only the missing samples and writes pairs and report."""
+    data = write_pairs(tmp_path / "data", n=4)
+    objects = tmp_path / "objects.json"
+    objects.write_text(json.dumps({f"img{i}.png": ["cat"] for i in range(4)}))
+    out = small_disk.root / "pairs"
+    argv = ["pairs", "--model", tiny_model("llava"), "--images", data.parent, "--objects", objects]
+    argv += ["--output", out, "--samples", "6", "--batch_size", "2", "--max_new_tokens", "48"]
+    small_disk.leave(8 * KB)
+    message = assert_one_line_error(run_chip(argv))
+    samples = out / SAMPLES_FILE
+    assert message.startswith(f"disk full writing {samples}: ")
+    assert NEEDS.search(message)
+    kept = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert 0 < len(kept) < 24
+    assert not (out / PAIRS_FILE).exists() and not (out / REPORT_JSON).exists()
+
+    small_disk.free()
+    assert run_chip(argv).code == 0
+    units = [json.loads(line)["unit"] for line in samples.read_text().splitlines()]
+    assert len(units) == len(set(units)) == 24
+    assert units[: len(kept)] == [row["unit"] for row in kept]
+    assert (out / PAIRS_FILE).is_file() and json.loads((out / REPORT_JSON).read_text())["samples"][
+        "drawn"
+    ] == 24
+
+
+# ---------------------------------------------------------------------------------- chip data view
+def test_full_disk_while_writing_the_data_view_is_one_line(
+    tmp_path: Path,
+    small_disk: SmallDisk,  # noqa: F811
+    run_chip: Callable[..., Run],
+) -> None:
+    """The page is written last and every file through a temporary name: with 4 KB free the view
+    stops with one line, leaves no page pointing at missing files and no temporary file."""
+    data = write_pairs(tmp_path / "data", n=4)
+    page = small_disk.root / "view.html"
+    small_disk.leave(4 * KB)
+    message = assert_one_line_error(run_chip(["data", "view", data, "--output", page]))
+    assert message.startswith(f"disk full writing {small_disk.root}/view_files/")
+    assert not page.exists()
+    assert leftovers(small_disk.root) == []
+
+    small_disk.free()
+    assert run_chip(["data", "view", data, "--output", page]).code == 0
+    assert page.is_file()
