@@ -9,6 +9,7 @@ from typing import Any
 import matplotlib
 
 from chip.files import write_text_atomic
+from chip.markup import escape_markdown
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -280,16 +281,25 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: 
     return path
 
 
+def example_lines(examples: dict[str, list[dict[str, str]]]) -> list[str]:
+    """The report's example captions per method, escaped: they are model output."""
+    lines = []
+    for name, rows in examples.items():
+        lines.append(f"**{escape_markdown(name)}**\n")
+        lines += [
+            f"- truth: {escape_markdown(r['truth'])} — greedy: {escape_markdown(r['greedy'])}"
+            for r in rows[:3]
+        ]
+        lines.append("")
+    return lines
+
+
 def write_report(results: dict[str, Any], output_dir: Path, command: str) -> Path:
     forest = plot_forest(results, output_dir / "forest.png")
     curves = plot_curves(
         results["curves"], output_dir / "training_curves.png", method_colours(list(results["methods"]))
     )
-    examples = []
-    for name, rows in results["examples"].items():
-        examples.append(f"**{name}**\n")
-        examples += [f"- truth: `{r['truth']}` — greedy: `{r['greedy']}`" for r in rows[:3]]
-        examples.append("")
+    examples = example_lines(results["examples"])
     config = results["config"]
     shortcut_text = _shortcut_section(results.get("shortcut"), config["seeds"][0])
     text = f"""# chip demo report

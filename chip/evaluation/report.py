@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chip.errors import DataError
 from chip.evaluation.io import read_json
+from chip.markup import escape_markdown
 
 # metric -> lower is better (True), higher is better (False) or neither (None); all are fractions
 _FRACTIONS: dict[str, bool | None] = {
@@ -73,7 +74,7 @@ def _is_fraction(name: str) -> bool:
 def _label(name: str) -> str:
     direction = {**_FRACTIONS, **_NUMBERS}.get(_leaf(name))
     arrow = {True: " ↓", False: " ↑"}.get(direction, "") if direction is not None else ""
-    return f"{name}{' (%)' if _is_fraction(name) else ''}{arrow}"
+    return f"{escape_markdown(name, underscores=False)}{' (%)' if _is_fraction(name) else ''}{arrow}"
 
 
 def _shown(name: str) -> bool:
@@ -94,7 +95,7 @@ def _format_delta(name: str, delta: float) -> str:
 def metrics_table(metrics: Mapping[str, object], title: str | None = None) -> str:
     """A two-column Markdown table of one run's metrics."""
     flat = {k: v for k, v in flatten(metrics).items() if _shown(k)}
-    lines = [f"### {title}", ""] if title else []
+    lines = [f"### {escape_markdown(title, underscores=False)}", ""] if title else []
     lines += ["| metric | value |", "|---|---:|"]
     lines += [f"| {_label(k)} | {_format(k, v)} |" for k, v in flat.items()]
     return "\n".join(lines) + "\n"
@@ -155,11 +156,11 @@ def compare_table(
         raise ValueError("nothing to compare")
     flats, sections = _rows(runs, kinds or {})
     base = flats[0]
-    header = ["metric"] + [name for name, _ in runs]
+    header = ["metric"] + [escape_markdown(name, underscores=False) for name, _ in runs]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for title, names in sections:
         if title:
-            lines.append(f"| **{title}** |" + " |" * (len(header) - 1))
+            lines.append(f"| **{escape_markdown(title, underscores=False)}** |" + " |" * (len(header) - 1))
         for metric in names:
             cells = [_label(metric), _format(metric, base[metric]) if metric in base else "–"]
             for flat in flats[1:]:

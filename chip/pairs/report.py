@@ -8,24 +8,16 @@ the characters it is made of.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chip.markup import escape_markdown
 from chip.pairs.annotators import Annotation
 from chip.pairs.pairing import DROP_REASONS, Pair, word_length
 from chip.pairs.sampling import Sample
 from chip.pairs.sources import PromptItem, Skipped
-
-# Characters that Markdown or inline HTML would read as syntax, anywhere in a line.
-_MARKDOWN_SYNTAX = re.compile(r"([\\`*_\[\]{}()<>&|!~#])")
-
-
-def escape_markdown(text: str) -> str:
-    """`text` as literal Markdown on one line: syntax characters backslash-escaped, line breaks spaced."""
-    return _MARKDOWN_SYNTAX.sub(r"\\\1", re.sub(r"\s+", " ", text))
 
 
 def mark_spans(text: str, spans: Sequence[Sequence[int]] | None, tag: str) -> str:

@@ -8,9 +8,10 @@ import pytest
 
 from chip.errors import DataError
 from chip.evaluation.chair import COCO_VOCABULARY, official_coco_reader
+from chip.markup import escape_markdown
 from chip.pairs.annotators import coco_annotator, coco_image_id, objects_annotator, read_objects
 from chip.pairs.mentions import MentionLocator
-from chip.pairs.report import escape_markdown, mark_spans
+from chip.pairs.report import mark_spans
 from chip.pairs.sources import folder_items, pick_prompt
 from tests.pairs.conftest import PROMPT, TRUTH, image_name
 
