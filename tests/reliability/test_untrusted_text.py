@@ -71,3 +71,70 @@ def test_demo_report_examples_show_captions_as_text() -> None:
 
     html = render("\n".join(example_lines({"chip": [{"truth": HOSTILE, "greedy": HOSTILE}]})))
     assert_text_only(html)
+
+
+SECRET = "sk-chip-test-0123456789abcdef"
+
+
+def test_judge_api_key_is_sent_but_never_written(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog
+) -> None:
+    """`chip eval --bench mmhal` judged by a real HTTP server on 127.0.0.1 with the key in
+    ``$CHIP_JUDGE_API_KEY``: the server receives ``Authorization: Bearer KEY``; neither the results
+    JSON, the Markdown table, stdout, stderr nor any log record holds it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from chip.cli import main as chip_main
+
+    seen: list[str] = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization", ""))
+            reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Rating: 5"}}]}
+            payload = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CHIP_JUDGE_API_KEY", SECRET)
+    caplog.set_level("DEBUG")
+    questions, answers = tmp_path / "mmhal.json", tmp_path / "answers.jsonl"
+    row = {
+        "question_type": "attribute",
+        "question": "What colour?",
+        "gt_answer": "Red.",
+        "image_content": ["box"],
+    }
+    questions.write_text(json.dumps([row, row]))
+    answers.write_text("".join(json.dumps({"question_id": i, "answer": "Red."}) + "\n" for i in range(2)))
+    out = tmp_path / "results"
+    argv = ["eval", "--bench", "mmhal", "--answers", str(answers), "--questions", str(questions)]
+    argv += [
+        "--judge-url",
+        f"http://127.0.0.1:{server.server_address[1]}/v1",
+        "--output",
+        str(out / "mmhal.json"),
+    ]
+    argv += ["--markdown", str(out / "mmhal.md")]
+    try:
+        assert chip_main(argv) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen and set(seen) == {f"Bearer {SECRET}"}
+    printed = capsys.readouterr()
+    assert SECRET not in printed.out + printed.err + caplog.text
+    written = sorted(path.name for path in out.iterdir())
+    assert written == ["mmhal.json", "mmhal.md"]
+    assert not [name for name in written if SECRET.encode() in (out / name).read_bytes()]
