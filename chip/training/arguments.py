@@ -21,6 +21,7 @@ from chip.compat import DataclassFieldHook, groups_hidden, order_groups, own_opt
 from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
+from chip.training.methods import METHOD_NAMES, preset_args
 
 SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference", "speed", "robustness")
 TRAINING_ARGUMENTS_TITLE = "transformers.TrainingArguments (every field; see the transformers docs)"
@@ -132,18 +133,33 @@ def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
         path = Path(rest[at + 1])
         del rest[at : at + 2]
         file_args = _yaml_to_args(path)
+    given = {arg[2:].split("=")[0].replace("-", "_") for arg in file_args + rest if arg.startswith("--")}
     try:
         config, unknown = parser.parse_args_into_dataclasses(
-            args=file_args + rest, return_remaining_strings=True
+            args=_method_args(file_args + rest, given) + file_args + rest, return_remaining_strings=True
         )
     except ValueError as err:  # TrainingArguments' own consistency checks
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     if unknown:
         raise ConfigError(f"unknown arguments {' '.join(unknown)} (see `{parser.prog} --help`)")
-    given = {arg[2:].split("=")[0].replace("-", "_") for arg in file_args + rest if arg.startswith("--")}
     if command == "train" and "output_dir" not in given:
         raise ConfigError("--output_dir is required: the folder for the trained model, checkpoints and logs")
     return config
+
+
+def _method_args(args: list[str], given: set[str]) -> list[str]:
+    """The settings of the last ``--method`` in ``args`` that ``given`` leaves unset, as arguments."""
+    method = None
+    for at, arg in enumerate(args):
+        if arg.startswith("--method="):
+            method = arg.split("=", 1)[1]
+        elif arg == "--method" and at + 1 < len(args):
+            method = args[at + 1]
+    if method is None:
+        return []
+    if method not in METHOD_NAMES:
+        raise ConfigError(f"--method must be one of {', '.join(METHOD_NAMES)}; got {method!r}")
+    return preset_args(method, given)
 
 
 def _yaml_to_args(path: Path) -> list[str]:

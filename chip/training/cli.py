@@ -121,6 +121,15 @@ def load_adapter(config: ChipConfig):
     return VLMAdapter.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
 
 
+def record_method(config: ChipConfig) -> None:
+    """Log the resolved loss settings and save them as ``method.json`` in the output folder."""
+    settings = json.dumps(config.method_settings, sort_keys=True)
+    logger.info("method %s: %s", config.method or "(no preset)", settings)
+    if config.should_save:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "method.json").write_text(settings + "\n")
+
+
 def run_training(config: ChipConfig, callbacks: list | None = None, replace_progress: bool = False) -> dict:
     """Load data and model, train, save; returns the final metrics. The library entry point of `chip train`.
 
@@ -136,6 +145,7 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
 
     check_run(config)
     warn_ignored(config)
+    record_method(config)
     resume = resolve_resume_checkpoint(config)
     set_seed(config.seed)
     adapter = load_adapter(config)
