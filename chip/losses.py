@@ -380,17 +380,24 @@ def list_loss(
     chosen_corrupt: TokenScores | None,
     example_of: Tensor,
     config: ChipLossConfig,
+    chosen_segment: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """`chip_loss` with several rejected responses per example: the mean over them of each pairwise term.
 
     ``chosen`` and ``chosen_corrupt`` hold one row per example ``[B, T]``; ``rejected`` one row per
-    rejected response ``[P, T]``, ``example_of[p]`` (long ``[P]``) naming its example. Example i with
+    rejected response ``[P, T']``, ``example_of[p]`` (long ``[P]``) naming its example. Example i with
     rejected responses L_i1..L_iK scores ``(1/K) Σ_k ℓ(W_i, L_ik, C_i)``, ℓ the per-pair CHiP loss,
-    so an example weighs the same whatever its K. Returns ``[B]`` losses and ``[B]`` metrics (means
-    over each example's pairs); with one rejected response per example it is `chip_loss` itself.
+    so an example weighs the same whatever its K. ``chosen_segment`` ``[P, T]`` gives the chosen
+    response's changed-segment flags per pair (W's and C's; a derived alignment depends on the
+    rejected response). Returns ``[B]`` losses and ``[B]`` metrics (means over each example's pairs).
     """
-    corrupt = None if chosen_corrupt is None else select_rows(chosen_corrupt, example_of)
-    pair_losses, pair_metrics = chip_loss(select_rows(chosen, example_of), rejected, corrupt, config)
+    pair_chosen = select_rows(chosen, example_of)  # (P, T)
+    corrupt = None if chosen_corrupt is None else select_rows(chosen_corrupt, example_of)  # (P, T_c)
+    if chosen_segment is not None:
+        pair_chosen = replace(pair_chosen, segment=chosen_segment)
+        if corrupt is not None:
+            corrupt = replace(corrupt, segment=chosen_segment[:, : corrupt.logps.shape[1]])
+    pair_losses, pair_metrics = chip_loss(pair_chosen, rejected, corrupt, config)  # (P,)
     num = chosen.logps.shape[0]
     counts = torch.zeros(num, dtype=pair_losses.dtype, device=pair_losses.device).index_add_(
         0, example_of, torch.ones_like(pair_losses)
