@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from chip.training.config import ChipConfig
 from chip.training.methods import METHOD_NAMES, preset
 from tests.train_helpers import COLOURS, train, train_args, write_pairs
 
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "llava-1.6-7b-chip.yaml"
 SAVED = ("segment_weight", "token_weight", "visual_weight", "combine", "anchor_weight", "corruption")
 
 
@@ -67,6 +69,36 @@ def test_explicit_settings_override_the_preset(tmp_path):
     )
     with pytest.raises(ConfigError, match="method must be one of"):
         parse_config(["--output_dir", str(tmp_path), "--method", "ppo"])
+
+
+def test_a_preset_on_the_command_line_overrides_the_yaml_file(tmp_path):
+    """The shipped CHiP recipe sets every weight; `--method mdpo` on top of it is mDPO, and a preset
+    named in a file yields to what the same file sets."""
+    recipe = ["--config", str(RECIPE), "--output_dir", str(tmp_path), "--bf16", "false"]
+    config = parse_config([*recipe, "--method", "mdpo", "--beta", "0.2"])
+    assert (config.segment_weight, config.token_weight, config.combine, config.corruption) == (
+        0.0,
+        0.0,
+        "separate",
+        "crop",
+    )
+    assert (config.anchor_weight, config.beta, config.learning_rate) == (1.0, 0.2, 5e-7)
+    file = tmp_path / "mdpo.yaml"
+    file.write_text("method: mdpo\nanchor_weight: 0.5\n")
+    config = parse_config(["--config", str(file), "--output_dir", str(tmp_path), "--visual_weight", "2.0"])
+    assert (config.method, config.anchor_weight, config.visual_weight, config.corruption) == (
+        "mdpo",
+        0.5,
+        2.0,
+        "crop",
+    )
+
+
+def test_unused_rejected_responses_are_reported(tiny_model, tmp_path, caplog):
+    data = write_list_pairs(tmp_path / "data")
+    with caplog.at_level("WARNING", logger="chip"):
+        train(tiny_model("llava"), data, tmp_path / "out", method="chip", max_steps=1)
+    assert "4 rejected responses listed after the first 1 of their row are not used" in caplog.text
 
 
 def test_settings_the_reference_cache_cannot_serve_are_refused(tmp_path):
