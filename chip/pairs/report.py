@@ -196,15 +196,17 @@ def _examples(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             + mark_spans(row["chosen"], row.get("chosen_segments"), "i"),
         ]
         several = isinstance(row["rejected"], list)
-        rejected = zip(
-            *(
-                (row[key] if several else [row[key]])
-                for key in ("rejected", "rejected_hallucinations", "hallucinated")
-            )
+        texts, counts, words = (
+            row[key] if several else [row[key]]
+            for key in ("rejected", "rejected_hallucinations", "hallucinated")
         )
-        for text, count, hallucinated in rejected:
+        spans = (row.get("rejected_segments") if several else [row.get("rejected_segments")]) or [None] * len(
+            texts
+        )
+        rejected = zip(texts, counts, words, spans)
+        for text, count, hallucinated, text_spans in rejected:
             lines.append(
                 f"- rejected ({count} hallucinated: {escape_markdown(', '.join(hallucinated))}): "
-                + mark_spans(text, None if several else row.get("rejected_segments"), "b")
+                + mark_spans(text, text_spans, "b")
             )
     return lines

@@ -181,12 +181,22 @@ class ChipCollator:
         rejected_ids: list[int],
         rejected_text: str | None = None,
     ) -> tuple[list[bool], list[bool]]:
-        """User-given character spans when present, else the token alignment of `chip.segments`."""
-        if example.chosen_segments is None and rejected_spans is None:
-            return changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
-        return (
-            self._span_flags(example.chosen, example.chosen_segments, len(chosen_ids)),
-            self._span_flags(rejected_text or example.rejected, rejected_spans, len(rejected_ids)),
+        """User-given character spans where present, else the token alignment of `chip.segments`.
+
+        Each side is taken on its own: a row that annotates only the rejected answer (as rows with
+        several rejected answers may) gets the chosen answer's flags from the alignment.
+        """
+        derived = None
+        if example.chosen_segments is None or rejected_spans is None:
+            derived = changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
+        if example.chosen_segments is None:
+            chosen_flags = derived[0]
+        else:
+            chosen_flags = self._span_flags(example.chosen, example.chosen_segments, len(chosen_ids))
+        if rejected_spans is None:
+            return chosen_flags, derived[1]
+        return chosen_flags, self._span_flags(
+            rejected_text or example.rejected, rejected_spans, len(rejected_ids)
         )
 
     def _span_flags(self, text: str, spans, n_tokens: int) -> list[bool]:

@@ -126,16 +126,18 @@ class ChipTrainer(NonFiniteGuard):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         chosen, rejected, corrupt = self.score_batch(model, inputs)
+        row_ids = inputs[IDS]  # the example id of each row, for the non-finite report
         if MORE_REJECTED in inputs:
             rejected, example_of = self.score_more_rejected(model, inputs, rejected)
             chosen_segment = _cat_flags(chosen.segment, inputs[MORE_CHOSEN_SEGMENT])  # (P, R)
             losses, metrics = list_loss(
                 chosen, rejected, corrupt, example_of, self.loss_config, chosen_segment
             )
+            row_ids = [inputs[IDS][i] for i in example_of.tolist()]  # rejected rows are the longest
         else:
             losses, metrics = chip_loss(chosen, rejected, corrupt, self.loss_config)
         scores = {"chosen": chosen, "rejected": rejected, "chosen_corrupt": corrupt}
-        loss, finite = self.guard_loss(losses.mean(), metrics, inputs[IDS], scores, training=model.training)
+        loss, finite = self.guard_loss(losses.mean(), metrics, row_ids, scores, training=model.training)
         if finite:
             self._store_metrics(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss

@@ -174,3 +174,36 @@ def test_a_row_with_two_rejected_is_the_mean_of_its_two_pairs(tiny_model, tmp_pa
     first_only, batch = _loss(tiny_model, tmp_path, listed)  # max_rejected 1: the first pair only
     assert MORE_REJECTED not in batch
     torch.testing.assert_close(first_only, losses[0], rtol=1e-5, atol=1e-6)
+
+
+def test_the_collator_flags_the_chosen_answer_against_each_rejected_one(tiny_model, tmp_path):
+    """Row: chosen "the image is red .", rejected ["the image is blue .", "a big green ball is here ."]
+    with spans only on the first rejected answer ([13, 17) = "blue"). The first pair takes the
+    chosen flags from the alignment (no chosen spans) and the rejected flags from the span; the
+    second pair is aligned on its own, so its chosen flags differ from the first pair's."""
+    from chip.data import load_preference_rows
+    from chip.modeling import VLMAdapter
+    from chip.segments import changed_segments
+    from chip.training.collate import ChipCollator
+
+    folder = tmp_path / "data"
+    write_pairs(folder, n=1)
+    row = json.loads((folder / "pairs.jsonl").read_text())
+    row.update(
+        rejected=["the image is blue .", "a big green ball is here ."], rejected_segments=[[[13, 17]], None]
+    )
+    (folder / "pairs.jsonl").write_text(json.dumps(row) + "\n")
+    (example,), _ = load_preference_rows(folder / "pairs.jsonl")
+    adapter = VLMAdapter.from_pretrained(tiny_model("llava"))
+    batch = ChipCollator(adapter, max_rejected=0, score_corrupt=False)([example])
+    chosen_ids = adapter.encode_response(example.chosen)
+    first_ids, second_ids = (adapter.encode_response(text) for text, _ in example.all_rejected())
+    first_chosen, _ = changed_segments(chosen_ids, first_ids)
+    second_chosen, second_rejected = changed_segments(chosen_ids, second_ids)
+    assert first_chosen != second_chosen
+    flags = batch["real_segment"]  # rows [W, L1]
+    assert flags[0, : len(chosen_ids)].tolist() == first_chosen
+    blue = [start < 17 and end > 13 for start, end in adapter.response_offsets(example.rejected)]
+    assert flags[1, : len(first_ids)].tolist() == blue and any(blue)
+    assert batch[MORE_CHOSEN_SEGMENT][0, : len(chosen_ids)].tolist() == second_chosen
+    assert batch[MORE_REJECTED_SEGMENT][0, : len(second_ids)].tolist() == second_rejected
