@@ -7,6 +7,11 @@ renamed, so a crash leaves either the old file or the new one, never half of it 
 name; a resumed precompute reuses a shard only when its safetensors header is intact and its ids
 file lists exactly the examples that shard must hold, so a killed run resumes at the first missing
 shard.
+
+Under `accelerate launch` process r of n scores the shards r, r + n, r + 2n, ... (each exactly as
+one process would: the same examples in the same batches) and the main process writes the
+manifest once every shard is on disk, so the cache equals a one-process cache byte for byte. The
+folder must be one every process sees (one file system for all nodes).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 from chip.errors import ConfigError
 from chip.modeling.batch import CORRUPT, REAL, split_pairs
 from chip.modeling.scores import spread
+from chip.ranks import Ranks, current_ranks
 from chip.training.reference import LiveReference
 from chip.training.reference_cache import FORMAT, VERSION, StaleCacheError, fingerprint, read_cache_json
 
@@ -128,43 +134,60 @@ def precompute_reference(
     cache_fingerprint, kl_top_k = fingerprint(settings), settings["kl_top_k"]
     path = Path(path)
     shard_size = resolve_shard_size(shard_size)
-    _claim_folder(path, cache_fingerprint, settings)
-    num_shards = (len(examples) + shard_size - 1) // shard_size
-    shards = []
-    done = 0
-    bar = tqdm(total=len(examples), desc="reference cache", unit="ex")
-    for shard_index in range(num_shards):
+    ranks = current_ranks()
+    _claim_folder(path, cache_fingerprint, settings, ranks)
+    chunks = [examples[start : start + shard_size] for start in range(0, len(examples), shard_size)]
+    mine = range(ranks.index, len(chunks), ranks.count)
+    bar = tqdm(total=sum(len(chunks[index]) for index in mine), desc="reference cache", unit="ex")
+    for shard_index in mine:
         file = path / f"shard-{shard_index:05d}.safetensors"
-        ids_file = file.with_suffix(".ids.json")
-        chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
+        chunk = chunks[shard_index]
         chunk_ids = [ex.id for ex in chunk]
-        if not _reusable_shard(file, ids_file, chunk_ids):
+        if not _reusable_shard(file, file.with_suffix(".ids.json"), chunk_ids):
             _atomic_save(
                 _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar), file
             )
-            _atomic_write_text(json.dumps(chunk_ids), ids_file)
+            _atomic_write_text(json.dumps(chunk_ids), file.with_suffix(".ids.json"))
         else:
             bar.update(len(chunk))
-        shards.append({"file": file.name, "ids": chunk_ids, "bytes": file.stat().st_size})
-        done += len(chunk)
     bar.close()
+    ranks.wait()
+    if ranks.is_main:
+        _write_manifest(path, chunks, cache_fingerprint, settings, kl_top_k)
+    ranks.wait()  # no process reads the cache (chip train right after) before its manifest exists
+    return path
 
+
+def _write_manifest(
+    path: Path, chunks: list[Sequence], cache_fingerprint: str, settings: dict, kl_top_k: int
+) -> None:
+    """``manifest.json``, written last: what the reader checks every shard against."""
+    shards = []
+    for shard_index, chunk in enumerate(chunks):
+        file = path / f"shard-{shard_index:05d}.safetensors"
+        chunk_ids = [ex.id for ex in chunk]
+        if not _reusable_shard(file, file.with_suffix(".ids.json"), chunk_ids):
+            raise ConfigError(
+                f"{file}: missing after every process finished; under a multi-node launch the cache "
+                "folder must be on a file system all nodes share"
+            )
+        shards.append({"file": file.name, "ids": chunk_ids, "bytes": file.stat().st_size})
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "fingerprint": cache_fingerprint,
         "settings": settings,
         "kl_top_k": kl_top_k,
-        "num_examples": done,
+        "num_examples": sum(len(chunk) for chunk in chunks),
         "shards": shards,
     }
     _atomic_write_text(json.dumps(manifest, indent=1), path / "manifest.json")
-    return path
 
 
-def _claim_folder(path: Path, cache_fingerprint: str, settings: dict) -> None:
+def _claim_folder(path: Path, cache_fingerprint: str, settings: dict, ranks: Ranks) -> None:
     """Mark ``path`` as holding the cache of ``settings`` (``progress.json``); refuse a folder that
-    holds one for other settings, so two caches are never mixed."""
+    holds one for other settings, so two caches are never mixed. Every process checks; the main
+    one writes."""
     path.mkdir(parents=True, exist_ok=True)
     progress_file = path / "progress.json"
     previous = read_cache_json(progress_file) if progress_file.exists() else None
@@ -174,7 +197,11 @@ def _claim_folder(path: Path, cache_fingerprint: str, settings: dict) -> None:
         raise StaleCacheError(
             f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
         )
-    _atomic_write_text(json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file)
+    if ranks.is_main:
+        _atomic_write_text(
+            json.dumps({"fingerprint": cache_fingerprint, "settings": settings}), progress_file
+        )
+    ranks.wait()
 
 
 def _score_chunk(
