@@ -16,11 +16,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chip.ranks import part_files
 from tests.training.launch_helpers import rank_pids
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "accelerate" / "ddp_cpu.yaml"
 WAIT_S = 600  # generous: every rank imports torch and transformers on a shared 2-core machine
+
+
+def finished(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def rows_on_disk(path: Path) -> int:
+    """Complete rows of a JSON Lines output and of its per-process parts."""
+    files = [path, *part_files(path)] if path.exists() else part_files(path)
+    return sum(file.read_bytes().count(b"\n") for file in files)
 
 
 def free_port() -> int:
