@@ -116,10 +116,8 @@ def build_inputs(folder: Path, n: int) -> dict[str, Path]:
 def chip_args(task: str, files: dict[str, Path], out: Path, n: int, args: argparse.Namespace) -> list[str]:
     """The `chip` command line of one run on the first ``n`` examples (``n`` rows of its input)."""
     if task == "precompute":
-        data = out / "pairs.jsonl"
-        out.mkdir(parents=True)
-        lines = files["pairs"].read_text().splitlines(keepends=True)[:n]
-        data.write_text("".join(lines).replace('"images/', f'"{files["images"]}/'))
+        data = files["pairs"].with_name(f"pairs-{n}.jsonl")  # beside images/, which its rows name
+        data.write_text("".join(files["pairs"].read_text().splitlines(keepends=True)[:n]))
         return [
             *("data", "precompute", "--model_name_or_path", str(files["model"]), "--dataset", str(data)),
             *("--output_dir", str(out / "run"), "--reference_cache", str(out / "cache"), "--use_cpu", "true"),

@@ -70,8 +70,13 @@ def test_precompute_on_two_machines_equals_one_process(tiny_model, tmp_path) -> 
 @pytest.mark.parametrize("save_on_each_node", [False, True])
 def test_training_on_two_machines_equals_one_process(save_on_each_node, tiny_model, tmp_path) -> None:
     """Two machines x batch 2 against one process x batch 4, 3 steps: the same losses and metrics.
-    A shared file system (one output_dir, written once by the main process) and per-node ones (an
-    output_dir per machine, `--save_on_each_node`: each gets the whole model)."""
+
+    A shared file system: one output_dir, written once by global rank 0. Per-node file systems (an
+    output_dir per machine, `--save_on_each_node`): transformers 5.24 writes the processor and the
+    training arguments on each machine but the weights and trainer_state.json on global rank 0
+    only (`PreTrainedModel.should_save_on_this_rank` checks the global rank), which
+    docs/distributed.md tells users; this pins that behaviour so an upgrade that changes it shows.
+    """
     model, data = tiny_model("llava"), write_pairs(tmp_path / "data")
     single = train(model, data, tmp_path / "single", per_device_train_batch_size=4, max_steps=3)
 
@@ -84,8 +89,9 @@ def test_training_on_two_machines_equals_one_process(save_on_each_node, tiny_mod
 
     run_two_machines(args)
     assert_same_history(single, log_history(out(0)))
-    writers = {out(0), out(1)}
-    for folder in writers:
-        assert (folder / "model.safetensors").is_file(), folder
-    if not save_on_each_node:
-        assert not (tmp_path / "node1").exists()
+    assert (out(0) / "model.safetensors").is_file()
+    if save_on_each_node:
+        assert (out(1) / "training_args.bin").is_file() and (out(1) / "tokenizer.json").is_file()
+        assert not (out(1) / "model.safetensors").exists() and not (out(1) / "trainer_state.json").exists()
+    else:
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "shared", "single"]
