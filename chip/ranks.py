@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chip.errors import DataError
+from chip.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import torch
@@ -68,24 +68,35 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _launch_state():
+    """accelerate's state of this launched process, the process group joined on first use."""
+    import torch  # here, so that scoring answers (chip eval without --model) never imports torch
+    from accelerate import PartialState
+
+    # Without a GPU accelerate joins no process group unless told the processes are CPU ones: every
+    # rank would then see itself as the only one and do all the work.
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def current_ranks() -> Ranks:
     """This process's `Ranks`, joining the launch's process group on first use."""
     if not launched():
         return Ranks()
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = _launch_state()
+    if state.num_processes <= 1:
+        raise ConfigError(
+            f"this process was launched as one of {os.environ['WORLD_SIZE']} but joined no process group "
+            "(CPU processes: chip data precompute needs --use_cpu true)"
+        )
     return Ranks(state.process_index, state.num_processes)
 
 
 def default_device() -> torch.device:
     """The device of this process: its own GPU under a launch, else cuda when there is one, else cpu."""
-    import torch  # here, so that scoring answers (chip eval without --model) never imports torch
+    import torch
 
     if launched():
-        from accelerate import PartialState
-
-        return PartialState().device
+        return _launch_state().device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

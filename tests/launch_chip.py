@@ -34,6 +34,12 @@ def rows_on_disk(path: Path) -> int:
     return sum(file.read_bytes().count(b"\n") for file in files)
 
 
+def parts_rows(path: Path) -> int:
+    """Complete rows in the per-process parts of ``path`` alone: more than 0 only when the
+    processes really split the work (one that took itself for the only one writes ``path``)."""
+    return sum(file.read_bytes().count(b"\n") for file in part_files(path))
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ folder must be one every process sees (one file system for all nodes).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ from chip.modeling.scores import spread
 from chip.ranks import Ranks, current_ranks
 from chip.training.reference import LiveReference
 from chip.training.reference_cache import FORMAT, VERSION, StaleCacheError, fingerprint, read_cache_json
+
+logger = logging.getLogger("chip")
 
 SHARD_SIZE = 256  # examples per shard: the unit of resumption
 SHARD_SIZE_ENV = "CHIP_REFERENCE_SHARD_SIZE"  # overrides SHARD_SIZE without a code change
@@ -138,6 +141,8 @@ def precompute_reference(
     _claim_folder(path, cache_fingerprint, settings, ranks)
     chunks = [examples[start : start + shard_size] for start in range(0, len(examples), shard_size)]
     mine = range(ranks.index, len(chunks), ranks.count)
+    if ranks.count > 1:
+        logger.info("process %d of %d: shards %s of %d", ranks.index, ranks.count, list(mine), len(chunks))
     bar = tqdm(total=sum(len(chunks[index]) for index in mine), desc="reference cache", unit="ex")
     for shard_index in mine:
         file = path / f"shard-{shard_index:05d}.safetensors"

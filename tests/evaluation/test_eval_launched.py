@@ -17,7 +17,7 @@ from PIL import Image
 
 from chip.cli import main as chip_main
 from chip.ranks import part_files
-from tests.launch_chip import finished, kill_one_rank_when, rows_on_disk, run_launch
+from tests.launch_chip import finished, kill_one_rank_when, parts_rows, rows_on_disk, run_launch
 
 QUESTIONS = 8
 
@@ -59,10 +59,11 @@ def test_eval_generation_two_processes_killed_and_restarted_equal_one(tiny_model
 
     assert chip_main(argv("one")) == 0
     answers = tmp_path / "two.jsonl"
-    code = kill_one_rank_when(argv("two"), lambda: rows_on_disk(answers) >= 2, tmp_path / "killed.log")
+    code = kill_one_rank_when(argv("two"), lambda: parts_rows(answers) >= 2, tmp_path / "killed.log")
     assert code != 0 and not (tmp_path / "two.json").exists()
     done = rows_on_disk(answers)
     assert 2 <= done < QUESTIONS, done
+    assert part_files(answers)  # each rank wrote its own share
 
     result = run_launch(argv("two"))
     finished(result)

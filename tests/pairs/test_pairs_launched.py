@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from chip.cli import main as chip_main
-from tests.launch_chip import finished, kill_one_rank_when, rows_on_disk, run_launch
+from chip.ranks import part_files
+from tests.launch_chip import finished, kill_one_rank_when, parts_rows, rows_on_disk, run_launch
 from tests.pairs.conftest import PROMPT
 
 
@@ -29,9 +30,10 @@ def test_pairs_two_processes_killed_and_restarted_equal_one(captioner, coco, tmp
     reference, launched = tmp_path / "one", tmp_path / "two"
     assert chip_main(argv(reference)) == 0
     samples = launched / "samples.ndjson"
-    code = kill_one_rank_when(argv(launched), lambda: rows_on_disk(samples) >= 2, tmp_path / "killed.log")
+    code = kill_one_rank_when(argv(launched), lambda: parts_rows(samples) >= 2, tmp_path / "killed.log")
     assert code != 0 and not (launched / "pairs.jsonl").exists()
     assert 2 <= rows_on_disk(samples) < 16
+    assert part_files(samples)  # each rank wrote its own share
 
     finished(run_launch(argv(launched)))
     for name in ("samples.ndjson", "pairs.jsonl", "pairs_report.json"):

@@ -47,7 +47,9 @@ def test_precompute_two_processes_killed_and_restarted_equal_one(tiny_model, tmp
     kept = {file.name: file.stat().st_mtime_ns for file in multi.glob("shard-*.safetensors")}
     assert 3 <= len(kept) < 8
 
-    finished(run_launch(args, env=env))
+    result = run_launch(args, env=env)
+    finished(result)
+    assert "process 0 of 2: shards" in result.stderr and "process 1 of 2: shards" in result.stderr
     _cache_equal(single, multi)
     assert all((multi / name).stat().st_mtime_ns == time for name, time in kept.items())  # not redone
 
@@ -62,7 +64,8 @@ def test_precompute_on_two_machines_equals_one_process(tiny_model, tmp_path) -> 
         patch.setenv("CHIP_REFERENCE_SHARD_SIZE", "2")
         run_precompute(parse_config(train_args(model, data, tmp_path / "o", reference_cache=single)))
     args = ["data", "precompute", *train_args(model, data, tmp_path / "o2", reference_cache=multi)]
-    run_two_machines(lambda rank: args, env={"CHIP_REFERENCE_SHARD_SIZE": "2"})
+    outputs = run_two_machines(lambda rank: args, env={"CHIP_REFERENCE_SHARD_SIZE": "2"})
+    assert "process 0 of 2: shards [0, 2]" in outputs[0] and "process 1 of 2: shards [1, 3]" in outputs[1]
     _cache_equal(single, multi)
 
 
