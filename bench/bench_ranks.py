@@ -184,15 +184,17 @@ def summarise(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
                 "seconds": full,
                 "startup_seconds": startup,
                 "examples_per_second": args.examples / full,
-                "marginal_examples_per_second": (args.examples - args.startup_examples)
-                / max(full - startup, 1e-9),
+                # None when the small run took longer than the full one: load from elsewhere, not work
+                "marginal_examples_per_second": (args.examples - args.startup_examples) / (full - startup)
+                if full > startup
+                else None,
             }
+        marginal = [rows[n]["marginal_examples_per_second"] for n in (1, 2)]
         summary[task] = {
             "one_process": rows[1],
             "two_processes": rows[2],
             "ratio_end_to_end": rows[2]["examples_per_second"] / rows[1]["examples_per_second"],
-            "ratio_marginal": rows[2]["marginal_examples_per_second"]
-            / rows[1]["marginal_examples_per_second"],
+            "ratio_marginal": marginal[1] / marginal[0] if None not in marginal else None,
         }
     return summary
 
@@ -208,14 +210,18 @@ def render(summary: dict[str, Any], args: argparse.Namespace) -> str:
             row = result[key]
             lines.append(
                 f"| {task} | {label} | {row['seconds']:.1f} | {row['startup_seconds']:.1f} | "
-                f"{row['examples_per_second']:.2f} | {row['marginal_examples_per_second']:.2f} |"
+                f"{row['examples_per_second']:.2f} | {_rate(row['marginal_examples_per_second'])} |"
             )
     for task, result in summary.items():
         lines.append(
             f"{task}: 2 processes / 1 = {result['ratio_end_to_end']:.2f}x end to end, "
-            f"{result['ratio_marginal']:.2f}x marginal"
+            f"{_rate(result['ratio_marginal'])}x marginal"
         )
     return "\n".join(lines) + "\n"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
