@@ -35,6 +35,7 @@ from chip.evaluation.benchmarks import BENCHMARKS, READINGS, read_answers
 from chip.evaluation.judge import JudgeClient
 from chip.evaluation.report import compare_table, load_runs, metrics_table
 from chip.files import write_json_atomic, write_text_atomic
+from chip.ranks import current_ranks
 from chip.runlock import run_lock
 
 
@@ -74,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--max-new-tokens", type=int, default=256)
     gen.add_argument("--limit", type=int, help="answer only the first N questions")
-    gen.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    gen.add_argument(
+        "--device",
+        help="torch device (default: this process's under accelerate launch, else cuda if available, else cpu)",
+    )
     gen.add_argument(
         "--dtype", default="auto", help="torch dtype for the model (auto, float32, bfloat16, ...)"
     )
@@ -184,6 +188,8 @@ def main(argv: list[str]) -> int:
         )
     if args.model:
         answers_path = _generate(args)
+        if not current_ranks().is_main:  # under accelerate launch the main process scores
+            return 0
     elif args.answers:
         answers_path = Path(args.answers)
     else:

@@ -7,7 +7,9 @@
 Answers are appended to a JSON Lines file as each batch finishes (flushed and fsynced), one row
 per question with the prompt, the settings and the model's identity. A restart reads the file,
 skips ids already answered and drops a last line torn by a kill, so an interrupted run loses at
-most one batch and never duplicates an answer. Batches are left-padded, because generation
+most one batch and never duplicates an answer. Under `accelerate launch` each process answers the questions whose
+id hashes to its rank (`chip.ranks`) into a part of its own, merged into the one-process file by
+the main process at the end. Batches are left-padded, because generation
 appends tokens on the right, and `eos_token_id`/`pad_token_id` are passed explicitly since many
 checkpoints leave them unset in their generation config.
 """
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from chip.errors import ConfigError, DataError
 from chip.files import append_text
 from chip.modeling.errors import ModelError, one_line
+from chip.ranks import current_ranks, default_device, merge_parts
 
 if TYPE_CHECKING:
     from transformers import BatchFeature, LogitsProcessorList
@@ -46,7 +49,9 @@ class GenerationSettings:
     batch_size: int = 8  # questions per generate() call
     num_beams: int = 1  # 1 = greedy; the CHiP authors used 3 beams
     max_new_tokens: int = 256  # longest answer in tokens
-    device: str | None = None  # None: cuda when available, else cpu
+    device: str | None = (
+        None  # None: the launch's device for this process, else cuda when available, else cpu
+    )
     dtype: str = "auto"  # "auto" keeps the checkpoint's dtype; or float32 / bfloat16 / float16
 
     def __post_init__(self) -> None:
@@ -91,8 +96,7 @@ def load_for_generation(
 
         # Merged, the adapter costs nothing at generation time.
         model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device).eval()
+    model = model.to(settings.device or default_device()).eval()
     vlm = VLMAdapter.from_pretrained(base)
     # Generation appends on the right, so every prompt must end at the same position.
     vlm.tokenizer.padding_side = "left"
@@ -249,21 +253,53 @@ def generate_answers(
     ids = [str(q.id) for q in questions]
     if len(set(ids)) != len(ids):
         raise DataError("question ids are not unique; answers could not be matched back to questions")
+    ranks = current_ranks()
+    if ranks.is_main:  # the parts a killed launch left are answers too
+        merge_parts(answers_path, ids, id_field)
+    ranks.wait()
     answered, first = read_answered(answers_path, id_field)
-    todo = [q for q in questions if str(q.id) not in answered]
-    if not todo:
-        return answers_path
+    todo = [q for q in questions if str(q.id) not in answered and ranks.owns(str(q.id))]
+    if todo:
+        _answer(
+            model_path,
+            todo,
+            answers_path,
+            ranks.part(answers_path),
+            first,
+            image_root,
+            settings,
+            adapter,
+            id_field,
+            progress,
+        )
+    ranks.wait()
+    if ranks.is_main:
+        merge_parts(answers_path, ids, id_field)
+    return answers_path
 
+
+def _answer(
+    model_path: str | Path,
+    todo: Sequence[Question],
+    answers_path: Path,
+    part: Path,
+    first: dict[str, Any] | None,
+    image_root: str | Path,
+    settings: GenerationSettings,
+    adapter: str | Path | None,
+    id_field: str,
+    progress: bool,
+) -> None:
+    """Answer ``todo``, appending the rows to ``part`` (``answers_path`` itself in one process)."""
     model, vlm, identity = load_for_generation(model_path, adapter, settings)
     if first is not None and (first.get("model") != identity or first.get("settings") != settings.decoding()):
         raise ConfigError(
             f"{answers_path} holds answers from another model or other settings "
             f"({first.get('model')}, {first.get('settings')}); write to a new --answers file"
         )
-    answers_path.parent.mkdir(parents=True, exist_ok=True)
-    with tqdm(
-        total=len(questions), initial=len(questions) - len(todo), unit="answer", disable=not progress
-    ) as bar:  # closed on errors too: the error line must not land on the bar
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(todo), unit="answer", disable=not progress) as bar:
+        # closed on errors too: the error line must not land on the bar
         for batch in _batches(todo, settings.batch_size):
             texts = generate_batch(model, vlm, batch, Path(image_root), settings)
             rows = [
@@ -277,6 +313,5 @@ def generate_answers(
                 }
                 for question, text in zip(batch, texts)
             ]
-            append_text(answers_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            append_text(part, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
             bar.update(len(batch))
-    return answers_path

@@ -208,6 +208,8 @@ def main(argv: list[str]) -> int:
             source=source,
             examples=args.examples,
         )
+    if report is None:  # a process of accelerate launch other than the main one
+        return 0
     output = Path(args.output)
     print(
         f"{report['pairs']['kept']} pairs from {report['pairs']['prompts_with_pairs']} of {len(items)} prompts "

@@ -22,6 +22,7 @@ from chip.pairs.pairing import Candidate, Pair, PairingRules, balance_lengths, p
 from chip.pairs.report import PairsOutcome, build_report, render_markdown
 from chip.pairs.sampling import SamplingSettings, read_samples, sample_responses, unit_key
 from chip.pairs.sources import PromptItem, Skipped
+from chip.ranks import current_ranks
 
 
 def pair_all(
@@ -53,11 +54,13 @@ def make_pairs(
     source: dict[str, Any] | None = None,
     examples: int = 3,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Sample `sampling.samples` responses per item, annotate them, pair them and write `output`.
 
     Returns the report (also written as `pairs_report.json` / `.md`); the pairs are in
-    `output/pairs.jsonl`, their images under `output/images/`.
+    `output/pairs.jsonl`, their images under `output/images/`. Under `accelerate launch` every
+    process samples its share; the main process alone then judges, pairs and writes (the others
+    return None).
     """
     sampling = sampling or SamplingSettings()
     rules = rules or PairingRules()
@@ -66,6 +69,8 @@ def make_pairs(
     if len(by_id) != len(items):
         raise ValueError("item ids must be unique")
     identity = sample_responses(model_path, items, output / SAMPLES_FILE, sampling, adapter, progress)
+    if not current_ranks().is_main:  # under accelerate launch the main process judges and pairs
+        return None
     units = [unit_key(item.id, k) for item in items for k in range(sampling.samples)]
     samples = read_samples(output / SAMPLES_FILE, set(units))
     usable = [samples[u] for u in units if samples[u].finished and samples[u].response.strip()]

@@ -18,7 +18,8 @@ index, t) alone. Top-p keeps the smallest set of tokens whose probability reache
 Samples are appended to a JSON Lines file as each batch finishes (one write, flushed and fsynced).
 A restart reads the file, drops a last line torn by a kill, and samples only the missing units, so
 a kill loses at most one batch, never duplicates a sample, and the finished file is the same byte
-for byte as that of an uninterrupted run. Raising `samples` later adds samples 8..15 next to
+for byte as that of an uninterrupted run. Under `accelerate launch` each process samples the items
+whose id hashes to its rank into a part of its own; the main process merges the parts (`chip.ranks`). Raising `samples` later adds samples 8..15 next to
 0..7; resuming with another model or other decoding settings is refused.
 """
 
@@ -46,6 +47,7 @@ from chip.evaluation.generate import (
 )
 from chip.files import append_text
 from chip.pairs.sources import PromptItem, stable_hash
+from chip.ranks import current_ranks, merge_parts
 
 if TYPE_CHECKING:
     from chip.modeling import VLMAdapter
@@ -63,7 +65,9 @@ class SamplingSettings:
     max_new_tokens: int = 256  # longest response in tokens
     seed: int = 0  # with the example id and sample index, fixes every sample
     batch_size: int = 16  # (prompt, sample) rows per generate() call; does not change the samples
-    device: str | None = None  # None: cuda when available, else cpu
+    device: str | None = (
+        None  # None: the launch's device for this process, else cuda when available, else cpu
+    )
     dtype: str = "auto"  # "auto" keeps the checkpoint's dtype; or float32 / bfloat16 / float16
 
     def __post_init__(self) -> None:
@@ -202,8 +206,35 @@ def sample_responses(
     (None when nothing was left to sample and the file names none)."""
     path = Path(path)
     units = [(item, k) for item in items for k in range(settings.samples)]
+    order = [unit_key(item.id, k) for item, k in units]
+    ranks = current_ranks()
+    if ranks.is_main:  # the parts a killed launch left are samples too
+        merge_parts(path, order, "unit")
+    ranks.wait()
     done, first = read_answered(path, "unit")
-    todo = [unit for unit in units if unit_key(unit[0].id, unit[1]) not in done]
+    # all K samples of an item on one process: its prompt and images are prepared once
+    todo = [unit for unit in units if unit_key(unit[0].id, unit[1]) not in done and ranks.owns(unit[0].id)]
+    identity = _sample_todo(model_path, todo, path, ranks.part(path), first, settings, adapter, progress)
+    ranks.wait()
+    if ranks.is_main:
+        merge_parts(path, order, "unit")
+        if identity is None:  # the other processes did all the sampling
+            first = read_answered(path, "unit")[1]
+            identity = first.get("model") if first else None
+    return identity
+
+
+def _sample_todo(
+    model_path: str | Path,
+    todo: Sequence[tuple[PromptItem, int]],
+    path: Path,
+    part: Path,
+    first: dict[str, Any] | None,
+    settings: SamplingSettings,
+    adapter: str | Path | None,
+    progress: bool,
+) -> dict[str, Any] | None:
+    """Sample ``todo`` into ``part`` (``path`` itself in one process); the model's identity record."""
     if not todo:
         return first.get("model") if first else None
     generation = GenerationSettings(
@@ -218,16 +249,15 @@ def sample_responses(
             f"{path} holds samples from another model or other settings ({first.get('model')}, "
             f"{first.get('settings')}); write to a new --output folder"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tqdm(
-        total=len(units), initial=len(units) - len(todo), unit="sample", disable=not progress
-    ) as bar:  # closed on errors too: the error line must not land on the bar
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(todo), unit="sample", disable=not progress) as bar:
+        # closed on errors too: the error line must not land on the bar
         for batch in _batches(todo, settings.batch_size):
             rows = [
                 {**sample.as_row(), "model": identity, "settings": settings.decoding()}
                 for sample in sample_batch(model, vlm, batch, settings)
             ]
-            append_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            append_text(part, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
             bar.update(len(batch))
     return identity
 

@@ -8,11 +8,17 @@ name; a resumed precompute reuses a shard only when its ids file (written after 
 the examples that shard must hold and the shard matches the size and SHA-256 recorded there, so a
 killed run resumes at the first missing shard. `repair_cache` (``--repair``) checks a finished cache
 against its manifest and deletes the damaged shards, which the next precompute recomputes.
+
+Under `accelerate launch` process r of n scores the shards r, r + n, r + 2n, ... (each exactly as
+one process would: the same examples in the same batches) and the main process writes the
+manifest once every shard is on disk, so the cache equals a one-process cache byte for byte. The
+folder must be one every process sees (one file system for all nodes).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +33,7 @@ from chip.errors import ConfigError
 from chip.files import write_atomic, write_text_atomic
 from chip.modeling.batch import CORRUPT, REAL, split_pairs
 from chip.modeling.scores import spread
+from chip.ranks import Ranks, current_ranks
 from chip.training.reference import LiveReference
 from chip.training.reference_cache import (
     FORMAT,
@@ -37,6 +44,8 @@ from chip.training.reference_cache import (
     load_shard,
     read_cache_json,
 )
+
+logger = logging.getLogger("chip")
 
 SHARD_SIZE = 256  # examples per shard: the unit of resumption
 SHARD_SIZE_ENV = "CHIP_REFERENCE_SHARD_SIZE"  # overrides SHARD_SIZE without a code change
@@ -170,44 +179,62 @@ def precompute_reference(
     cache_fingerprint, kl_top_k = fingerprint(settings), settings["kl_top_k"]
     path = Path(path)
     shard_size = resolve_shard_size(shard_size)
-    _claim_folder(path, cache_fingerprint, settings)
-    for stale in path.glob("*.tmp"):  # left by a killed run; this run holds the folder (chip.runlock)
-        stale.unlink()
-    num_shards = (len(examples) + shard_size - 1) // shard_size
-    shards = []
-    done = 0
+    ranks = current_ranks()
+    _claim_folder(path, cache_fingerprint, settings, ranks)
+    chunks = [examples[start : start + shard_size] for start in range(0, len(examples), shard_size)]
+    mine = range(ranks.index, len(chunks), ranks.count)
+    if ranks.count > 1:
+        logger.info("process %d of %d: shards %s of %d", ranks.index, ranks.count, list(mine), len(chunks))
     # closed on an error too, so the error line does not land on the bar's line
-    with tqdm(total=len(examples), desc="reference cache", unit="ex") as bar:
-        for shard_index in range(num_shards):
+    with tqdm(total=sum(len(chunks[index]) for index in mine), desc="reference cache", unit="ex") as bar:
+        for shard_index in mine:
             file = path / f"shard-{shard_index:05d}.safetensors"
             ids_file = file.with_suffix(".ids.json")
-            chunk = examples[shard_index * shard_size : (shard_index + 1) * shard_size]
+            chunk = chunks[shard_index]
             chunk_ids = [ex.id for ex in chunk]
-            entry = _reusable_shard(file, ids_file, chunk_ids)
-            if entry is None:
+            if _reusable_shard(file, ids_file, chunk_ids) is None:
                 tensors = _score_chunk(reference, model, collator, chunk, batch_size, needs_kl, kl_top_k, bar)
-                entry = _write_shard(tensors, file, ids_file, chunk_ids)
+                _write_shard(tensors, file, ids_file, chunk_ids)
             else:
                 bar.update(len(chunk))
-            shards.append(entry)
-            done += len(chunk)
+    ranks.wait()
+    if ranks.is_main:
+        _write_manifest(path, chunks, cache_fingerprint, settings, kl_top_k)
+    ranks.wait()  # no process reads the cache (chip train right after) before its manifest exists
+    return path
 
+
+def _write_manifest(
+    path: Path, chunks: list[Sequence], cache_fingerprint: str, settings: dict, kl_top_k: int
+) -> None:
+    """``manifest.json``, written last: what the reader checks every shard against."""
+    shards = []
+    for shard_index, chunk in enumerate(chunks):
+        file = path / f"shard-{shard_index:05d}.safetensors"
+        chunk_ids = [ex.id for ex in chunk]
+        entry = _reusable_shard(file, file.with_suffix(".ids.json"), chunk_ids)
+        if entry is None:
+            raise ConfigError(
+                f"{file}: missing after every process finished; under a multi-node launch the cache "
+                "folder must be on a file system all nodes share"
+            )
+        shards.append(entry)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "fingerprint": cache_fingerprint,
         "settings": settings,
         "kl_top_k": kl_top_k,
-        "num_examples": done,
+        "num_examples": sum(len(chunk) for chunk in chunks),
         "shards": shards,
     }
     write_text_atomic(path / "manifest.json", json.dumps(manifest, indent=1))
-    return path
 
 
-def _claim_folder(path: Path, cache_fingerprint: str, settings: dict) -> None:
+def _claim_folder(path: Path, cache_fingerprint: str, settings: dict, ranks: Ranks) -> None:
     """Mark ``path`` as holding the cache of ``settings`` (``progress.json``); refuse a folder that
-    holds one for other settings, so two caches are never mixed."""
+    holds one for other settings, so two caches are never mixed. Every process checks; the main
+    one writes."""
     path.mkdir(parents=True, exist_ok=True)
     progress_file = path / "progress.json"
     previous = read_cache_json(progress_file) if progress_file.exists() else None
@@ -217,7 +244,11 @@ def _claim_folder(path: Path, cache_fingerprint: str, settings: dict) -> None:
         raise StaleCacheError(
             f"{path} holds a reference cache for another model/data/setting; remove it or pick another folder"
         )
-    write_text_atomic(progress_file, json.dumps({"fingerprint": cache_fingerprint, "settings": settings}))
+    if ranks.is_main:
+        write_text_atomic(progress_file, json.dumps({"fingerprint": cache_fingerprint, "settings": settings}))
+        for stale in path.glob("*.tmp"):  # left by a killed run; this run holds the folder (chip.runlock)
+            stale.unlink()
+    ranks.wait()
 
 
 def _score_chunk(
