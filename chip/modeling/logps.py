@@ -110,24 +110,23 @@ class ResponseScorer:
 
         A CHiP step scores the real pairs and the corrupted rows: run back to back in one packed
         sequence (`score_jointly`), the decoder's layers, the vision tower and the embedding's
-        backward run once instead of twice. Only layouts that already scored a batch of this model
-        on their own are joined, so the first-batch check stays per batch.
+        backward run once instead of twice. If the joint forward fails inside the model, the batches
+        are scored one by one (with the first-batch check and fallback of a single batch), and for
+        this model from then on.
         """
         core = core_model(model)
+        self._warn_if_untested(core)
         batches = [_in_model_dtype(core, batch) for batch in batches]
         layouts = [
             self.fallback.get(core) or candidate_layouts(model, batch, self.settings)[0] for batch in batches
         ]
-        checked = self.settings.route != "auto" or all(
-            layout in self.verified.get(core, ()) for layout in layouts
-        )
         joint = None
-        if checked and len(batches) > 1 and core not in self.unjoined:
+        if len(batches) > 1 and core not in self.unjoined:
             try:
                 joint = score_jointly(model, batches, layouts, return_logits, self.settings.chunk_size)
             except (torch.OutOfMemoryError, ChipError):
                 raise
-            except Exception as error:  # a boundary: each batch alone ran in this layout before
+            except Exception as error:  # a boundary: any error inside the model's code
                 logger.warning(
                     "%s: scoring batches in one forward failed (%s: %s); scoring them one by one from now on",
                     type(core).__name__,
@@ -137,6 +136,7 @@ class ResponseScorer:
                 self.unjoined.add(core)
         if joint is None:
             return [self(model, batch, logits) for batch, logits in zip(batches, return_logits)]
+        self.verified.setdefault(core, set()).update(layouts)
         return joint
 
     def _first_that_runs(
@@ -238,10 +238,14 @@ def score_jointly(
 ) -> list[ResponseScores] | None:
     """``batches`` scored as `score_layout` scores each, in one forward of the decoder: their packed
     rows back to back (`chip.modeling.plans.joint_inputs`), each batch's images encoded in one tower
-    call. None where that does not apply (a layout that is not packed on the trunk route, image
-    inputs that cannot be joined); the caller then scores them one by one."""
+    call. None where that does not apply (a layout that is not packed on the trunk route, one that
+    encodes images while it plans, image inputs that cannot be joined); the caller then scores
+    them one by one."""
     core = core_model(model)
-    if not all(layout.route == "trunk" and layout.padding_free for layout in layouts):
+    # images_once encodes while it builds its plan: a plan built for nothing would encode twice
+    if not all(
+        layout.route == "trunk" and layout.padding_free and not layout.images_once for layout in layouts
+    ):
         return None
     plans = [layout_plan(core, batch, layout) for batch, layout in zip(batches, layouts)]
     joint = joint_inputs(core, plans)

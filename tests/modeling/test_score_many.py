@@ -55,25 +55,25 @@ def _decoder_calls(model):
 def test_joint_forward_gives_each_batch_its_own_numbers(tiny_model_dir, make_image):
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).train()
     pairs, corrupt = _step_batches(tiny_model_dir, make_image)
-    scorer = ResponseScorer()
     calls, handle = _decoder_calls(model)
 
-    def scored():
+    def scored(score):
         model.zero_grad()
-        real, rows_c = scorer.score_many(model, [pairs, corrupt], [True, False])
+        real, rows_c = score()
         weights = torch.linspace(0.5, 1.5, real.logps.numel()).view_as(real.logps)
         (weights * real.logps).sum().backward(retain_graph=True)
         (real.logits.square().mean() + rows_c.logps.sum()).backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
         return real, rows_c, grads
 
-    alone = scored()  # the first batches of a model are checked one by one
-    assert len(calls) == 2
-    calls.clear()
-    joint = scored()
-    handle.remove()
+    joint = scored(lambda: ResponseScorer().score_many(model, [pairs, corrupt], [True, False]))
     real_tokens = int(pairs["pair_lengths"].sum()) + int(corrupt["attention_mask"].sum())
     assert calls == [(1, real_tokens)]  # one decoder call, every real token of both batches, no padding
+    calls.clear()
+    scorer = ResponseScorer()
+    alone = scored(lambda: (scorer(model, pairs, True), scorer(model, corrupt)))
+    assert len(calls) == 2
+    handle.remove()
     assert_close(joint[0].logps, alone[0].logps, rtol=0, atol=1e-5)
     assert_close(joint[0].logits, alone[0].logits, rtol=1e-5, atol=1e-5)
     assert_close(joint[1].logps, alone[1].logps, rtol=0, atol=1e-5)
@@ -96,7 +96,7 @@ def test_a_failing_joint_forward_falls_back_to_one_forward_per_batch(
     pairs, corrupt = _step_batches(model_dir, make_image)
     scorer = ResponseScorer()
     with torch.no_grad():
-        alone = scorer.score_many(model, [pairs, corrupt], [False, False])
+        alone = [scorer(model, pairs), scorer(model, corrupt)]
 
         def broken(*args, **kwargs):
             raise RuntimeError("joined image inputs do not fit")
