@@ -155,10 +155,16 @@ def topk_token_kl(policy_logits: Tensor, ref_topk_logps: Tensor, ref_topk_ids: T
     Shapes: logits ``[..., V]``, top-k ``[..., k]`` -> ``[...]``.
     """
     policy_logp = F.log_softmax(policy_logits.float(), dim=-1)  # (..., V)
-    ref_top = ref_topk_logps.float()  # (..., k)
     policy_top = policy_logp.gather(-1, ref_topk_ids.long())  # (..., k)
+    return topk_kl(ref_topk_logps, policy_top, vocab_size=policy_logp.shape[-1])
+
+
+def topk_kl(ref_topk_logps: Tensor, policy_topk_logps: Tensor, vocab_size: int) -> Tensor:
+    """`topk_token_kl` from the policy's log-probs of the reference's top-k tokens ``[..., k]``
+    (``vocab_size`` tells whether a tail is left) -> ``[...]``."""
+    ref_top, policy_top = ref_topk_logps.float(), policy_topk_logps.float()  # (..., k) each
     head = (ref_top.exp() * (ref_top - policy_top)).sum(-1)  # (...)
-    if ref_top.shape[-1] == policy_logp.shape[-1]:
+    if ref_top.shape[-1] == vocab_size:
         return head  # k = V: the tail is empty (its float32 rounding residue is not mass)
     ref_tail = log1mexp(torch.logsumexp(ref_top, -1))  # log p_tail, (...)
     policy_tail = log1mexp(torch.logsumexp(policy_top, -1)).clamp_min(-80.0)  # log q_tail, (...)

@@ -24,6 +24,11 @@ a faster layout fails inside the model, that model falls back to the plain layou
 of the run (one warning naming what failed); if the plain layout fails too, :class:`ModelError`
 says in one line which model could not run. What the first batches showed is kept by the
 :class:`ResponseScorer` that scored them (the trainer holds one per run), not in the module.
+
+:meth:`ResponseScorer.score_many` scores several batches (a CHiP step's real pairs and its
+corrupted-image rows) in one forward of the decoder, their packed rows back to back, once each
+batch's layout has run on its own; if that joint forward fails, the batches are scored one by one
+from then on (one warning).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from chip.modeling.errors import ModelError, one_line
 from chip.modeling.kernels import TargetLogProb
 from chip.modeling.layout import LayoutSettings
 from chip.modeling.pairs import is_pair_batch
-from chip.modeling.plans import Plan, pack, row_plan, shared_prefix_plan, unpacked_plan
+from chip.modeling.plans import Plan, joint_inputs, pack, row_plan, shared_prefix_plan, unpacked_plan
 from chip.modeling.quirks import ModelQuirks, quirks_for
 from chip.modeling.routes import Layout, candidate_layouts
 from chip.modeling.scores import ResponseScores
@@ -83,21 +88,56 @@ class ResponseScorer:
         self.verified: weakref.WeakKeyDictionary[PreTrainedModel, set[Layout]] = weakref.WeakKeyDictionary()
         self.fallback: weakref.WeakKeyDictionary[PreTrainedModel, Layout] = weakref.WeakKeyDictionary()
         self.warned: weakref.WeakSet[PreTrainedModel] = weakref.WeakSet()
+        self.unjoined: weakref.WeakSet[PreTrainedModel] = weakref.WeakSet()  # whose joint forward failed
 
     def __call__(
         self, model: nn.Module, batch: dict[str, torch.Tensor], return_logits: bool = False
     ) -> ResponseScores:
         core = core_model(model)
         self._warn_if_untested(core)
-        batch = {
-            key: value.to(core.dtype) if value.is_floating_point() else value for key, value in batch.items()
-        }  # processors may return other float types than the model's (Llama-4: bfloat16 pixels)
+        batch = _in_model_dtype(core, batch)
         layouts = candidate_layouts(model, batch, self.settings)
         if self.settings.route != "auto":
             return score_layout(model, batch, layouts[0], return_logits, self.settings.chunk_size)
         if core in self.fallback:
             layouts = [self.fallback[core]]
         return self._first_that_runs(model, batch, layouts, return_logits)
+
+    def score_many(
+        self, model: nn.Module, batches: list[dict[str, torch.Tensor]], return_logits: list[bool]
+    ) -> list[ResponseScores]:
+        """``[self(model, batch, logits) for ...]``, in one forward where the batches' layouts allow it.
+
+        A CHiP step scores the real pairs and the corrupted rows: run back to back in one packed
+        sequence (`score_jointly`), the decoder's layers, the vision tower and the embedding's
+        backward run once instead of twice. If the joint forward fails inside the model, the batches
+        are scored one by one (with the first-batch check and fallback of a single batch), and for
+        this model from then on.
+        """
+        core = core_model(model)
+        self._warn_if_untested(core)
+        batches = [_in_model_dtype(core, batch) for batch in batches]
+        layouts = [
+            self.fallback.get(core) or candidate_layouts(model, batch, self.settings)[0] for batch in batches
+        ]
+        joint = None
+        if len(batches) > 1 and core not in self.unjoined:
+            try:
+                joint = score_jointly(model, batches, layouts, return_logits, self.settings.chunk_size)
+            except (torch.OutOfMemoryError, ChipError):
+                raise
+            except Exception as error:  # a boundary: any error inside the model's code
+                logger.warning(
+                    "%s: scoring batches in one forward failed (%s: %s); scoring them one by one from now on",
+                    type(core).__name__,
+                    type(error).__name__,
+                    one_line(error),
+                )
+                self.unjoined.add(core)
+        if joint is None:
+            return [self(model, batch, logits) for batch, logits in zip(batches, return_logits)]
+        self.verified.setdefault(core, set()).update(layouts)
+        return joint
 
     def _first_that_runs(
         self, model: nn.Module, batch: dict[str, torch.Tensor], layouts: list[Layout], return_logits: bool
@@ -150,6 +190,11 @@ class ResponseScorer:
         )
 
 
+def _in_model_dtype(core: PreTrainedModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # processors may return other float types than the model's (Llama-4: bfloat16 pixels)
+    return {key: value.to(core.dtype) if value.is_floating_point() else value for key, value in batch.items()}
+
+
 def response_logps(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -174,38 +219,85 @@ def score_layout(
 ) -> ResponseScores:
     """``batch`` scored in exactly ``layout`` (no fallback); see `ResponseScorer` for the arguments."""
     core = core_model(model)
+    plan = layout_plan(core, batch, layout)
+    if layout.route == "trunk":
+        with plan.context():
+            hidden = _trunk(core, plan.inputs)  # (N, T, H)
+        picked = hidden.reshape(-1, hidden.shape[-1])[plan.token_index()]  # (n, H)
+        return _head_scores(core, plan, picked, return_logits, chunk_size)
+    logits = _LOGITS_BY_ROUTE[layout.route](model, plan).float()  # (n, V)
+    return _logits_scores(plan, logits, return_logits)
+
+
+def score_jointly(
+    model: nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    layouts: list[Layout],
+    return_logits: list[bool],
+    chunk_size: int = 0,
+) -> list[ResponseScores] | None:
+    """``batches`` scored as `score_layout` scores each, in one forward of the decoder: their packed
+    rows back to back (`chip.modeling.plans.joint_inputs`), each batch's images encoded in one tower
+    call. None where that does not apply (a layout that is not packed on the trunk route, one that
+    encodes images while it plans, image inputs that cannot be joined); the caller then scores
+    them one by one."""
+    core = core_model(model)
+    # images_once encodes while it builds its plan: a plan built for nothing would encode twice
+    if not all(
+        layout.route == "trunk" and layout.padding_free and not layout.images_once for layout in layouts
+    ):
+        return None
+    plans = [layout_plan(core, batch, layout) for batch, layout in zip(batches, layouts)]
+    joint = joint_inputs(core, plans)
+    if joint is None:
+        return None
+    inputs, offsets, context = joint
+    with context():
+        hidden = _trunk(core, inputs)  # (1, L, H)
+    flat = hidden.reshape(-1, hidden.shape[-1])  # (L, H)
+    return [
+        _head_scores(core, plan, flat[plan.token_index() + offset], logits, chunk_size)
+        for plan, offset, logits in zip(plans, offsets, return_logits)
+    ]
+
+
+def layout_plan(core: PreTrainedModel, batch: dict[str, torch.Tensor], layout: Layout) -> Plan:
+    """The forward that scores ``batch`` in ``layout``."""
     if not is_pair_batch(batch):
         plan = row_plan(batch)
     elif layout.shared_prefix:
         plan = shared_prefix_plan(core, batch, dense_mask=not layout.padding_free)
     else:
         plan = unpacked_plan(core, batch, share_images=layout.images_once)
-    if layout.padding_free:
-        plan = pack(core, plan)
-    targets = plan.targets[plan.mask]  # (n,) the real response tokens, row by row
+    return pack(core, plan) if layout.padding_free else plan
 
-    if layout.route == "trunk":
-        hidden, head = _hidden_trunk(model, plan)  # (n, H)
-        if chunk_size > 0:  # log-probs when first read, or with the token KL (`ResponseScores`)
-            return ResponseScores(plan.mask, hidden=hidden, head=head, targets=targets, chunk_size=chunk_size)
-        logits = head(hidden).float()  # (n, V)
-    else:
-        logits = _LOGITS_BY_ROUTE[layout.route](model, plan).float()  # (n, V)
+
+def _trunk(core: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's last hidden states ``(N, T, H)``, without the LM head."""
+    return getattr(core, quirks_for(core.config).trunk)(**inputs, use_cache=False).last_hidden_state
+
+
+def _head_scores(
+    core: PreTrainedModel, plan: Plan, hidden: torch.Tensor, return_logits: bool, chunk_size: int
+) -> ResponseScores:
+    """Scores from the states ``(n, H)`` that predict each real response token of ``plan``."""
+    head = _head(core)
+    if chunk_size > 0:  # log-probs when first read, or with the token KL (`ResponseScores`)
+        targets = plan.targets[plan.mask]  # (n,)
+        return ResponseScores(plan.mask, hidden=hidden, head=head, targets=targets, chunk_size=chunk_size)
+    return _logits_scores(plan, head(hidden).float(), return_logits)  # (n, V)
+
+
+def _logits_scores(plan: Plan, logits: torch.Tensor, return_logits: bool) -> ResponseScores:
+    targets = plan.targets[plan.mask]  # (n,) the real response tokens, row by row
     if return_logits:  # log-probs when first read, or fused with the token KL (`ResponseScores`)
         return ResponseScores(plan.mask, token_logits=logits, targets=targets)
     return ResponseScores(plan.mask, token_logps=TargetLogProb.apply(logits, targets))  # (n,)
 
 
-def _hidden_trunk(
-    model: nn.Module, plan: Plan
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """The decoder's states at the positions predicting each real response token ``(n, H)``, and the
-    head (LM head plus the family's logits transform) that turns states into logits."""
-    core = core_model(model)
+def _head(core: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The LM head plus the family's logits transform: states ``(..., H)`` -> logits ``(..., V)``."""
     quirks: ModelQuirks = quirks_for(core.config)
-    with plan.context():
-        hidden = getattr(core, quirks.trunk)(**plan.inputs, use_cache=False).last_hidden_state  # (N, T, H)
-    picked = hidden.reshape(-1, hidden.shape[-1])[plan.token_index()]  # (n, H)
     output_embeddings = core.get_output_embeddings()
 
     def head(states: torch.Tensor) -> torch.Tensor:
@@ -214,7 +306,7 @@ def _hidden_trunk(
             logits = quirks.logits_transform(logits, core.config)
         return logits
 
-    return picked, head
+    return head
 
 
 def _logits_keep(model: nn.Module, plan: Plan) -> torch.Tensor:

@@ -117,28 +117,53 @@ def pair_sdpa(
     options = dict(dropout=dropout, scaling=scaling)
     if _varlen_usable(query, dropout):
         return _pair_varlen(module, query, key, value, forward.rows, options), None
-    rows = []
-    for row, segments in enumerate(forward.rows):
-        q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]  # (1, h, T, D)
-        pieces, cursor = [], 0
-        for start, prompt, chosen, rejected in segments:
-            if start > cursor:
-                pieces.append(q.new_zeros(1, start - cursor, q.shape[1], q.shape[3]))  # (1, gap, h, D)
-            shared = slice(start, start + prompt + chosen)  # queries that attend causally, as in a plain row
+    if len(query) == 1:  # a packed row: no per-row slicing (each slice's backward is a zeroed full-size copy)
+        return _row_attention(module, query, key, value, forward.rows[0], options), None
+    rows = zip(query.split(1), key.split(1), value.split(1), forward.rows)  # (1, h, T, D) each
+    return torch.cat([_row_attention(module, *row, options) for row in rows]), None  # (B, T, h, D)
+
+
+def _row_attention(module: nn.Module, q, k, v, segments: list[Segment], options: dict) -> torch.Tensor:
+    """One row ``(1, heads, T, D)`` of segments -> ``(1, T, heads, D)``.
+
+    The row is cut once along T (`torch.split`, whose backward is one concatenation) rather than
+    sliced per segment and per use: the backward of every slice allocates a zeroed tensor of the
+    whole row, and the gradients of all of them are then added up.
+    """
+    sizes, cursor = [], 0  # along T: the gap before, [prompt, chosen] and rejected, per segment
+    for start, prompt, chosen, rejected in segments:
+        sizes += [start - cursor, prompt + chosen, rejected]
+        cursor = start + prompt + chosen + rejected
+    sizes.append(q.shape[2] - cursor)  # padding after the last segment
+    qs, ks, vs = (x.split(sizes, dim=2) for x in (q, k, v))
+    pieces = []
+    for index, (_, prompt, _, rejected) in enumerate(segments):
+        gap, shared, own = (3 * index, 3 * index + 1, 3 * index + 2)
+        if sizes[gap]:
+            pieces.append(q.new_zeros(1, sizes[gap], q.shape[1], q.shape[3]))  # (1, gap, h, D)
+        pieces.append(
+            sdpa_attention_forward(
+                module, qs[shared], ks[shared], vs[shared], None, is_causal=True, **options
+            )[0]
+        )  # (1, P + C, h, D): causal, as in a plain row
+        if rejected:  # keys [prompt, rejected] (1, kv, P + R, D)
+            keys = torch.cat([ks[shared][:, :, :prompt], ks[own]], dim=2)
+            values = torch.cat([vs[shared][:, :, :prompt], vs[own]], dim=2)
+            mask = _rejected_mask(prompt, rejected, q.device)
             pieces.append(
-                sdpa_attention_forward(
-                    module, q[:, :, shared], k[:, :, shared], v[:, :, shared], None, is_causal=True, **options
-                )[0]
-            )  # (1, P + C, h, D)
-            if rejected:
-                pieces.append(
-                    _rejected_attention(module, q, k, v, (start, prompt, chosen, rejected), options)
-                )
-            cursor = start + prompt + chosen + rejected
-        if cursor < q.shape[2]:
-            pieces.append(q.new_zeros(1, q.shape[2] - cursor, q.shape[1], q.shape[3]))  # (1, pad, h, D)
-        rows.append(torch.cat(pieces, dim=1))  # (1, T, h, D)
-    return torch.cat(rows), None  # (B, T, h, D)
+                sdpa_attention_forward(module, qs[own], keys, values, mask, **options)[0]
+            )  # (1, R, h, D)
+    if sizes[-1]:
+        pieces.append(q.new_zeros(1, sizes[-1], q.shape[1], q.shape[3]))  # (1, pad, h, D)
+    return torch.cat(pieces, dim=1)  # (1, T, h, D)
+
+
+def _rejected_mask(prompt: int, rejected: int, device: torch.device) -> torch.Tensor:
+    """Which of the keys ``[prompt, rejected]`` each rejected token sees: all of the prompt, causal
+    within the rejected tokens; ``(1, 1, R, P + R)`` bool."""
+    visible = torch.ones(rejected, prompt + rejected, dtype=torch.bool, device=device)
+    visible[:, prompt:] = torch.ones(rejected, rejected, dtype=torch.bool, device=device).tril()
+    return visible[None, None]
 
 
 def _rejected_attention(module: nn.Module, q, k, v, segment: Segment, options: dict) -> torch.Tensor:
@@ -149,9 +174,8 @@ def _rejected_attention(module: nn.Module, q, k, v, segment: Segment, options: d
     head = slice(start, start + prompt)
     keys = torch.cat([k[:, :, head], k[:, :, own]], dim=2)  # (1, kv, P + R, D)
     values = torch.cat([v[:, :, head], v[:, :, own]], dim=2)  # (1, kv, P + R, D)
-    visible = torch.ones(rejected, prompt + rejected, dtype=torch.bool, device=q.device)
-    visible[:, prompt:] = torch.ones(rejected, rejected, dtype=torch.bool, device=q.device).tril()
-    return sdpa_attention_forward(module, q[:, :, own], keys, values, visible[None, None], **options)[0]
+    mask = _rejected_mask(prompt, rejected, q.device)
+    return sdpa_attention_forward(module, q[:, :, own], keys, values, mask, **options)[0]
 
 
 def _varlen_usable(query: torch.Tensor, dropout: float) -> bool:

@@ -182,10 +182,7 @@ def pack(core: PreTrainedModel, plan: Plan) -> Plan:
     packed: dict[str, Any] = {key: value for key, value in inputs.items() if key not in TOKEN_KEYS}
     packed.update({key: inputs[key][real][None] for key in TOKEN_KEYS if key in inputs})  # (1, L, ...)
     packed["position_ids"] = positions[..., real][..., None, :]  # (1, L) or (3, 1, L)
-    total = int(real.sum())
-    packed["attention_mask"] = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=real.device).expand(
-        1, 1, total, total
-    )  # a marker, never read as a mask: pair_sdpa finds the segments by it
+    packed["attention_mask"] = _packed_marker(int(real.sum()), real.device)
     new_index = real.flatten().cumsum(0) - 1  # (N·T,) packed position of each real token
     segments, offset = [], 0
     for [(_, *lengths)] in plan.segments:
@@ -200,6 +197,40 @@ def pack(core: PreTrainedModel, plan: Plan) -> Plan:
         per_row=plan.per_row,
         context=partial(pair_attention, core, [segments], packed=True),
     )
+
+
+def joint_inputs(
+    core: PreTrainedModel, plans: list[Plan]
+) -> tuple[dict[str, Any], list[int], Callable[[], AbstractContextManager]] | None:
+    """Packed ``plans`` back to back in one row, for one forward: ``(inputs, offsets, context)``,
+    ``offsets`` the position where each plan's row starts. Image inputs are joined along their first
+    axis (each plan's images in the order of its image tokens); None where they cannot be (different
+    keys, shapes that do not line up, or a non-tensor input that differs)."""
+    if any(len(plan.segments) != 1 or plan.inputs.keys() != plans[0].inputs.keys() for plan in plans):
+        return None
+    inputs: dict[str, Any] = {}
+    for key in plans[0].inputs.keys() - {"attention_mask"}:
+        values = [plan.inputs[key] for plan in plans]
+        if key in TOKEN_KEYS or key == "position_ids":  # (1, L, ...) or positions (..., 1, L)
+            inputs[key] = torch.cat(values, dim=1 if key != "position_ids" else -1)
+        elif all(torch.is_tensor(v) and v.dim() >= 1 and v.shape[1:] == values[0].shape[1:] for v in values):
+            inputs[key] = torch.cat(values)  # (images, ...)
+        elif all(not torch.is_tensor(v) and v == values[0] for v in values):
+            inputs[key] = values[0]
+        else:
+            return None
+    lengths = [plan.inputs["input_ids"].shape[1] for plan in plans]
+    offsets = [sum(lengths[:index]) for index in range(len(plans))]
+    inputs["attention_mask"] = _packed_marker(sum(lengths), inputs["input_ids"].device)
+    segments = [
+        (offset + start, *sizes) for plan, offset in zip(plans, offsets) for start, *sizes in plan.segments[0]
+    ]
+    return inputs, offsets, partial(pair_attention, core, [segments], packed=True)
+
+
+def _packed_marker(total: int, device: torch.device) -> torch.Tensor:
+    """The attention mask of packed rows: a marker, never read as a mask (`pair_sdpa` finds the segments by it)."""
+    return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device).expand(1, 1, total, total)
 
 
 def _pair_positions(core: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from chip.losses import topk_kl
 from chip.modeling.chunked_head import (
     HiddenReference,
     LogitsReference,
     TopKReference,
     chunked_head_scores,
 )
-from chip.modeling.kernels import TargetLogProb, TargetLogProbAndKL
+from chip.modeling.kernels import LogSumExpGather, TargetLogProbAndKL
 
 
 @dataclass
@@ -41,13 +42,17 @@ class ResponseScores:
     head: Callable[[torch.Tensor], torch.Tensor] | None = None  # states -> logits, family transform included
     targets: torch.Tensor | None = None  # (n,) the response token ids
     chunk_size: int = 0  # tokens per head application (0: logits were computed whole)
+    log_total: torch.Tensor | None = None  # (n,) logsumexp of ``token_logits`` once computed (no grad)
     _by_row: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
     def logps(self) -> torch.Tensor:
         """Log-prob of each response token ``(S, R)`` float32, left-aligned per row, 0 at padding."""
         if self.token_logps is None and self.token_logits is not None:
-            self.token_logps = TargetLogProb.apply(self.token_logits, self.targets)  # (n,)
+            log_total, picked = LogSumExpGather.apply(
+                self.token_logits, self.targets[:, None]
+            )  # (n,), (n, 1)
+            self.token_logps, self.log_total = picked[:, 0] - log_total, log_total.detach()  # (n,) each
         if self.token_logps is None:
             self.token_logps, _ = chunked_head_scores(self.hidden, self.head, self.targets, self.chunk_size)
         if self._by_row is None or self._by_row[0] is not self.token_logps:  # laid out once per value
@@ -86,14 +91,27 @@ def kl_against(
     the log-probs are returned second then (``None`` otherwise)."""
     if isinstance(reference, tuple):
         ref = TopKReference(*(values[policy.mask] for values in reference))  # (n, k) each
+        if policy.hidden is None and policy.token_logps is None:
+            return _topk_kl_and_logps(policy, ref)
     elif reference.hidden is not None:
         ref = HiddenReference(reference.hidden, reference.head)
     else:
         ref = LogitsReference(reference.token_logits)
     if policy.hidden is None and isinstance(ref, LogitsReference) and policy.token_logps is None:
-        logps, kl = TargetLogProbAndKL.apply(policy.token_logits, policy.targets, ref.logits)
+        ref_total = None if isinstance(reference, tuple) else reference.log_total
+        logps, kl = TargetLogProbAndKL.apply(policy.token_logits, policy.targets, ref.logits, ref_total)
         return kl, logps
     if policy.hidden is None:  # the policy's whole logits: one chunk
         return ref.kl(policy.token_logits, slice(None)), None
     logps, kl = chunked_head_scores(policy.hidden, policy.head, policy.targets, policy.chunk_size, ref)
     return kl, logps
+
+
+def _topk_kl_and_logps(policy: ResponseScores, ref: TopKReference) -> tuple[Tensor, Tensor]:
+    """KL against a cached top-k reference and the policy's log-probs ``(n,)`` each, from one
+    logsumexp of the policy's logits and the few logits they read (`LogSumExpGather`)."""
+    index = torch.cat([policy.targets[:, None], ref.ids.long()], dim=1)  # (n, 1 + k)
+    log_total, picked = LogSumExpGather.apply(policy.token_logits, index)  # (n,), (n, 1 + k)
+    logps = picked - log_total[:, None]  # (n, 1 + k)
+    vocab_size = policy.token_logits.shape[-1]
+    return topk_kl(ref.logps, logps[:, 1:], vocab_size), logps[:, 0]

@@ -32,8 +32,8 @@ from chip.training.config import ChipConfig, ReferenceMode
 from chip.training.models import load_model
 from chip.training.reference_cache import ReferenceCache, cache_settings
 
-# (model, collated rows, need_logits) -> scores: a `ResponseScorer`; the trainer binds its own
-Scorer = Callable[[nn.Module, dict, bool], ResponseScores]
+# (model, collated rows, need_logits) -> scores, and `score_many`; the trainer binds its own
+Scorer = ResponseScorer
 
 
 class Reference:
@@ -72,6 +72,13 @@ class Reference:
         raise ConfigError(
             f"--reference {self.mode} cannot score rows beyond W, L and C; use --reference model"
         )
+
+    def real_and_corrupt(
+        self, model: nn.Module, batch: dict, policy: ResponseScores, policy_c: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """`real` and `corrupt` of one batch: ``(ref_logps, kl, ref_logps_c)``; a live reference
+        scores both sets of rows in one forward."""
+        return *self.real(model, batch, policy, need_kl), self.corrupt(model, batch, policy_c)
 
     def sharing_vision(self, model: nn.Module) -> AbstractContextManager:
         """A block (one step) in which the reference may reuse the policy's frozen vision-tower outputs."""
@@ -118,8 +125,24 @@ class LiveReference(Reference):
         with adapter_disabled(self._unwrap(model)):
             return self._score(model, rows, need_logits)
 
+    @torch.no_grad()
+    def scores_many(
+        self, model: nn.Module, batches: list[dict], need_logits: list[bool]
+    ) -> list[ResponseScores]:
+        """`scores` of several sets of rows, in one forward where the scorer can join them."""
+        if self.ref_model is not None:
+            return self._score.score_many(self.ref_model, batches, need_logits)
+        with adapter_disabled(self._unwrap(model)):
+            return self._score.score_many(model, batches, need_logits)
+
     def sharing_vision(self, model: nn.Module) -> AbstractContextManager:
         return shared_frozen_vision(model, self.ref_model)
+
+    def real_and_corrupt(
+        self, model: nn.Module, batch: dict, policy: ResponseScores, policy_c: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        ref, ref_c = self.scores_many(model, [batch[REAL], batch[CORRUPT]], [need_kl, False])
+        return ref.logps, policy.token_kl(ref) if need_kl else None, ref_c.logps
 
     def real(
         self, model: nn.Module, batch: dict, policy: ResponseScores, need_kl: bool

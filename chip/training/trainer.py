@@ -93,22 +93,27 @@ class ChipTrainer(NonFiniteGuard):
         """
         num, need_kl = len(inputs[IDS]), self.loss_config.needs_kl
         sharing = self.reference.sharing_vision(model) if self.args.share_frozen_vision else nullcontext()
+        chosen_rows, rejected_rows = split_pairs(range(2 * num), num)
         with sharing:
-            policy = self.scorer(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
-            ref_logps, kl = self.reference.real(model, inputs, policy, need_kl)  # (2B, R) each
-            real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
-            chosen_rows, rejected_rows = split_pairs(range(2 * num), num)
-            chosen, rejected = real(chosen_rows), real(rejected_rows)
             if not self.loss_config.needs_corrupt or CORRUPT not in inputs:
-                return chosen, rejected, None
-            policy_c = self.scorer(model, inputs[CORRUPT])  # (B, R) rows C; (2B, R) [C..., L̃...] anchored
-            ref_c = self.reference.corrupt(model, inputs, policy_c)  # same rows
-            corrupt = _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
-            if self.loss_config.anchored:
-                rejected_c = _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num, 2 * num))
-                return with_image_anchors(
-                    chosen, rejected, corrupt, rejected_c, self.loss_config.image_anchored_weights
-                )
+                policy = self.scorer(model, inputs[REAL], need_kl)  # (2B, R) rows [W..., L...]
+                ref_logps, kl = self.reference.real(model, inputs, policy, need_kl)  # (2B, R) each
+                real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
+                return real(chosen_rows), real(rejected_rows), None
+            # the real pairs and the C rows ((2B, R) [C..., L̃...] when anchored) in one forward of
+            # each model where the layout allows it
+            policy, policy_c = self.scorer.score_many(
+                model, [inputs[REAL], inputs[CORRUPT]], [need_kl, False]
+            )
+            ref_logps, kl, ref_c = self.reference.real_and_corrupt(model, inputs, policy, policy_c, need_kl)
+        real = partial(_rows, policy, ref_logps, inputs[REAL_SEGMENT], kl)
+        chosen, rejected = real(chosen_rows), real(rejected_rows)
+        corrupt = _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
+        if self.loss_config.anchored:
+            rejected_c = _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num, 2 * num))
+            return with_image_anchors(
+                chosen, rejected, corrupt, rejected_c, self.loss_config.image_anchored_weights
+            )
         return chosen, rejected, corrupt
 
     def score_more_rejected(

@@ -22,8 +22,8 @@ from chip.training.models import freeze_vision_tower
 
 
 class EncoderRuns:
-    """Counts the vision encoders' real runs: a call served from the kept outputs does not reach the
-    tower's first layer (its first module with parameters of its own)."""
+    """Counts the vision encoders' real runs and the rows they encoded: a call served from the kept
+    outputs does not reach the tower's first layer (its first module with parameters of its own)."""
 
     def __init__(self, *models: nn.Module | None):
         towers = {
@@ -31,10 +31,12 @@ class EncoderRuns:
         }
         firsts = [next(module for module in tower.modules() if module._parameters) for tower in towers]
         self.count = 0
+        self.rows = 0  # what the first layers received along their first axis (images, or patches)
         self.handles = [first.register_forward_pre_hook(self._run) for first in firsts]
 
     def _run(self, module, args) -> None:
         self.count += 1
+        self.rows += args[0].shape[0]
 
     def close(self) -> None:
         for handle in self.handles:
