@@ -46,7 +46,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
     )
     parser.add_argument(
         "--methods",
-        help="comma-separated core methods and visual-term variants to run "
+        help="comma-separated core methods and visual-term variants to run, a core method with "
+        "@onpolicy also on the base's own pairs "
         f"(default: all in full mode; known: {', '.join([*METHODS, *VARIANTS])})",
     )
     parser.add_argument(
@@ -57,7 +58,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
     config = DemoConfig.quick() if args.quick else DemoConfig.full()
     if args.methods:
         names = args.methods.split(",")
-        unknown = [n for n in names if n not in METHODS and n not in VARIANTS]
+        on_policy = [n.removesuffix("@onpolicy") for n in names if n.endswith("@onpolicy")]
+        names = [n for n in names if not n.endswith("@onpolicy")]
+        unknown = [n for n in names + on_policy if n not in METHODS and n not in VARIANTS]
+        unknown += [n for n in on_policy if n in VARIANTS]  # variants have no on-policy run
         if unknown:
             parser.error(f"unknown method(s) {unknown}; known: {', '.join([*METHODS, *VARIANTS])}")
         config.variants = tuple(n for n in names if n in VARIANTS)
@@ -65,6 +69,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
         config.methods = tuple(
             dict.fromkeys([n for n in names if n in METHODS] + [tuned_as(v) for v in config.variants])
         )
+        config.onpolicy_methods = tuple(on_policy)
     if args.base:
         config.base = BaseModelConfig.quick() if args.base == "quick" else BaseModelConfig.full()
     if args.seeds:

@@ -28,13 +28,29 @@ def test_tiny_demo_end_to_end(tmp_path):
         eval_samples=1,
         resamples=50,
         analysis_scenes=4,
+        onpolicy_methods=("dpo",),
+        long_method="dpo",
+        long_factor=2,
+        long_every=2,
     )
     results = run_experiment(config, tmp_path / "out", tmp_path / "cache")
     write_results(results, tmp_path / "out")
     report = write_report(results, tmp_path / "out", "test")
 
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(saved["methods"]) == {"base", "dpo", "dpo+visual", "dpo+visual-separate"}
+    kept = saved["onpolicy_pairs_kept"]
+    on_policy = {"dpo@onpolicy"} if kept else set()
+    assert set(saved["methods"]) == {"base", "dpo", "dpo+visual", "dpo+visual-separate"} | on_policy
+    assert saved["onpolicy_pairs"]["pairs"]["kept"] == kept
+    if kept:
+        assert "dpo@onpolicy vs dpo" in saved["comparisons"]
+    # every trained run against the base: CHAIR_i, recall and attribute accuracy, each with its CI
+    assert set(saved["cost"]) == set(saved["methods"]) - {"base"}
+    for cost in saved["cost"].values():
+        assert set(cost) == {"chair_i", "recall", "attribute_accuracy"}
+        assert cost["attribute_accuracy"]["low"] <= cost["attribute_accuracy"]["high"]
+    assert [p["step"] for p in saved["long_run"]["points"]] == [0, 2, 4]
+    assert saved["long_run"]["points"][0]["chair_i"] == saved["methods"]["base"]["chair_i"]
     assert set(saved["grids"]["dpo"]) == {"0.0001", "0.0002"}
     assert saved["chosen_lr"]["dpo+visual-separate"] == saved["chosen_lr"]["dpo+visual"]
     assert {"dpo+visual vs dpo", "dpo+visual-separate vs dpo+visual", "base vs dpo"} <= set(
@@ -55,7 +71,10 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert state["global_step"] == 2
     text = report.read_text()
     assert "Smoke run" in text and "| dpo+visual |" in text and "noise" in text
-    assert (tmp_path / "out" / "forest.png").stat().st_size > 0
+    assert "at a cost of" in text and "## Longer training" in text and "| phase | wall time, s |" in text
+    assert "±" not in text and "over the seeds" not in text  # one seed: nothing that needs several
+    for plot in ("forest.png", "training_curves.png", "long_run.png"):
+        assert (tmp_path / "out" / plot).stat().st_size > 0
 
 
 def test_choose_lr_by_hand():
