@@ -74,15 +74,17 @@ def plot_forest(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+# the same quantity for every method; each method's loss is a different objective, so it is in
+# results.json but not on a shared axis
 CURVE_PANELS = (
-    ("loss", "training loss (per pair)"),
     ("rewards/margins", "text margin β·h_text (nats)"),
+    ("rewards/accuracies", "pairs with h_text > 0 (fraction)"),
     ("visual/margins", "visual margin β·h_vis (nats)"),
 )
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: dict[str, Any]) -> Path:
-    """Loss and the two margins along training, one panel each, one line per method."""
+    """The text margin, its accuracy and the visual margin along training, one line per method."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, (key, label) in zip(axes, CURVE_PANELS):
         for name, history in curves.items():
@@ -94,7 +96,7 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, title="method", title_fontsize=7)
         else:
-            ax.text(0.5, 0.5, "no method with this term", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "not logged by any method", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -346,7 +346,8 @@ Command: `{command}`
 {results_table(results)}
 
 Every method starts from the same base and trains on the same {config["num_pairs"]} pairs for {config["steps"]} steps of
-{config["batch_size"]} pairs (η = {config["sft_weight"]}). {protocol} Decoding: {results["decoding"]}.
+{config["batch_size"]} pairs (η = {config["sft_weight"]}). {protocol} CHAIR_i and recall come from greedy captions,
+the sampled columns from {config["eval_samples"]} captions per scene at T = 1; POPE and attribute questions are answered greedily.
 
 ![forest plot]({forest.name})
 

@@ -9,7 +9,7 @@ import pytest
 from chip.demo.base import BaseModelConfig
 from chip.demo.experiment import DemoConfig, choose_lr, run_experiment, summarise
 from chip.demo.methods import METHODS, VARIANTS, method_settings
-from chip.demo.report import answer, write_report, write_results
+from chip.demo.report import answer, cost_sentence, write_report, write_results
 
 
 def test_tiny_demo_end_to_end(tmp_path):
@@ -156,3 +156,25 @@ def test_command_line_subsets():
     assert not quick.ranks_methods and DemoConfig.full().ranks_methods
     with pytest.raises(SystemExit):
         parse_args(["--methods", "nonsense"])
+
+
+def test_cost_sentence_by_hand():
+    """CHiP vs base: CHAIR_i 0.10 -> 0.06 (difference -0.04, CI [-0.06, -0.02]) is "lowered by 4.0
+    [2.0, 6.0]"; attribute accuracy 0.90 -> 0.87 (-0.03 [-0.05, -0.01]) a cost of 3.0 [1.0, 5.0];
+    recall -0.10 [-0.12, -0.08] a cost of 10.0 [8.0, 12.0]. An interval spanning 0 is marked n.d."""
+    results = {
+        "cost": {
+            "chip": {
+                "chair_i": _diff(-0.04, -0.06, -0.02),
+                "attribute_accuracy": _diff(-0.03, -0.05, -0.01),
+                "recall": _diff(-0.10, -0.12, -0.08),
+            }
+        }
+    }
+    assert cost_sentence(results, "chip") == (
+        "CHiP lowered CHAIR_i by 4.0 [2.0, 6.0] points at a cost of 3.0 [1.0, 5.0] points of attribute "
+        "accuracy and 10.0 [8.0, 12.0] of recall (against the base, 95% CIs; a negative cost is a gain)."
+    )
+    results["cost"]["chip"]["attribute_accuracy"] = _diff(0.01, -0.01, 0.03)
+    assert "at a cost of -1.0 [-3.0, 1.0] n.d. points of attribute accuracy" in cost_sentence(results, "chip")
+    assert cost_sentence(results, "dpo") is None
