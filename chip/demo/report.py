@@ -9,6 +9,7 @@ from typing import Any
 
 from chip.demo.glossary import glossary
 from chip.demo.plots import method_colours, plot_curves, plot_forest, plot_long_run
+from chip.demo.shortcut import shortcut_section
 
 
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
@@ -175,19 +176,6 @@ def grids_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def shortcut_table(shortcut: dict[str, Any]) -> str:
-    lines = [
-        "| model | mean h_vis, objects present (nats) | mean h_vis, objects removed | h_vis > 0, present | h_vis > 0, removed |",
-        "|---|---|---|---|---|",
-    ]
-    for name, m in shortcut["margins"].items():
-        lines.append(
-            f"| {name} | {m['h_vis_with_objects']:.2f} | {m['h_vis_objects_removed']:.2f} | "
-            f"{_pct(m['share_positive_with_objects'])}% | {_pct(m['share_positive_objects_removed'])}% |"
-        )
-    return "\n".join(lines)
-
-
 def answer(results: dict[str, Any]) -> str:
     """The report's answer: does CHiP beat DPO, which part helps, what it costs; words follow the CIs."""
     comparisons, methods = results.get("comparisons", {}), results["methods"]
@@ -238,13 +226,17 @@ def answer(results: dict[str, Any]) -> str:
     ]
     if vis:
         sentences.append("Visual-term variants against the method they modify: " + "; ".join(vis) + ".")
-    on_policy = comparisons.get("chip@onpolicy vs dpo@onpolicy")
-    if on_policy:
-        sentences.append(
-            "On the base's own pairs (@onpolicy), CHiP vs DPO: "
-            f"{_interval(on_policy['greedy'])} ({_call(on_policy['greedy'])}), against "
-            f"{_interval(chip_dpo['greedy']) if chip_dpo else 'no comparison'} on the built-in pairs."
+    for name in ("chip", "dpo+segment"):
+        on_policy, built_in = (
+            comparisons.get(f"{name}@onpolicy vs dpo@onpolicy"),
+            comparisons.get(f"{name} vs dpo"),
         )
+        if on_policy:
+            sentences.append(
+                f"On the base's own pairs (@onpolicy), {name} vs DPO: {_interval(on_policy['greedy'])} "
+                f"({_call(on_policy['greedy'])}), against "
+                f"{_interval(built_in['greedy']) if built_in else 'no comparison'} on the built-in pairs."
+            )
     base = methods.get("base")
     if base:
         sentences.append(
@@ -362,7 +354,7 @@ the sampled columns from {config["eval_samples"]} captions per scene at T = 1; P
 {comparisons_table(results)}
 
 {grid}
-{_shortcut_section(results.get("shortcut"), config["seeds"][0])}
+{shortcut_section(results.get("shortcut"), config["seeds"][0])}
 ## Training curves ({"first seed at the chosen lr" if ranks else "seed " + str(config["seeds"][0])})
 
 ![curves]({curves.name})
@@ -377,21 +369,3 @@ the sampled columns from {config["eval_samples"]} captions per scene at T = 1; P
     path = output_dir / "report.md"
     path.write_text(text)
     return path
-
-
-def _shortcut_section(shortcut: dict[str, Any] | None, seed: int) -> str:
-    """The report's section on the noise-shortcut hypothesis (empty when the analysis did not run)."""
-    if not shortcut:
-        return ""
-    return f"""## Is the visual margin a noise detector? (seed {seed}, {shortcut["scenes"]} held-out scenes)
-
-h_vis = [log π(y|v) − log π_ref(y|v)] − [log π(y|ṽ) − log π_ref(y|ṽ)] of the faithful caption, reference =
-the base, ṽ = diffusion noise at step {shortcut["noise_step"]}; "objects removed" = the same scenes with background and
-pixel noise only, caption unchanged. A margin that is as large without the objects comes from recognising the noise,
-not from the caption's content.
-
-{shortcut_table(shortcut)}
-
-A logistic probe on the base model's pooled image features tells clean from noised images apart with held-out
-accuracy {_pct(shortcut["noise_probe_accuracy"])}%.
-"""
