@@ -156,6 +156,11 @@ def test_command_line_subsets():
     assert not quick.ranks_methods and DemoConfig.full().ranks_methods
     with pytest.raises(SystemExit):
         parse_args(["--methods", "nonsense"])
+    _, on_policy = parse_args(["--methods", "dpo,chip@onpolicy"])
+    assert on_policy.methods == ("dpo",) and on_policy.onpolicy_methods == ("chip",)
+    assert parse_args(["--methods", "dpo"])[1].onpolicy_methods == ()
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "chip-crop@onpolicy"])  # variants have no on-policy run
 
 
 def test_cost_sentence_by_hand():
