@@ -33,7 +33,8 @@ def glossary(results: dict[str, Any]) -> str:
         "than a corrupted copy). β = inverse temperature of the preference sigmoid; η = weight of an "
         "extra log-likelihood term on the chosen caption (the same for every method).",
         "- **h_text**: the text margin, how much more the trained model prefers chosen over rejected "
-        "than the base does (log-likelihood ratios, nats); **h_vis**: the visual margin, how much more "
+        "than the base does (log-likelihood ratios, nats, whose changed-segment tokens weigh 1 + λ, so "
+        "methods with different λ have different margins); **h_vis**: the visual margin, how much more "
         "it prefers the chosen caption under the real image than under the corrupted one. The training "
         "curves show β·h_text and β·h_vis.",
     ]

@@ -74,8 +74,8 @@ def plot_forest(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-# the same quantity for every method; each method's loss is a different objective, so it is in
-# results.json but not on a shared axis
+# the same quantity for every method of a row; each method's loss is a different objective, so it
+# is in results.json but not on a shared axis
 CURVE_PANELS = (
     ("rewards/margins", "text margin β·h_text (nats)"),
     ("rewards/accuracies", "pairs with h_text > 0 (fraction)"),
@@ -83,20 +83,37 @@ CURVE_PANELS = (
 )
 
 
-def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, colours: dict[str, Any]) -> Path:
-    """The text margin, its accuracy and the visual margin along training, one line per method."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (key, label) in zip(axes, CURVE_PANELS):
-        for name, history in curves.items():
-            points = [(h["step"], h[key]) for h in history if key in h]
-            if points:
-                ax.plot(*zip(*points), marker="o", markersize=2, label=name, color=colours[name])
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel(label)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, title="method", title_fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "not logged by any method", ha="center", va="center", transform=ax.transAxes)
+def plot_curves(
+    curves: dict[str, list[dict[str, float]]],
+    path: Path,
+    colours: dict[str, Any],
+    segment_weights: dict[str, float],
+) -> Path:
+    """The text margin, its accuracy and the visual margin along training, one line per method.
+
+    Margins are log-likelihood ratios whose changed-segment tokens weigh 1 + λ, so methods with
+    different λ measure different quantities: one row of panels per λ.
+    """
+    groups: dict[float, list[str]] = {}
+    for name in curves:
+        groups.setdefault(segment_weights.get(name, 0.0), []).append(name)
+    rows = sorted(groups) or [0.0]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 3.6 * len(rows)), squeeze=False)
+    for row, lam in zip(axes, rows):
+        for ax, (key, label) in zip(row, CURVE_PANELS):
+            for name in groups.get(lam, []):
+                points = [(h["step"], h[key]) for h in curves[name] if key in h]
+                if points:
+                    ax.plot(*zip(*points), marker="o", markersize=2, label=name, color=colours[name])
+            ax.set_xlabel("optimiser step")
+            ax.set_ylabel(label)
+            ax.set_title(f"methods with segment weight λ = {lam:g}", fontsize=9)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, title="method", title_fontsize=7)
+            else:
+                ax.text(
+                    0.5, 0.5, "not logged by these methods", ha="center", va="center", transform=ax.transAxes
+                )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

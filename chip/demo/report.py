@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chip.demo.cost import pairs_of
 from chip.demo.glossary import glossary
+from chip.demo.methods import method_settings
 from chip.demo.plots import method_colours, plot_curves, plot_forest, plot_long_run
 from chip.demo.shortcut import shortcut_section
+from chip.losses import ChipLossConfig
 
 
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
@@ -249,10 +252,21 @@ def answer(results: dict[str, Any]) -> str:
     return " ".join(sentences)
 
 
+def segment_weight(name: str) -> float:
+    """λ of a demo run: its `chip train` override, else `ChipLossConfig`'s default."""
+    return float(method_settings(pairs_of(name)[0]).get("segment_weight", ChipLossConfig().segment_weight))
+
+
 def timings_table(timings: dict[str, float]) -> str:
     """Wall seconds per phase of this process (a phase whose runs were cached takes about 0)."""
     lines = ["| phase | wall time, s |", "|---|---:|"]
     lines += [f"| {phase} | {seconds:.0f} |" for phase, seconds in timings.items()]
+    lines += [
+        "",
+        "base: training (or loading) the base; eval_base: its test measurement; a method's name: its "
+        "training runs and their measurements; onpolicy_pairs: sampling and judging the base's captions; "
+        "long_run: the long run and its checkpoints; shortcut: the visual-margin analysis; total: the whole command.",
+    ]
     return "\n".join(lines)
 
 
@@ -301,7 +315,10 @@ decoding. Step 0 is the base. One seed, no intervals.
 def write_report(results: dict[str, Any], output_dir: Path, command: str) -> Path:
     forest = plot_forest(results, output_dir / "forest.png")
     curves = plot_curves(
-        results["curves"], output_dir / "training_curves.png", method_colours(list(results["methods"]))
+        results["curves"],
+        output_dir / "training_curves.png",
+        method_colours(list(results["methods"])),
+        {name: segment_weight(name) for name in results["curves"]},
     )
     examples = []
     for name, rows in results["examples"].items():
