@@ -121,6 +121,29 @@ def load_adapter(config: ChipConfig):
     return VLMAdapter.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
 
 
+def report_unused_rejected(config: ChipConfig, examples: list) -> None:
+    """Say how many listed rejected responses ``--max_rejected`` leaves out (none are dropped unsaid)."""
+    limit = config.max_rejected
+    unused = sum(max(0, 1 + len(ex.more_rejected) - limit) for ex in examples) if limit > 0 else 0
+    if unused:
+        logger.warning(
+            "%d rejected responses listed after the first %d of their row are not used (--max_rejected %d); "
+            "--max_rejected 0 or --method chip-multi uses them all",
+            unused,
+            limit,
+            limit,
+        )
+
+
+def record_method(config: ChipConfig) -> None:
+    """Log the resolved loss settings and save them as ``method.json`` in the output folder."""
+    settings = json.dumps(config.method_settings, sort_keys=True)
+    logger.info("method %s: %s", config.method or "(no preset)", settings)
+    if config.should_save:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "method.json").write_text(settings + "\n")
+
+
 def run_training(config: ChipConfig, callbacks: list | None = None, replace_progress: bool = False) -> dict:
     """Load data and model, train, save; returns the final metrics. The library entry point of `chip train`.
 
@@ -136,10 +159,12 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
 
     check_run(config)
     warn_ignored(config)
+    record_method(config)
     resume = resolve_resume_checkpoint(config)
     set_seed(config.seed)
     adapter = load_adapter(config)
     examples, held_out = load_train_eval(config, adapter)
+    report_unused_rejected(config, examples + held_out)
     model = load_model(config)
     reference = REFERENCES[config.reference].prepare(config, model, adapter.processor, examples + held_out)
     model = prepare_policy(model, config)
