@@ -38,6 +38,14 @@ def glossary(results: dict[str, Any]) -> str:
         "it prefers the chosen caption under the real image than under the corrupted one. The training "
         "curves show β·h_text and β·h_vis.",
     ]
+    rivals = {
+        "mdpo": "**mdpo**: mDPO's objective (its conditional image preference and a reward anchor) as "
+        "the `--method mdpo` preset.",
+        "chip-anchored": "**chip-anchored**: CHiP with image-anchored token weights (`--method "
+        "chip-anchored`): each token weighs by how much the real image raises its likelihood over "
+        "the corrupted one.",
+    }
+    lines += [text for name, text in rivals.items() if any(pairs_of(n)[0] == name for n in names)]
     if any(pairs_of(n)[0] in VARIANTS for n in names):
         lines.append(
             "- **Variants** of the visual term: `-separate` = one sigmoid per preference instead of one "

@@ -87,27 +87,28 @@ def plot_curves(
     curves: dict[str, list[dict[str, float]]],
     path: Path,
     colours: dict[str, Any],
-    segment_weights: dict[str, float],
+    margin_kinds: dict[str, str],
 ) -> Path:
     """The text margin, its accuracy and the visual margin along training, one line per method.
 
-    Margins are log-likelihood ratios whose changed-segment tokens weigh 1 + λ, so methods with
-    different λ measure different quantities: one row of panels per λ.
+    Margins are weighted log-likelihood ratios (changed-segment tokens weigh 1 + λ, image-anchored
+    weights multiply that), so methods whose weights differ measure different quantities: one row
+    of panels per kind of margin (``margin_kinds``: method -> a label such as "λ = 3").
     """
-    groups: dict[float, list[str]] = {}
+    groups: dict[str, list[str]] = {}
     for name in curves:
-        groups.setdefault(segment_weights.get(name, 0.0), []).append(name)
-    rows = sorted(groups) or [0.0]
+        groups.setdefault(margin_kinds.get(name, "λ = 0"), []).append(name)
+    rows = sorted(groups) or ["λ = 0"]
     fig, axes = plt.subplots(len(rows), 3, figsize=(13, 3.6 * len(rows)), squeeze=False)
-    for row, lam in zip(axes, rows):
+    for row, kind in zip(axes, rows):
         for ax, (key, label) in zip(row, CURVE_PANELS):
-            for name in groups.get(lam, []):
+            for name in groups.get(kind, []):
                 points = [(h["step"], h[key]) for h in curves[name] if key in h]
                 if points:
                     ax.plot(*zip(*points), marker="o", markersize=2, label=name, color=colours[name])
             ax.set_xlabel("optimiser step")
             ax.set_ylabel(label)
-            ax.set_title(f"methods with segment weight λ = {lam:g}", fontsize=9)
+            ax.set_title(f"methods whose margins weigh tokens by {kind}", fontsize=9)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, title="method", title_fontsize=7)
             else:

@@ -13,6 +13,7 @@ from chip.demo.methods import method_settings
 from chip.demo.plots import method_colours, plot_curves, plot_forest, plot_long_run
 from chip.demo.shortcut import shortcut_section
 from chip.losses import ChipLossConfig
+from chip.training.methods import preset
 
 
 def write_results(results: dict[str, Any], output_dir: Path) -> Path:
@@ -252,9 +253,16 @@ def answer(results: dict[str, Any]) -> str:
     return " ".join(sentences)
 
 
-def segment_weight(name: str) -> float:
-    """λ of a demo run: its `chip train` override, else `ChipLossConfig`'s default."""
-    return float(method_settings(pairs_of(name)[0]).get("segment_weight", ChipLossConfig().segment_weight))
+def margin_kind(name: str) -> str:
+    """How a demo run's margins weigh tokens: "λ = <segment weight>", plus image-anchored weights.
+
+    From its `chip train` overrides, else its `--method` preset, else `ChipLossConfig`'s defaults.
+    """
+    settings = method_settings(pairs_of(name)[0])
+    resolved = {**(preset(settings["method"]) if "method" in settings else {}), **settings}
+    lam = float(resolved.get("segment_weight", ChipLossConfig().segment_weight))
+    anchored = resolved.get("image_anchored_weights", "off") != "off"
+    return f"λ = {lam:g}" + (" × image-anchored weights" if anchored else "")
 
 
 def timings_table(timings: dict[str, float]) -> str:
@@ -318,7 +326,7 @@ def write_report(results: dict[str, Any], output_dir: Path, command: str) -> Pat
         results["curves"],
         output_dir / "training_curves.png",
         method_colours(list(results["methods"])),
-        {name: segment_weight(name) for name in results["curves"]},
+        {name: margin_kind(name) for name in results["curves"]},
     )
     examples = []
     for name, rows in results["examples"].items():

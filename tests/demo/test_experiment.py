@@ -183,3 +183,13 @@ def test_cost_sentence_by_hand():
     results["cost"]["chip"]["attribute_accuracy"] = _diff(0.01, -0.01, 0.03)
     assert "at a cost of -1.0 [-3.0, 1.0] n.d. points of attribute accuracy" in cost_sentence(results, "chip")
     assert cost_sentence(results, "dpo") is None
+
+
+def test_training_curves_group_runs_by_margin_weights():
+    """DPO and mDPO set λ = 0; CHiP and its on-policy run keep the default λ = 3; chip-anchored also
+    multiplies by image-anchored weights: three different margins, three rows of panels."""
+    from chip.demo.report import margin_kind
+
+    assert margin_kind("dpo") == margin_kind("mdpo") == "λ = 0"
+    assert margin_kind("chip") == margin_kind("chip@onpolicy") == margin_kind("dpo+segment") == "λ = 3"
+    assert margin_kind("chip-anchored") == "λ = 3 × image-anchored weights"
