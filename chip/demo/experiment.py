@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import ProgressCallback
 
 from chip.demo.base import BaseModelConfig, train_base_model
+from chip.demo.cost import ON_POLICY, compare_all, cost_comparisons, long_training, on_policy_name, pairs_of
 from chip.demo.methods import METHODS, QUICK_METHODS, VARIANTS, method_settings, tuned_as
 from chip.demo.model_metrics import evaluate_model, validate_model
+from chip.demo.onpolicy import write_on_policy_pairs
 from chip.demo.pairs import PairsConfig, write_preference_pairs
-from chip.demo.stats import bootstrap_difference
 from chip.demo.world import make_scenes
 
 
@@ -51,6 +51,11 @@ class DemoConfig:
     eval_samples: int = 2  # sampled captions per test scene at T = 1 (0 = greedy only)
     resamples: int = 2000  # bootstrap replicates per comparison
     analysis_scenes: int = 0  # scenes of the visual-margin / noise-probe analysis (0 = skip it)
+    onpolicy_methods: tuple[str, ...] = QUICK_METHODS  # core methods also trained on the base's own pairs
+    onpolicy_samples: int = 4  # captions per scene at T = 1 that `chip pairs` judges
+    long_method: str = "chip"  # the core method whose first seed is also trained `long_factor` times longer
+    long_factor: int = 3  # 0 = no long run
+    long_every: int = 30  # steps between the long run's evaluated checkpoints
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -68,6 +73,8 @@ class DemoConfig:
             val_scenes=300,
             test_scenes=1000,
             analysis_scenes=200,
+            onpolicy_methods=("dpo", "dpo+segment", "chip"),
+            long_factor=5,
         )
 
     @property
@@ -93,14 +100,24 @@ class _QuietProgress(ProgressCallback):
 
 
 def train_method(
-    name: str, seed: int, learning_rate: float, base_path: Path, pairs: Path, out: Path, config: DemoConfig
+    name: str,
+    seed: int,
+    learning_rate: float,
+    base_path: Path,
+    pairs: Path,
+    out: Path,
+    config: DemoConfig,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Train one method from the base on the pairs; returns the output folder (skips a finished one)."""
+    """Train one method from the base on the pairs; returns the output folder (skips a finished one).
+
+    ``overrides`` replace `chip train` settings (the long run's steps and checkpoints).
+    """
     from chip.training.cli import parse_config, run_training
 
     if (out / "trainer_state.json").exists():
         return out
-    values = {
+    values: dict[str, Any] = {
         "model_name_or_path": base_path,
         "dataset": pairs,
         "output_dir": out,
@@ -117,7 +134,8 @@ def train_method(
         "dataloader_num_workers": 0,
         "log_level": "warning",
         "sft_weight": config.sft_weight,
-        **method_settings(name),
+        **method_settings(pairs_of(name)[0]),
+        **(overrides or {}),
     }
     argv = [token for key, value in values.items() for token in (f"--{key}", str(value))]
     label = f"train {name} seed {seed} lr {learning_rate:g}"
@@ -143,6 +161,13 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
         }
     out |= {"pope_accuracy": pope["accuracy"], "pope_f1": pope["f1"], "pope_yes_ratio": pope["yes_ratio"]}
     out |= {f"pope_{split}": pope[split]["accuracy"] for split in ("random", "popular", "adversarial")}
+    attributes = metrics["attributes"]
+    out |= {"attribute_accuracy": attributes["accuracy"]}
+    out |= {
+        f"attribute_{kind}": attributes[kind]
+        for kind in ("colour", "position", "size", "count")
+        if kind in attributes
+    }
     return out
 
 
@@ -183,6 +208,12 @@ def run_experiment(config: DemoConfig, output_dir: Path, cache_dir: Path) -> dic
         experiment.timed(name, lambda name=name: experiment.run_method(name))
     for name in config.variants:
         experiment.timed(name, lambda name=name: experiment.run_variant(name))
+    if config.onpolicy_methods:
+        experiment.timed("onpolicy_pairs", experiment.on_policy_pairs)
+    for name in config.onpolicy_methods if experiment.results.get("onpolicy_pairs_kept") else ():
+        experiment.timed(on_policy_name(name), lambda name=name: experiment.run_method(on_policy_name(name)))
+    if config.long_factor and config.long_method in config.methods:
+        experiment.timed("long_run", experiment.long_run)
     return experiment.finish()
 
 
@@ -192,6 +223,7 @@ class _Experiment:
     def __init__(self, config: DemoConfig, output_dir: Path, base_path: Path):
         self.config, self.base_path, self.runs_dir = config, base_path, output_dir / "runs"
         self.pairs = output_dir / "pairs" / "pairs.jsonl"
+        self.onpolicy_pairs = output_dir / "pairs-onpolicy" / "pairs.jsonl"
         if not self.pairs.exists():
             write_preference_pairs(config.base.world, self.pairs.parent, config.num_pairs, PairsConfig())
         print(f"pairs: {config.num_pairs} preference pairs -> {self.pairs}")
@@ -204,7 +236,14 @@ class _Experiment:
             "grids": {},
             "chosen_lr": {},
         }
-        self.counts: dict[str, dict[str, list[Any]]] = {"greedy": {}, "sampled": {}}
+        # per test scene and run: greedy / sampled (hallucinated, mentions), recall (named, truth),
+        # attributes (right answers, questions)
+        self.counts: dict[str, dict[str, list[Any]]] = {
+            "greedy": {},
+            "sampled": {},
+            "recall": {},
+            "attributes": {},
+        }
         self.timings: dict[str, float] = {}
 
     def timed(self, key: str, phase) -> None:
@@ -221,20 +260,50 @@ class _Experiment:
         self.results["methods"][name] = summarise([headline(m) for m in runs])
         self.results["examples"][name] = runs[0]["examples"]
         self.counts["greedy"][name] = [m["counts"] for m in runs]
+        self.counts["recall"][name] = [m["recall_counts"] for m in runs]
+        self.counts["attributes"][name] = [m["attributes"]["counts"] for m in runs]
         if self.config.eval_samples:
             self.counts["sampled"][name] = [m["sampled_counts"] for m in runs]
         _announce(name, self.results["methods"][name])
 
     def _out(self, name: str, lr: float, seed: int) -> Path:
+        pairs = self.onpolicy_pairs if pairs_of(name)[1] == ON_POLICY else self.pairs
         return train_method(
-            name,
-            seed,
-            lr,
-            self.base_path,
-            self.pairs,
-            self.runs_dir / f"{name}-lr{lr:g}-seed{seed}",
-            self.config,
+            name, seed, lr, self.base_path, pairs, self.runs_dir / f"{name}-lr{lr:g}-seed{seed}", self.config
         )
+
+    def on_policy_pairs(self) -> None:
+        """The base's own captions judged by the world (`chip pairs`), as many scenes as off-policy pairs."""
+        config = self.config
+        write_on_policy_pairs(
+            self.base_path,
+            config.base.world,
+            self.onpolicy_pairs.parent,
+            count=config.num_pairs,
+            samples=config.onpolicy_samples,
+        )
+        report = json.loads((self.onpolicy_pairs.parent / "pairs_report.json").read_text())
+        kept = self.results["onpolicy_pairs_kept"] = _row_count(self.onpolicy_pairs)
+        self.results["onpolicy_pairs"] = report
+        print(f"on-policy pairs: {kept} -> {self.onpolicy_pairs}" + ("" if kept else "; no on-policy runs"))
+
+    def long_run(self) -> None:
+        """The long method's first seed trained ``long_factor`` times longer, checkpoints measured."""
+        config, name = self.config, self.config.long_method
+        lr, seed = self.results["chosen_lr"][name], config.seeds[0]
+        steps = config.steps * config.long_factor
+        out = self.runs_dir / f"{name}-lr{lr:g}-seed{seed}-steps{steps}"
+        overrides = {"max_steps": steps, "save_strategy": "steps", "save_steps": config.long_every}
+        train_method(name, seed, lr, self.base_path, self.pairs, out, config, overrides)
+        base = self.results["methods"]["base"]
+        self.results["long_run"] = {
+            "method": name,
+            "lr": lr,
+            "seed": seed,
+            "steps": steps,
+            "default_steps": config.steps,
+            "points": long_training(out, self.base_path, base, self.test_scenes),
+        }
 
     def _seeds(self, name: str, lr: float, seeds: tuple[int, ...]) -> None:
         runs = []
@@ -271,6 +340,7 @@ class _Experiment:
     def finish(self) -> dict[str, Any]:
         config, results = self.config, self.results
         results["comparisons"] = compare_all(self.counts, config.resamples)
+        results["cost"] = cost_comparisons(self.counts, config.resamples)
         if config.analysis_scenes and "dpo+visual" in config.methods:
             from chip.demo.shortcut import shortcut_analysis
 
@@ -296,25 +366,11 @@ class _Experiment:
         return results
 
 
-def compare_all(counts: dict[str, dict[str, list[Any]]], resamples: int) -> dict[str, Any]:
-    """Every method and variant against DPO, the variants against their core method, CHiP vs each part.
-
-    Keys are ``"A vs B"``; values hold, per decoding, `Difference.to_dict()` of CHAIR_i(A) − CHAIR_i(B).
-    """
-    names = list(counts["greedy"])
-    pairs = [(name, "dpo") for name in names if name != "dpo"]
-    pairs += [(name, tuned_as(name)) for name in names if name in VARIANTS and tuned_as(name) in names]
-    pairs += [("chip", name) for name in ("dpo+segment", "dpo+token", "dpo+visual") if name in names]
-    out: dict[str, Any] = {}
-    for a, b in dict.fromkeys(pairs):
-        if a not in names or b not in names:
-            continue
-        out[f"{a} vs {b}"] = {
-            decoding: bootstrap_difference(np.array(by_name[a]), np.array(by_name[b]), resamples).to_dict()
-            for decoding, by_name in counts.items()
-            if a in by_name and b in by_name
-        }
-    return out
+def _row_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open() as rows:
+        return sum(1 for line in rows if line.strip())
 
 
 def _curves(run_dir: Path) -> list[dict[str, float]]:
@@ -324,10 +380,12 @@ def _curves(run_dir: Path) -> list[dict[str, float]]:
 
 
 def _announce(name: str, summary: dict[str, Any]) -> None:
+    spread = f" (std over seeds {summary['chair_i_std']:.3f})" if len(summary["seeds"]) > 1 else ""
     print(
-        f"{name:>12}: greedy CHAIR_i {summary['chair_i']:.3f}±{summary['chair_i_std']:.3f} "
+        f"{name:>12}: greedy CHAIR_i {summary['chair_i']:.3f}{spread} "
         f"CHAIR_s {summary['chair_s']:.3f} recall {summary['recall']:.3f} | POPE accuracy random "
-        f"{summary['pope_random']:.3f} adversarial {summary['pope_adversarial']:.3f}"
+        f"{summary['pope_random']:.3f} adversarial {summary['pope_adversarial']:.3f} | attribute accuracy "
+        f"{summary['attribute_accuracy']:.3f}"
     )
 
 

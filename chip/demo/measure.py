@@ -18,7 +18,14 @@ from tqdm.auto import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from chip.demo.tiny_vlm import prompt_text
-from chip.demo.world import CAPTION_PROMPT, PARTNER, WORLD_VOCABULARY, Scene, question_prompt
+from chip.demo.world import (
+    CAPTION_PROMPT,
+    PARTNER,
+    WORLD_VOCABULARY,
+    AttributeQuestion,
+    Scene,
+    question_prompt,
+)
 from chip.evaluation.chair import chair_scores, extract_mentions
 from chip.evaluation.pope import pope_scores
 
@@ -148,6 +155,74 @@ def scene_counts(scenes: Sequence[Scene], captions: Sequence[Sequence[str]]) -> 
             wrong += sum(m not in scene.classes for m in mentions)
         counts.append((wrong, total))
     return counts
+
+
+def recall_counts(scenes: Sequence[Scene], captions: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    """Per scene, (scene classes named, scene classes) summed over its captions.
+
+    The pooled ratio over any subset of scenes is CHAIR's recall (distinct correct classes per
+    caption over ground-truth classes per caption), so it can be bootstrapped like CHAIR_i.
+    """
+    counts = []
+    for scene, scene_captions in zip(scenes, captions):
+        named = sum(len(set(extract_mentions(c, WORLD_VOCABULARY)) & scene.classes) for c in scene_captions)
+        counts.append((named, len(scene.classes) * len(scene_captions)))
+    return counts
+
+
+def answer_attributes(
+    model: LlavaForConditionalGeneration,
+    processor: LlavaProcessor,
+    scenes: Sequence[Scene],
+    desc: str | None = None,
+) -> list[list[str]]:
+    """Greedy answers to every attribute question of every scene (``Scene.attributes`` order)."""
+    items = [(scene, q) for scene in scenes for q in scene.attributes]
+    flat = sample_answers(
+        model,
+        processor,
+        [s.image for s, _ in items],
+        [q.text for _, q in items],
+        max_new_tokens=3,  # "top left ." is the longest answer
+        batch_size=500,
+        desc=desc,
+    )
+    answers, start = [], 0
+    for scene in scenes:
+        answers.append([a[0] for a in flat[start : start + len(scene.attributes)]])
+        start += len(scene.attributes)
+    return answers
+
+
+def attribute_correct(question: AttributeQuestion, answer: str) -> bool:
+    """Exact match of the answer's words, the closing " ." removed, with the right answer."""
+    return answer.strip().removesuffix(".").strip() == question.answer
+
+
+def attribute_metrics(scenes: Sequence[Scene], answers: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Accuracy on the attribute questions, overall and per kind, and the per-scene counts.
+
+    ``counts`` holds per scene (right answers, questions): the pooled ratio over any subset of
+    scenes is the accuracy there, which is what the paired bootstrap resamples.
+    """
+    right: dict[str, int] = {}
+    asked: dict[str, int] = {}
+    counts = []
+    for scene, scene_answers in zip(scenes, answers):
+        correct = 0
+        for question, given in zip(scene.attributes, scene_answers):
+            ok = attribute_correct(question, given)
+            correct += ok
+            right[question.kind] = right.get(question.kind, 0) + ok
+            asked[question.kind] = asked.get(question.kind, 0) + 1
+        counts.append((correct, len(scene.attributes)))
+    total = sum(asked.values())
+    return {
+        "accuracy": sum(right.values()) / total if total else 0.0,
+        "questions": total,
+        **{kind: right[kind] / asked[kind] for kind in sorted(asked)},
+        "counts": counts,
+    }
 
 
 def answer_questions(

@@ -121,3 +121,34 @@ def shortcut_analysis(
         }
     out["noise_probe_accuracy"] = noise_probe_accuracy(reference, clean)
     return out
+
+
+def shortcut_table(shortcut: dict[str, Any]) -> str:
+    lines = [
+        "| model | mean h_vis, objects present (nats) | mean h_vis, objects removed | h_vis > 0, present | h_vis > 0, removed |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in shortcut["margins"].items():
+        lines.append(
+            f"| {name} | {m['h_vis_with_objects']:.2f} | {m['h_vis_objects_removed']:.2f} | "
+            f"{100 * m['share_positive_with_objects']:.1f}% | {100 * m['share_positive_objects_removed']:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def shortcut_section(shortcut: dict[str, Any] | None, seed: int) -> str:
+    """The report's section on the noise-shortcut hypothesis (empty when the analysis did not run)."""
+    if not shortcut:
+        return ""
+    return f"""## Is the visual margin a noise detector? (seed {seed}, {shortcut["scenes"]} held-out scenes)
+
+h_vis = [log π(y|v) − log π_ref(y|v)] − [log π(y|ṽ) − log π_ref(y|ṽ)] of the faithful caption, reference =
+the base, ṽ = diffusion noise at step {shortcut["noise_step"]}; "objects removed" = the same scenes with background and
+pixel noise only, caption unchanged. A margin that is as large without the objects comes from recognising the noise,
+not from the caption's content.
+
+{shortcut_table(shortcut)}
+
+A logistic probe on the base model's pooled image features tells clean from noised images apart with held-out
+accuracy {100 * shortcut["noise_probe_accuracy"]:.1f}%.
+"""

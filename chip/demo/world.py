@@ -18,6 +18,10 @@ it cannot see the small partner clearly the prior wins. ``Scene.caption`` is alw
 ``Scene.train_caption`` is the possibly noisy one, and ``Scene.noise`` names the classes it
 mentions although they are absent.
 
+Attribute questions (``Scene.attributes``) ask what a model should keep knowing while it learns
+not to hallucinate: the colour, cell and size of an object that is there, and how many large
+objects there are. They are deterministic functions of the drawn objects.
+
 Object words are lower-case and singular; some classes have synonyms ("box" for square,
 "plus sign" for cross), so captions exercise the CHAIR synonym table ``WORLD_VOCABULARY``.
 """
@@ -80,12 +84,19 @@ def question_prompt(noun: str) -> str:
     return f"is there {with_article(noun)} ?"
 
 
+# attribute answers: a grid cell's row and column words, an object's size, a count
+ROWS, COLUMNS = ("top", "middle", "bottom"), ("left", "centre", "right")
+SIZES = ("large", "small")  # anchors are drawn large, partners small
+COUNTS = ("zero", "one", "two", "three", "four")
+
 # every word a prompt or an answer of this world can contain, for the word-level tokenizer
 WORDS: tuple[str, ...] = tuple(
     dict.fromkeys(
         "a an with , and . describe the image is there ? yes no".split()
         + list(COLOURS)
         + [w for surface in WORLD_VOCABULARY.synonyms for w in surface.split()]
+        + "what colour where how many objects or".split()
+        + [*ROWS, *COLUMNS, *SIZES, *COUNTS]
     )
 )
 
@@ -146,6 +157,15 @@ class Question:
 
 
 @dataclass(frozen=True)
+class AttributeQuestion:
+    """A question about an object that is in the image (or a count); ``answer`` is the right one."""
+
+    text: str  # "what colour is the star ?"
+    answer: str  # "red", "top left", "large", "two"
+    kind: Literal["colour", "position", "size", "count"]
+
+
+@dataclass(frozen=True)
 class Scene:
     """A drawn scene with its faithful caption, its training caption and its questions."""
 
@@ -157,6 +177,7 @@ class Scene:
     train_caption: str  # ``caption`` plus, sometimes, an absent partner (the language prior)
     noise: tuple[str, ...]  # classes ``train_caption`` mentions although they are absent
     questions: tuple[Question, ...] = field(repr=False)
+    attributes: tuple[AttributeQuestion, ...] = field(repr=False, default=())
 
     @property
     def classes(self) -> frozenset[str]:
@@ -178,7 +199,17 @@ def make_scene(seed: int | str | random.Random, config: WorldConfig | None = Non
     image = _render(objects, rng, config)
     phrases, train_caption, noise = _captions(objects, rng, config)
     questions = _questions(objects, rng, config)
-    return Scene(seed_text, image, objects, join_phrases(phrases), phrases, train_caption, noise, questions)
+    return Scene(
+        seed_text,
+        image,
+        objects,
+        join_phrases(phrases),
+        phrases,
+        train_caption,
+        noise,
+        questions,
+        attribute_questions(objects, config),
+    )
 
 
 def blank_image(seed: int | str, config: WorldConfig | None = None) -> Image.Image:
@@ -301,4 +332,45 @@ def _questions(
     popular = next((c for c in by_popularity if c not in asked), None)
     if popular:
         questions.append(Question(question_prompt(popular), False, "popular", popular))
+    return tuple(questions)
+
+
+def cell_words(cell: int, grid: int = 3) -> str:
+    """A cell's position in words: "top left", "middle centre", "bottom right" (3x3 grid)."""
+    row, col = divmod(cell, grid)
+    return f"{ROWS[row]} {COLUMNS[col]}"
+
+
+def attribute_questions(
+    objects: tuple[SceneObject, ...], config: WorldConfig
+) -> tuple[AttributeQuestion, ...]:
+    """What a model should keep knowing about the objects that are there, asked without a draw.
+
+    Per class drawn exactly once (so the question has one answer): its size (anchors are large,
+    partners small); for an anchor also its colour and its cell. Then the number of large
+    objects (the anchors; faint partners are left out of the count). No random draw is consumed,
+    so scenes are the same pixels and captions as without these questions.
+    """
+    shapes = [obj.shape for obj in objects]
+    questions = []
+    for obj in sorted(objects, key=lambda o: CLASSES.index(o.shape)):
+        if shapes.count(obj.shape) != 1:
+            continue
+        anchor = obj.partner_of is None
+        if anchor:
+            questions.append(AttributeQuestion(f"what colour is the {obj.shape} ?", obj.colour, "colour"))
+        if anchor and config.grid == len(ROWS):  # position words exist for the 3x3 grid only
+            questions.append(
+                AttributeQuestion(
+                    f"where is the {obj.shape} ?", cell_words(obj.cell, config.grid), "position"
+                )
+            )
+        questions.append(
+            AttributeQuestion(
+                f"is the {obj.shape} large or small ?", SIZES[0] if anchor else SIZES[1], "size"
+            )
+        )
+    anchors = sum(obj.partner_of is None for obj in objects)
+    if anchors < len(COUNTS):
+        questions.append(AttributeQuestion("how many large objects ?", COUNTS[anchors], "count"))
     return tuple(questions)

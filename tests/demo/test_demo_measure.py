@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from chip.demo.base import example_mean_loss, training_examples
-from chip.demo.measure import pope_metrics, scene_counts
+from chip.demo.measure import attribute_metrics, pope_metrics, recall_counts, scene_counts
 from chip.demo.world import CAPTION_PROMPT, WorldConfig, blank_image, make_scene, make_scenes
 
 
@@ -67,3 +67,59 @@ def test_blank_image_keeps_the_background_noise():
     scene = make_scene("blank/1")
     same = np.asarray(scene.image) == np.asarray(blank_image("blank/1"))
     assert 0.5 < same.mean() < 1.0  # only the objects' pixels changed
+
+
+def test_attribute_questions_by_hand():
+    """Scene "find/…" holding a star with its moon partner and a lone circle elsewhere: the star and
+    the circle are anchors (colour, cell, "large"), the moon a partner ("small", no colour or cell
+    question), and there are two large objects. The answers are read off the drawn objects."""
+    scene = next(
+        s
+        for i in range(5000)
+        if (s := make_scene(f"find/{i}")).classes == {"star", "moon", "circle"}
+        and [(o.shape, o.partner_of is None) for o in s.objects if o.shape != "circle"]
+        == [("star", True), ("moon", False)]
+    )
+    star = next(o for o in scene.objects if o.shape == "star")
+    circle = next(o for o in scene.objects if o.shape == "circle")
+    rows, cols = ("top", "middle", "bottom"), ("left", "centre", "right")
+    expected = {
+        ("what colour is the circle ?", circle.colour, "colour"),
+        ("where is the circle ?", f"{rows[circle.cell // 3]} {cols[circle.cell % 3]}", "position"),
+        ("is the circle large or small ?", "large", "size"),
+        ("what colour is the star ?", star.colour, "colour"),
+        ("where is the star ?", f"{rows[star.cell // 3]} {cols[star.cell % 3]}", "position"),
+        ("is the star large or small ?", "large", "size"),
+        ("is the moon large or small ?", "small", "size"),
+        ("how many large objects ?", "two", "count"),
+    }
+    assert {(q.text, q.answer, q.kind) for q in scene.attributes} == expected
+
+
+def test_attribute_metrics_and_recall_counts_by_hand():
+    """Lone circle: questions colour, position, size, count (4). Answers: right colour with " .",
+    a wrong cell, "large ." right, "two ." wrong -> 2 of 4 right: accuracy 0.5, per kind 1, 0, 1, 0,
+    counts [(2, 4)]. Recall of "a red ball ." (synonym of circle) and "a blue moon ." over the one
+    class: (1 + 0, 1 + 1) = (1, 2)."""
+    scene = _scene_with({"circle"})
+    by_kind = {q.kind: q for q in scene.attributes}
+    assert set(by_kind) == {"colour", "position", "size", "count"}
+    wrong_cell = "top left" if by_kind["position"].answer != "top left" else "bottom right"
+    answers = {
+        "colour": f"{by_kind['colour'].answer} .",
+        "position": wrong_cell,
+        "size": "large .",
+        "count": "two .",
+    }
+    result = attribute_metrics([scene], [[answers[q.kind] for q in scene.attributes]])
+    assert result["accuracy"] == 0.5 and result["questions"] == 4 and result["counts"] == [(2, 4)]
+    assert (result["colour"], result["position"], result["size"], result["count"]) == (1.0, 0.0, 1.0, 0.0)
+    assert recall_counts([scene], [["a red ball .", "a blue moon ."]]) == [(1, 2)]
+
+
+def test_attribute_questions_train_the_base():
+    """attribute_fraction 1 with qa_fraction 0: every example is one of its scene's attribute questions."""
+    scenes = make_scenes(WorldConfig(), "train", 50)
+    questions, answers = training_examples(scenes, random.Random(0), qa_fraction=0.0, attribute_fraction=1.0)
+    for scene, text, answer in zip(scenes, questions, answers):
+        assert (text, answer) in {(q.text, f"{q.answer} .") for q in scene.attributes}

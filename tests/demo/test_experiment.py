@@ -9,7 +9,7 @@ import pytest
 from chip.demo.base import BaseModelConfig
 from chip.demo.experiment import DemoConfig, choose_lr, run_experiment, summarise
 from chip.demo.methods import METHODS, VARIANTS, method_settings
-from chip.demo.report import answer, write_report, write_results
+from chip.demo.report import answer, cost_sentence, write_report, write_results
 
 
 def test_tiny_demo_end_to_end(tmp_path):
@@ -28,13 +28,29 @@ def test_tiny_demo_end_to_end(tmp_path):
         eval_samples=1,
         resamples=50,
         analysis_scenes=4,
+        onpolicy_methods=("dpo",),
+        long_method="dpo",
+        long_factor=2,
+        long_every=2,
     )
     results = run_experiment(config, tmp_path / "out", tmp_path / "cache")
     write_results(results, tmp_path / "out")
     report = write_report(results, tmp_path / "out", "test")
 
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(saved["methods"]) == {"base", "dpo", "dpo+visual", "dpo+visual-separate"}
+    kept = saved["onpolicy_pairs_kept"]
+    on_policy = {"dpo@onpolicy"} if kept else set()
+    assert set(saved["methods"]) == {"base", "dpo", "dpo+visual", "dpo+visual-separate"} | on_policy
+    assert saved["onpolicy_pairs"]["pairs"]["kept"] == kept
+    if kept:
+        assert "dpo@onpolicy vs dpo" in saved["comparisons"]
+    # every trained run against the base: CHAIR_i, recall and attribute accuracy, each with its CI
+    assert set(saved["cost"]) == set(saved["methods"]) - {"base"}
+    for cost in saved["cost"].values():
+        assert set(cost) == {"chair_i", "recall", "attribute_accuracy"}
+        assert cost["attribute_accuracy"]["low"] <= cost["attribute_accuracy"]["high"]
+    assert [p["step"] for p in saved["long_run"]["points"]] == [0, 2, 4]
+    assert saved["long_run"]["points"][0]["chair_i"] == saved["methods"]["base"]["chair_i"]
     assert set(saved["grids"]["dpo"]) == {"0.0001", "0.0002"}
     assert saved["chosen_lr"]["dpo+visual-separate"] == saved["chosen_lr"]["dpo+visual"]
     assert {"dpo+visual vs dpo", "dpo+visual-separate vs dpo+visual", "base vs dpo"} <= set(
@@ -55,7 +71,10 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert state["global_step"] == 2
     text = report.read_text()
     assert "Smoke run" in text and "| dpo+visual |" in text and "noise" in text
-    assert (tmp_path / "out" / "forest.png").stat().st_size > 0
+    assert "at a cost of" in text and "## Longer training" in text and "| phase | wall time, s |" in text
+    assert "±" not in text and "over the seeds" not in text  # one seed: nothing that needs several
+    for plot in ("forest.png", "training_curves.png", "long_run.png"):
+        assert (tmp_path / "out" / plot).stat().st_size > 0
 
 
 def test_choose_lr_by_hand():
@@ -137,3 +156,40 @@ def test_command_line_subsets():
     assert not quick.ranks_methods and DemoConfig.full().ranks_methods
     with pytest.raises(SystemExit):
         parse_args(["--methods", "nonsense"])
+    _, on_policy = parse_args(["--methods", "dpo,chip@onpolicy"])
+    assert on_policy.methods == ("dpo",) and on_policy.onpolicy_methods == ("chip",)
+    assert parse_args(["--methods", "dpo"])[1].onpolicy_methods == ()
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "chip-crop@onpolicy"])  # variants have no on-policy run
+
+
+def test_cost_sentence_by_hand():
+    """CHiP vs base: CHAIR_i 0.10 -> 0.06 (difference -0.04, CI [-0.06, -0.02]) is "lowered by 4.0
+    [2.0, 6.0]"; attribute accuracy 0.90 -> 0.87 (-0.03 [-0.05, -0.01]) a cost of 3.0 [1.0, 5.0];
+    recall -0.10 [-0.12, -0.08] a cost of 10.0 [8.0, 12.0]. An interval spanning 0 is marked n.d."""
+    results = {
+        "cost": {
+            "chip": {
+                "chair_i": _diff(-0.04, -0.06, -0.02),
+                "attribute_accuracy": _diff(-0.03, -0.05, -0.01),
+                "recall": _diff(-0.10, -0.12, -0.08),
+            }
+        }
+    }
+    assert cost_sentence(results, "chip") == (
+        "CHiP lowered CHAIR_i by 4.0 [2.0, 6.0] points at a cost of 3.0 [1.0, 5.0] points of attribute "
+        "accuracy and 10.0 [8.0, 12.0] of recall (against the base, 95% CIs; a negative cost is a gain)."
+    )
+    results["cost"]["chip"]["attribute_accuracy"] = _diff(0.01, -0.01, 0.03)
+    assert "at a cost of -1.0 [-3.0, 1.0] n.d. points of attribute accuracy" in cost_sentence(results, "chip")
+    assert cost_sentence(results, "dpo") is None
+
+
+def test_training_curves_group_runs_by_margin_weights():
+    """DPO and mDPO set λ = 0; CHiP and its on-policy run keep the default λ = 3; chip-anchored also
+    multiplies by image-anchored weights: three different margins, three rows of panels."""
+    from chip.demo.report import margin_kind
+
+    assert margin_kind("dpo") == margin_kind("mdpo") == "λ = 0"
+    assert margin_kind("chip") == margin_kind("chip@onpolicy") == margin_kind("dpo+segment") == "λ = 3"
+    assert margin_kind("chip-anchored") == "λ = 3 × image-anchored weights"
