@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from chip.errors import ConfigError
 from chip.losses import TokenScores, chip_loss
 from chip.modeling import ResponseScorer, ResponseScores
 from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, split_pairs
+from chip.training.assembly import assemble_run
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
 from chip.training.nonfinite import NonFiniteGuard
@@ -28,6 +30,18 @@ from chip.training.reference import LiveReference, Reference
 class ChipTrainer(NonFiniteGuard):
     """Preference training with the CHiP objective (DPO and every ablation are weight settings).
 
+    Built the way TRL's ``DPOTrainer`` is, it assembles the run itself (`chip.training.assembly`):
+
+        trainer = ChipTrainer(model="path/or/hub-id", args=ChipConfig(output_dir="runs/x"),
+                              train_dataset=dataset, processing_class=processor, peft_config=lora)
+        trainer.train()
+
+    ``model`` is a path or a loaded model; ``train_dataset`` / ``eval_dataset`` a `datasets.Dataset`,
+    a list of dicts or a path; ``peft_config`` a `peft.LoraConfig`; ``ref_model`` a frozen reference
+    (default: the LoRA base, or a copy of the model). The checks, errors and numbers are those of
+    `chip train` with the same settings.
+
+    Given a ``data_collator`` it takes everything ready-made instead (as `chip train` does):
     ``reference`` is a `chip.training.reference.Reference` strategy (default: a live reference,
     i.e. the PEFT policy's base under its disabled adapter). ``scorer`` scores the policy's rows
     and a live reference's (default: a `ResponseScorer` with the run's ``layout_settings``); it
@@ -37,9 +51,38 @@ class ChipTrainer(NonFiniteGuard):
     args: ChipConfig
 
     def __init__(
-        self, *args, reference: Reference | None = None, scorer: ResponseScorer | None = None, **kwargs
+        self,
+        model: nn.Module | str | None = None,
+        args: ChipConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        *more,
+        reference: Reference | None = None,
+        scorer: ResponseScorer | None = None,
+        ref_model: nn.Module | None = None,
+        peft_config=None,
+        **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        if data_collator is None:
+            args = args if args is not None else ChipConfig()
+            if reference is not None:
+                raise ConfigError("reference= goes with a ready-made data_collator; pass ref_model= instead")
+            parts = assemble_run(
+                args, model, train_dataset, eval_dataset, processing_class, ref_model, peft_config
+            )
+            model, data_collator, reference = parts.model, parts.collator, parts.reference
+            train_dataset, eval_dataset = parts.train, parts.held_out or None
+            processing_class = parts.adapter.processor
+        elif ref_model is not None or peft_config is not None:
+            raise ConfigError(
+                "ref_model= and peft_config= are for a trainer that builds its own run; "
+                "with a data_collator pass reference= and a wrapped model"
+            )
+        super().__init__(
+            model, args, data_collator, train_dataset, eval_dataset, processing_class, *more, **kwargs
+        )
         self.loss_config = self.args.loss_config
         self.scorer = scorer if scorer is not None else ResponseScorer(self.args.layout_settings)
         self.reference = reference if reference is not None else LiveReference(None)
