@@ -149,3 +149,35 @@ def test_ref_model_needs_a_live_reference(tiny_model, tmp_path):
             train_dataset=str(write_pairs(tmp_path / "data", n=4)),
             ref_model=reference,
         )
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "python.md"
+# The doc's script with a tiny model, a short CPU run and an evaluation at each step.
+DOC_EDITS = {
+    'MODEL = "llava-hf/llava-v1.6-vicuna-7b-hf"': "MODEL = {model!r}",
+    "gradient_accumulation_steps=8": "gradient_accumulation_steps=1",
+    "bf16=True": 'bf16=False, use_cpu=True, max_steps=2, report_to="none", dataloader_num_workers=0',
+    "eval_steps=50": "eval_steps=1",
+    "logging_steps=10": "logging_steps=1",
+}
+
+
+def test_docs_python_example_runs(tiny_model, tmp_path, monkeypatch):
+    """The script of docs/python.md, run as written except for the model and the run's length."""
+    script = DOC.read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    for old, new in DOC_EDITS.items():
+        assert script.count(old) == 1, old
+        script = script.replace(old, new.format(model=str(tiny_model("llava"))))
+    lines = write_pairs(tmp_path / "data").read_text().splitlines(keepends=True)
+    (tmp_path / "data" / "train.jsonl").write_text("".join(lines[:6]))
+    (tmp_path / "data" / "held_out.jsonl").write_text("".join(lines[6:]))
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "docs_python"}
+    exec(compile(script, str(DOC), "exec"), namespace)
+
+    out = tmp_path / "runs" / "llava-chip-lora"
+    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / "processor_config.json").is_file() or (out / "preprocessor_config.json").is_file()
+    history = namespace["trainer"].state.log_history
+    assert [entry["step"] for entry in history if "eval_loss" in entry] == [1, 2]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2]
