@@ -23,6 +23,7 @@ from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMEN
 from chip.training.assembly import assemble_run
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
+from chip.training.model_card import RunData, model_card, write_model_card
 from chip.training.nonfinite import NonFiniteGuard
 from chip.training.reference import LiveReference, Reference
 
@@ -110,6 +111,20 @@ class ChipTrainer(NonFiniteGuard):
             state_dict = self.accelerator.get_state_dict(self.model)
             if self.args.should_save:
                 self.write_weights(output_dir, state_dict)
+        if not checkpoint and self.args.should_save:
+            self.write_model_card(output_dir or self.args.output_dir)
+
+    def write_model_card(self, output_dir: str) -> None:
+        """``output_dir/README.md``: the Hugging Face model card of this run (`chip.training.model_card`)."""
+        train, held_out = self.train_dataset or [], self.eval_dataset or []
+        data = RunData(
+            train_source=train[0].source if train else "",
+            train_rows=len(train),
+            eval_source=held_out[0].source if held_out else None,
+            eval_rows=len(held_out),
+        )
+        adapter = hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
+        write_model_card(output_dir, model_card(self.args, self.state.log_history, data, adapter))
 
     def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
         return place_reference_model(self.accelerator, ref_model)

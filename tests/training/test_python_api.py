@@ -124,6 +124,8 @@ def test_python_api_equals_chip_train(tiny_model, tmp_path, family, kind, lora, 
     for name, value in cli_weights.items():
         torch.testing.assert_close(api_weights[name], value, rtol=1e-5, atol=1e-7, msg=name)
     assert abs(got[-1]["loss"] - got[0]["loss"]) > 1e-4, "training did not move the loss"
+    for card in (tmp_path / "cli" / "README.md", out / "README.md"):  # the model card of each final save
+        assert f"library_name: {'peft' if lora else 'transformers'}" in card.read_text()
 
 
 def test_python_api_rejects_bad_rows_like_chip_train(tiny_model, tmp_path):
