@@ -22,7 +22,17 @@ from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
 
-SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference", "speed", "robustness")
+SECTIONS = (
+    "model",
+    "LoRA",
+    "data",
+    LOSS_GROUP,
+    "corrupted image",
+    "reference",
+    "speed",
+    "hallucination",
+    "robustness",
+)
 TRAINING_ARGUMENTS_TITLE = "transformers.TrainingArguments (every field; see the transformers docs)"
 USAGE = {
     "train": "chip train --config FILE.yaml [--FIELD VALUE ...]",

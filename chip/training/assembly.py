@@ -25,6 +25,7 @@ from chip.errors import ConfigError, DataError
 from chip.modeling import VLMAdapter
 from chip.training.collate import ChipCollator
 from chip.training.config import ChipConfig
+from chip.training.hallucination import HallucinationProbe
 from chip.training.models import load_model, prepare_policy
 from chip.training.preflight import check_integrations, check_output_dir, check_run, warn_ignored
 from chip.training.reference import REFERENCES, LiveReference, Reference
@@ -47,6 +48,7 @@ class RunParts:
     held_out: list[PreferenceExample]
     reference: Reference
     collator: ChipCollator
+    hallucination: HallucinationProbe | None = None  # with --eval_hallucination
 
 
 def assemble_run(
@@ -92,7 +94,8 @@ def assemble_run(
         )
     policy = prepare_policy(policy, config, peft_config)
     collator = ChipCollator.from_config(config, adapter, examples, reference_cache=reference.cache)
-    return RunParts(policy, adapter, examples, held_out, reference, collator)
+    probe = HallucinationProbe.from_config(config, adapter, held_out)
+    return RunParts(policy, adapter, examples, held_out, reference, collator, probe)
 
 
 def _take_paths(

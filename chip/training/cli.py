@@ -43,6 +43,7 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
         processing_class=parts.adapter.processor,
         reference=parts.reference,
         data_collator=parts.collator,
+        hallucination=parts.hallucination,
     )
     if replace_progress and callbacks:
         from transformers import ProgressCallback

@@ -20,6 +20,8 @@ LOSS_GROUP = "CHiP loss (symbols of docs/method.md)"
 
 # Where π_ref comes from; each mode is a strategy in `chip.training.reference.REFERENCES`.
 ReferenceMode = Literal["model", "precomputed", "none"]
+# What `--eval_hallucination` measures at each evaluation (`chip.training.hallucination`).
+HallucinationBench = Literal["none", "chair"]
 
 
 def option(default, help_text: str, group: str):
@@ -156,6 +158,37 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "speed",
     )
 
+    # ---- hallucination measured while training (docs/python.md) ---------------------------------
+    eval_hallucination: HallucinationBench = option(
+        "none",
+        "chair: at each evaluation, greedy descriptions of held-out images scored with CHAIR against "
+        "--hallucination_truth, logged as eval_chair_i, eval_chair_s, eval_recall.",
+        "hallucination",
+    )
+    hallucination_truth: str | None = option(
+        None,
+        "Ground truth for --eval_hallucination chair: a COCO 2014 annotation folder (instances + captions; "
+        "images named by COCO id) or an objects file (image file name or row id -> objects, as chip pairs --objects).",
+        "hallucination",
+    )
+    hallucination_images: int = option(
+        50, "How many distinct held-out images are described at each evaluation.", "hallucination"
+    )
+    hallucination_prompt: str = option(
+        "Describe this image in detail.",
+        "The prompt the held-out images are described under.",
+        "hallucination",
+    )
+    hallucination_max_new_tokens: int = option(
+        128, "Longest description in tokens (greedy decoding).", "hallucination"
+    )
+    min_eval_recall: float | None = option(
+        None,
+        "With --metric_for_best_model (e.g. eval_chair_i): an evaluation whose eval_recall is below this "
+        "never becomes the best checkpoint.",
+        "hallucination",
+    )
+
     # ---- robustness --------------------------------------------------------------------------
     on_nonfinite: Literal["error", "skip"] = option(
         "error", "On a NaN/inf loss or gradient: stop (after saving state) or skip the batch.", "robustness"
@@ -181,10 +214,27 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
             raise ConfigError(
                 "reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)"
             )
+        self._check_hallucination()
         if self.reference == "none" and self.token_weight > 0:
             raise ConfigError(
                 "the token-level KL needs a reference: set --token_weight 0 with --reference none"
             )
+
+    def _check_hallucination(self) -> None:
+        if self.eval_hallucination != "none" and not self.hallucination_truth:
+            raise ConfigError(
+                f"--eval_hallucination {self.eval_hallucination} needs --hallucination_truth "
+                "(a COCO annotation folder or an objects file)"
+            )
+        if self.hallucination_images < 1 or self.hallucination_max_new_tokens < 1:
+            raise ConfigError("hallucination_images and hallucination_max_new_tokens must be at least 1")
+        if self.min_eval_recall is not None:
+            if self.eval_hallucination != "chair":
+                raise ConfigError(
+                    "--min_eval_recall needs --eval_hallucination chair (it measures eval_recall)"
+                )
+            if not 0.0 <= self.min_eval_recall <= 1.0:
+                raise ConfigError(f"min_eval_recall must be in [0, 1], got {self.min_eval_recall}")
 
     @classmethod
     def default(cls, name: str) -> Any:

@@ -23,6 +23,7 @@ from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMEN
 from chip.training.assembly import assemble_run
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
+from chip.training.hallucination import HallucinationProbe
 from chip.training.model_card import RunData, model_card, write_model_card
 from chip.training.nonfinite import NonFiniteGuard
 from chip.training.reference import LiveReference, Reference
@@ -64,6 +65,7 @@ class ChipTrainer(NonFiniteGuard):
         scorer: ResponseScorer | None = None,
         ref_model: nn.Module | None = None,
         peft_config=None,
+        hallucination: HallucinationProbe | None = None,
         **kwargs,
     ):
         if data_collator is None:
@@ -74,6 +76,7 @@ class ChipTrainer(NonFiniteGuard):
                 args, model, train_dataset, eval_dataset, processing_class, ref_model, peft_config
             )
             model, data_collator, reference = parts.model, parts.collator, parts.reference
+            hallucination = parts.hallucination
             train_dataset, eval_dataset = parts.train, parts.held_out or None
             processing_class = parts.adapter.processor
         elif ref_model is not None or peft_config is not None:
@@ -89,6 +92,7 @@ class ChipTrainer(NonFiniteGuard):
         self.reference = reference if reference is not None else LiveReference(None)
         self.reference.bind(self.scorer, self.accelerator.unwrap_model, self._place_reference_model)
         self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.hallucination = hallucination
 
     def create_accelerator_and_postprocess(self) -> None:
         enable_fsdp_on_cpu()
@@ -174,7 +178,16 @@ class ChipTrainer(NonFiniteGuard):
         for name, values in self._stored_metrics[train_eval].items():
             logs[f"{prefix}{name}"] = sum(values) / len(values)
         self._stored_metrics[train_eval].clear()
+        if self.hallucination is not None and "eval_loss" in logs:
+            # `evaluate` returns this same dict, so --metric_for_best_model sees these metrics too
+            for name, value in self.hallucination.measure(self.model).items():
+                logs[f"eval_{name}"] = value
         super().log(logs, start_time)
+
+    def qualifies_for_best(self, metrics: dict[str, float]) -> bool:
+        """An evaluation below ``--min_eval_recall`` never becomes the best checkpoint."""
+        floor = self.args.min_eval_recall
+        return floor is None or metrics.get("eval_recall", 0.0) >= floor
 
     def load_checkpoint_weights(self, folder: str, model: nn.Module | None) -> bool:
         """Load a full-model checkpoint the way `from_pretrained` does, key renaming included.
