@@ -60,7 +60,7 @@ class _Candidate:
 
 
 def load_preference_rows(
-    path: str | os.PathLike[str] | Mapping[str, Any],
+    path: str | os.PathLike[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]] | Any,
     image_root: str | os.PathLike[str] | None = None,
     on_bad_row: OnBadRow = "error",
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -76,7 +76,8 @@ def load_preference_rows(
 
     `path` is a `.jsonl`/`.json`/`.parquet` file, a folder of such shards, a `datasets` folder,
     a hub id (`openbmb/RLAIF-V-Dataset`) or a `load_dataset` spec (`"name=parquet,data_files=..."`,
-    a JSON/YAML string or a dict). `column_map` overrides the recognised columns:
+    a JSON/YAML string or a dict); or rows in memory: a `datasets.Dataset` / `DatasetDict` or a
+    list of dicts (PIL images in it are kept as PNG bytes). `column_map` overrides the recognised columns:
     `"question=prompt,img=image"`, a list of `COLUMN=FIELD` strings, or a dict; the mapping used is
     `report.mapping`. `split` picks a split of a DatasetDict, shard folder or hub dataset (default:
     `train`, else the only one). With `prompts_only` only prompts and images are read (a prompt
