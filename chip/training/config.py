@@ -21,7 +21,7 @@ LOSS_GROUP = "CHiP loss (symbols of docs/method.md)"
 # Where π_ref comes from; each mode is a strategy in `chip.training.reference.REFERENCES`.
 ReferenceMode = Literal["model", "precomputed", "none"]
 # What `--eval_hallucination` measures at each evaluation (`chip.training.hallucination`).
-HallucinationBench = Literal["none", "chair"]
+HallucinationBench = Literal["none", "chair", "pope"]
 
 
 def option(default, help_text: str, group: str):
@@ -162,17 +162,25 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     eval_hallucination: HallucinationBench = option(
         "none",
         "chair: at each evaluation, greedy descriptions of held-out images scored with CHAIR against "
-        "--hallucination_truth, logged as eval_chair_i, eval_chair_s, eval_recall.",
+        "--hallucination_truth, logged as eval_chair_i, eval_chair_s, eval_recall; pope: the questions "
+        "of the POPE file --hallucination_truth, logged as eval_pope_accuracy, eval_pope_f1, eval_pope_yes_ratio.",
         "hallucination",
     )
     hallucination_truth: str | None = option(
         None,
-        "Ground truth for --eval_hallucination chair: a COCO 2014 annotation folder (instances + captions; "
-        "images named by COCO id) or an objects file (image file name or row id -> objects, as chip pairs --objects).",
+        "chair: a COCO 2014 annotation folder (instances + captions; images named by COCO id) or an objects "
+        "file (image file name or row id -> objects, as chip pairs --objects); pope: a POPE questions file.",
         "hallucination",
     )
     hallucination_images: int = option(
-        50, "How many distinct held-out images are described at each evaluation.", "hallucination"
+        50,
+        "How many distinct held-out images (chair) or questions (pope) at each evaluation.",
+        "hallucination",
+    )
+    hallucination_image_root: str | None = option(
+        None,
+        "Folder the POPE questions' images are relative to (default: the questions file's).",
+        "hallucination",
     )
     hallucination_prompt: str = option(
         "Describe this image in detail.",

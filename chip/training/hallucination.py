@@ -1,4 +1,4 @@
-"""Hallucination measured while training: greedy descriptions of held-out images, scored with CHAIR.
+"""Hallucination measured while training: greedy answers at each evaluation, scored with CHAIR or POPE.
 
 Preference training can lower CHAIR by making the model say less, so the curve that matters is
 CHAIR_i and CHAIR_s next to recall (the share of true objects the descriptions still name). At
@@ -6,13 +6,15 @@ each evaluation `HallucinationProbe.measure` describes up to ``--hallucination_i
 images of the held-out pairs under ``--hallucination_prompt`` (greedy, the generation code of
 `chip eval`) and scores them with the annotators of `chip pairs`: a COCO 2014 annotation folder
 (the image's COCO id from its file name) or an objects file (keyed by the image's file name or the
-row's id). The trainer logs the result as ``eval_chair_i``, ``eval_chair_s`` and ``eval_recall``
-beside ``eval_loss``, so every ``report_to`` integration and ``--metric_for_best_model`` see it.
+row's id). With ``pope`` it answers the first questions of a POPE file instead, scored as `chip
+eval --bench pope` scores them. The trainer logs the result beside ``eval_loss`` (``eval_chair_i``,
+``eval_chair_s``, ``eval_recall``; ``eval_pope_accuracy``, ``eval_pope_f1``, ``eval_pope_yes_ratio``),
+so every ``report_to`` integration and ``--metric_for_best_model`` see it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,66 +22,109 @@ import torch
 from torch import nn
 
 from chip.data import PreferenceExample
-from chip.errors import ConfigError
+from chip.data.images import ImagePathResolver, ImageProblem, ImageRef
+from chip.errors import ConfigError, DataError
 from chip.evaluation.chair import chair_scores
 from chip.evaluation.generate import batch_inputs, generate_new_tokens
+from chip.evaluation.io import read_records
+from chip.evaluation.pope import pope_scores
 from chip.modeling import VLMAdapter
-from chip.pairs.annotators import TruthAnnotator, coco_annotator, objects_annotator
+from chip.pairs.annotators import coco_annotator, objects_annotator
 from chip.pairs.sources import PromptItem
 from chip.training.config import ChipConfig
 
-# The three numbers logged per evaluation (with the ``eval_`` prefix), out of `chair_scores`' dict.
-LOGGED = ("chair_i", "chair_s", "recall")
+# The numbers logged per evaluation (with the ``eval_`` prefix), out of each scorer's dict.
+CHAIR_LOGGED = {"chair_i": "chair_i", "chair_s": "chair_s", "recall": "recall"}
+POPE_LOGGED = {"pope_accuracy": "accuracy", "pope_f1": "f1", "pope_yes_ratio": "yes_ratio"}
 BATCH_SIZE = 8  # images described per generate() call
-COCO_READING = "official"  # how COCO truth and descriptions are read, as `chip eval --bench chair` reads them
+READING = "official"  # how answers (and COCO truth) are read, as `chip eval` reads them by default
+
+# (id, prompt, image) per generation; the answers by id -> the logged metrics
+Prompt = tuple[str, str, ImageRef]
+Scorer = Callable[[dict[str, str]], dict[str, float]]
 
 
 @dataclass
 class HallucinationProbe:
-    """The held-out images, their truth and how to describe them; `measure` scores a model."""
+    """What to ask at each evaluation and how to score the answers; `measure` runs it on a model."""
 
     adapter: VLMAdapter
-    items: list[PromptItem]
-    annotator: TruthAnnotator
+    prompts: list[Prompt]
+    score: Scorer
     max_new_tokens: int
 
     @classmethod
     def from_config(
         cls, config: ChipConfig, adapter: VLMAdapter, held_out: Sequence[PreferenceExample]
     ) -> HallucinationProbe | None:
-        """The probe ``--eval_hallucination`` asks for, or None; a `ConfigError` without held-out pairs."""
+        """The probe ``--eval_hallucination`` asks for, or None."""
         if config.eval_hallucination == "none":
             return None
-        if not held_out:
-            raise ConfigError(
-                "--eval_hallucination describes held-out images: give --eval_dataset or --eval_fraction"
-            )
-        items = held_out_items(held_out, config.hallucination_prompt, config.hallucination_images)
-        truth = Path(config.hallucination_truth)
-        if truth.is_dir():
-            annotator = coco_annotator(truth, items, COCO_READING)
+        if config.eval_hallucination == "pope":
+            prompts, score = pope_questions(config)
         else:
-            annotator = objects_annotator(truth, items)
-        return cls(adapter, items, annotator, config.hallucination_max_new_tokens)
+            prompts, score = chair_prompts(config, held_out)
+        return cls(adapter, prompts, score, config.hallucination_max_new_tokens)
 
     @torch.no_grad()
     def measure(self, model: nn.Module) -> dict[str, float]:
-        """CHAIR_i, CHAIR_s and recall of ``model``'s greedy descriptions of the probe's images."""
+        """The logged metrics of ``model``'s greedy answers to the probe's prompts."""
         was_training = model.training
         model.eval()
         try:
             answers = {}
-            for start in range(0, len(self.items), BATCH_SIZE):
-                batch = self.items[start : start + BATCH_SIZE]
-                images = [[ref.load() for ref in item.images] for item in batch]
-                inputs = batch_inputs(model, self.adapter, [item.prompt for item in batch], images)
+            for start in range(0, len(self.prompts), BATCH_SIZE):
+                batch = self.prompts[start : start + BATCH_SIZE]
+                images = [[image.load()] for _, _, image in batch]
+                inputs = batch_inputs(model, self.adapter, [prompt for _, prompt, _ in batch], images)
                 new_tokens = generate_new_tokens(model, self.adapter, inputs, self.max_new_tokens)
                 texts = self.adapter.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                answers.update({item.id: text.strip() for item, text in zip(batch, texts, strict=True)})
+                answers.update({key: text.strip() for (key, _, _), text in zip(batch, texts, strict=True)})
         finally:
             model.train(was_training)
-        scores = chair_scores(answers, self.annotator.truth, self.annotator.reader)
-        return {name: float(scores[name]) for name in LOGGED}
+        return self.score(answers)
+
+
+def chair_prompts(config: ChipConfig, held_out: Sequence[PreferenceExample]) -> tuple[list[Prompt], Scorer]:
+    """Held-out images described under ``--hallucination_prompt``, scored with CHAIR."""
+    if not held_out:
+        raise ConfigError(
+            "--eval_hallucination chair describes held-out images: give --eval_dataset or --eval_fraction"
+        )
+    items = held_out_items(held_out, config.hallucination_prompt, config.hallucination_images)
+    truth = Path(config.hallucination_truth)
+    annotator = coco_annotator(truth, items, READING) if truth.is_dir() else objects_annotator(truth, items)
+
+    def score(answers: dict[str, str]) -> dict[str, float]:
+        scores = chair_scores(answers, annotator.truth, annotator.reader)
+        return {name: float(scores[key]) for name, key in CHAIR_LOGGED.items()}
+
+    return [(item.id, item.prompt, item.images[0]) for item in items], score
+
+
+def pope_questions(config: ChipConfig) -> tuple[list[Prompt], Scorer]:
+    """The first ``--hallucination_images`` questions of a POPE file, scored as `chip eval --bench pope`."""
+    path = Path(config.hallucination_truth)
+    rows = read_records(path, required=["question_id", "image", "text", "label"])[
+        : config.hallucination_images
+    ]
+    root = Path(config.hallucination_image_root) if config.hallucination_image_root else path.parent
+    resolve = ImagePathResolver(root, config.allow_outside_root)
+    prompts, labels = [], {}
+    for row in rows:
+        key = str(row["question_id"])
+        try:
+            image = ImageRef(path=resolve(str(row["image"])))
+        except ImageProblem as problem:
+            raise DataError(f"{path}: question {key!r}: field 'image': {problem.reason}") from None
+        prompts.append((key, str(row["text"]), image))
+        labels[key] = row["label"]
+
+    def score(answers: dict[str, str]) -> dict[str, float]:
+        scores = pope_scores(answers, labels, reading=READING)
+        return {name: float(scores[key]) for name, key in POPE_LOGGED.items()}
+
+    return prompts, score
 
 
 def held_out_items(examples: Sequence[PreferenceExample], prompt: str, limit: int) -> list[PromptItem]:

@@ -124,3 +124,32 @@ def test_recall_floor_needs_chair(tmp_path):
         ChipConfig(output_dir=str(tmp_path), min_eval_recall=0.5, report_to="none")
     with pytest.raises(ConfigError, match="needs --hallucination_truth"):
         ChipConfig(output_dir=str(tmp_path), eval_hallucination="chair", report_to="none")
+
+
+def test_pope_is_logged_at_every_evaluation(tiny_model, tmp_path):
+    """Four POPE questions, labels yes, no, yes, no. The random tiny model writes bytes that hold no
+    'no'/'not', which POPE reads as "yes" every time; so, by hand: accuracy 2/4 = 0.5, precision
+    2/4, recall 2/2 = 1, F1 = 2 * 0.5 * 1 / 1.5 = 2/3, yes-ratio 4/4 = 1."""
+    data = write_pairs(tmp_path / "data", n=8)
+    questions = tmp_path / "pope.jsonl"
+    questions.write_text(
+        "".join(
+            json.dumps(
+                {"question_id": k, "image": f"data/img{k}.png", "text": "Is there a dog?", "label": label}
+            )
+            + "\n"
+            for k, label in enumerate(["yes", "no", "yes", "no"])
+        )
+    )
+    out = tmp_path / "out"
+    settings = dict(max_steps=2, learning_rate=0.0, eval_fraction=0.25, eval_steps=1, eval_strategy="steps")
+    pope = dict(eval_hallucination="pope", hallucination_truth=questions, hallucination_max_new_tokens=4)
+    train(tiny_model("llava"), data, out, **settings, **pope)
+
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    assert [entry["step"] for entry in evaluations] == [1, 2]
+    for entry in evaluations:
+        assert entry["eval_pope_accuracy"] == pytest.approx(0.5)
+        assert entry["eval_pope_f1"] == pytest.approx(2 / 3)
+        assert entry["eval_pope_yes_ratio"] == pytest.approx(1.0)
