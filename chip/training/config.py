@@ -160,42 +160,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
 
     # ---- hallucination measured while training (docs/python.md) ---------------------------------
     eval_hallucination: HallucinationBench = option(
-        "none",
-        "chair: at each evaluation, greedy descriptions of held-out images scored with CHAIR against "
-        "--hallucination_truth, logged as eval_chair_i, eval_chair_s, eval_recall; pope: the questions "
-        "of the POPE file --hallucination_truth, logged as eval_pope_accuracy, eval_pope_f1, eval_pope_yes_ratio.",
-        "hallucination",
+        "none", "CHAIR or POPE at every evaluation.", "hallucination"
     )
-    hallucination_truth: str | None = option(
-        None,
-        "chair: a COCO 2014 annotation folder (instances + captions; images named by COCO id) or an objects "
-        "file (image file name or row id -> objects, as chip pairs --objects); pope: a POPE questions file.",
-        "hallucination",
-    )
-    hallucination_images: int = option(
-        50,
-        "How many distinct held-out images (chair) or questions (pope) at each evaluation.",
-        "hallucination",
-    )
-    hallucination_image_root: str | None = option(
-        None,
-        "Folder the POPE questions' images are relative to (default: the questions file's).",
-        "hallucination",
-    )
-    hallucination_prompt: str = option(
-        "Describe this image in detail.",
-        "The prompt the held-out images are described under.",
-        "hallucination",
-    )
-    hallucination_max_new_tokens: int = option(
-        128, "Longest description in tokens (greedy decoding).", "hallucination"
-    )
-    min_eval_recall: float | None = option(
-        None,
-        "With --metric_for_best_model (e.g. eval_chair_i): an evaluation whose eval_recall is below this "
-        "never becomes the best checkpoint.",
-        "hallucination",
-    )
+    hallucination_truth: str | None = option(None, "COCO folder, objects or POPE file.", "hallucination")
+    hallucination_images: int = option(50, "Images or questions asked each time.", "hallucination")
+    hallucination_max_new_tokens: int = option(128, "Longest greedy answer.", "hallucination")
+    min_eval_recall: float | None = option(None, "Recall floor of the best checkpoint.", "hallucination")
 
     # ---- robustness --------------------------------------------------------------------------
     on_nonfinite: Literal["error", "skip"] = option(

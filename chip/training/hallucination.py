@@ -3,7 +3,7 @@
 Preference training can lower CHAIR by making the model say less, so the curve that matters is
 CHAIR_i and CHAIR_s next to recall (the share of true objects the descriptions still name). At
 each evaluation `HallucinationProbe.measure` describes up to ``--hallucination_images`` distinct
-images of the held-out pairs under ``--hallucination_prompt`` (greedy, the generation code of
+images of the held-out pairs under `DESCRIBE` (greedy, the generation code of
 `chip eval`) and scores them with the annotators of `chip pairs`: a COCO 2014 annotation folder
 (the image's COCO id from its file name) or an objects file (keyed by the image's file name or the
 row's id). With ``pope`` it answers the first questions of a POPE file instead, scored as `chip
@@ -37,6 +37,7 @@ from chip.training.config import ChipConfig
 CHAIR_LOGGED = {"chair_i": "chair_i", "chair_s": "chair_s", "recall": "recall"}
 POPE_LOGGED = {"pope_accuracy": "accuracy", "pope_f1": "f1", "pope_yes_ratio": "yes_ratio"}
 BATCH_SIZE = 8  # images described per generate() call
+DESCRIBE = "Please describe this image in detail."  # as `chip eval --bench chair` asks
 READING = "official"  # how answers (and COCO truth) are read, as `chip eval` reads them by default
 
 # (id, prompt, image) per generation; the answers by id -> the logged metrics
@@ -86,12 +87,12 @@ class HallucinationProbe:
 
 
 def chair_prompts(config: ChipConfig, held_out: Sequence[PreferenceExample]) -> tuple[list[Prompt], Scorer]:
-    """Held-out images described under ``--hallucination_prompt``, scored with CHAIR."""
+    """Held-out images described under `DESCRIBE`, scored with CHAIR."""
     if not held_out:
         raise ConfigError(
             "--eval_hallucination chair describes held-out images: give --eval_dataset or --eval_fraction"
         )
-    items = held_out_items(held_out, config.hallucination_prompt, config.hallucination_images)
+    items = held_out_items(held_out, DESCRIBE, config.hallucination_images)
     truth = Path(config.hallucination_truth)
     annotator = coco_annotator(truth, items, READING) if truth.is_dir() else objects_annotator(truth, items)
 
@@ -108,8 +109,7 @@ def pope_questions(config: ChipConfig) -> tuple[list[Prompt], Scorer]:
     rows = read_records(path, required=["question_id", "image", "text", "label"])[
         : config.hallucination_images
     ]
-    root = Path(config.hallucination_image_root) if config.hallucination_image_root else path.parent
-    resolve = ImagePathResolver(root, config.allow_outside_root)
+    resolve = ImagePathResolver(path.parent, config.allow_outside_root)
     prompts, labels = [], {}
     for row in rows:
         key = str(row["question_id"])

@@ -14,7 +14,7 @@ from chip.modeling import VLMAdapter
 from chip.pairs.annotators import objects_annotator
 from chip.training.assembly import load_train_eval
 from chip.training.cli import parse_config
-from chip.training.hallucination import held_out_items
+from chip.training.hallucination import DESCRIBE, held_out_items
 from tests.train_helpers import COLOURS, train, train_args, write_pairs
 
 LOGGED = ("eval_chair_i", "eval_chair_s", "eval_recall")
@@ -59,7 +59,7 @@ def test_chair_is_logged_at_every_evaluation(tiny_model, tmp_path):
     adapter = VLMAdapter.from_pretrained(model_dir)
     base = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     _, held_out = load_train_eval(config, adapter)
-    items = held_out_items(held_out, config.hallucination_prompt, 3)
+    items = held_out_items(held_out, DESCRIBE, 3)
     inputs = batch_inputs(
         base, adapter, [item.prompt for item in items], [[item.images[0].load()] for item in items]
     )
