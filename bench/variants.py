@@ -14,7 +14,8 @@ scheduler, no data loading — identical for all. Variants:
   full-sequence logits ``(B, T, V)`` and their log-softmax, for the policy and a live reference.
 - ``chip-live`` / ``chip-precomputed`` / ``chip-dpo``: `chip.training.trainer.ChipTrainer` with the full
   CHiP loss and a live reference, the same with a precomputed reference cache (no reference
-  model), and λ = α = μ = 0 (plain DPO) with a live reference.
+  model), and λ = α = μ = 0 (plain DPO) with a live reference. ``chip-anchored``: chip-live with
+  image-anchored token weights (`--method chip-anchored`: the rejected response is scored under ṽ too).
 - ``chip-live-full-logits`` / ``chip-live-unshared`` / ``chip-live-twice``: ablations of
   chip-live with logits at every position, without prefix sharing, and without prefix sharing
   nor encoding each image once; ``chip-live-vision-twice`` without the reference reusing the
@@ -236,8 +237,15 @@ class NaiveChip(Variant):
         return float(loss.detach())
 
 
-def _collator(workload: Workload, weights: dict[str, float]) -> ChipCollator:
-    return ChipCollator(workload.adapter, seed=0, max_length=None, score_corrupt=weights["visual_weight"] > 0)
+def _collator(workload: Workload, weights: dict[str, Any]) -> ChipCollator:
+    anchored = weights.get("image_anchored_weights", "off") != "off"
+    return ChipCollator(
+        workload.adapter,
+        seed=0,
+        max_length=None,
+        score_corrupt=weights["visual_weight"] > 0 or anchored,
+        corrupt_both=anchored,
+    )
 
 
 def write_reference_cache(
@@ -313,6 +321,11 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
         "chip-precomputed", "(d) chip CHiP, precomputed reference", FULL_CHIP, reference="precomputed"
     ),
     "chip-dpo": _chip("chip-dpo", "(e) chip plain DPO, live reference", PLAIN_DPO),
+    "chip-anchored": _chip(
+        "chip-anchored",
+        "(c) with image-anchored token weights (rejected also under ṽ)",
+        {**FULL_CHIP, "image_anchored_weights": "reference"},
+    ),
     "chip-live-full-logits": _chip(
         "chip-live-full-logits", "(c) with logits at every position", FULL_CHIP, full_logits=True
     ),

@@ -17,7 +17,7 @@ per-response-token log-probs already aligned and masked, shapes ``[B, T]``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 import torch
@@ -29,6 +29,7 @@ from chip.errors import ConfigError, check_choices
 Combine = Literal["joint", "separate"]
 TDPOVariant = Literal["tdpo1", "tdpo2"]
 LossType = Literal["sigmoid", "ipo"]
+AnchorSource = Literal["off", "reference", "policy"]
 
 
 def _setting(default, help_text: str):
@@ -61,6 +62,15 @@ class ChipLossConfig:
         0.0, "ε of conservative DPO, on the sigmoid that holds the text margin."
     )
     loss_type: LossType = _setting("sigmoid", "Loss on the text margin: sigmoid (DPO) or ipo (squared).")
+    max_rejected: int = _setting(
+        1,
+        "Rejected responses used per prompt when a row lists several (0 = all); pairwise terms are averaged.",
+    )
+    image_anchored_weights: AnchorSource = _setting(
+        "off",
+        "Weight each response token by how much the real image raises its log-prob over ṽ (TPO), "
+        "measured by the reference or the (detached) policy.",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -73,11 +83,18 @@ class ChipLossConfig:
             raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if self.loss_type == "ipo" and self.label_smoothing:
             raise ConfigError("label_smoothing applies to the sigmoid loss, not to loss_type='ipo'")
+        if self.max_rejected < 0:
+            raise ConfigError(f"max_rejected must be >= 0 (0 = all), got {self.max_rejected}")
 
     @property
     def needs_corrupt(self) -> bool:
         """Whether the chosen response must be scored under the corrupted image."""
-        return self.visual_weight > 0
+        return self.visual_weight > 0 or self.anchored
+
+    @property
+    def anchored(self) -> bool:
+        """Whether tokens are weighted by the image (both responses are then scored under ṽ too)."""
+        return self.image_anchored_weights != "off"
 
     @property
     def needs_kl(self) -> bool:
@@ -95,7 +112,8 @@ class TokenScores:
 
     ``logps``/``ref_logps`` are policy/reference log-probs of the response tokens, ``mask`` marks
     real response tokens (prompt, image and padding are False), ``segment`` marks tokens inside a
-    changed segment, ``kl`` is the per-token KL(π_ref ‖ π_θ) over the vocabulary.
+    changed segment, ``kl`` is the per-token KL(π_ref ‖ π_θ) over the vocabulary, ``anchor`` an
+    extra per-token weight ``a_t`` (`image_anchor_weights`) on the log-ratio and the KL.
     """
 
     logps: Tensor
@@ -103,10 +121,11 @@ class TokenScores:
     mask: Tensor
     segment: Tensor | None = None
     kl: Tensor | None = None
+    anchor: Tensor | None = None
 
     def __post_init__(self) -> None:
         shape = self.logps.shape
-        for name in ("ref_logps", "mask", "segment", "kl"):
+        for name in ("ref_logps", "mask", "segment", "kl", "anchor"):
             value = getattr(self, name)
             if value is not None and value.shape != shape:
                 raise ValueError(
@@ -154,7 +173,7 @@ def log1mexp(x: Tensor) -> Tensor:
 
 
 def weighted_logratio(scores: TokenScores, segment_weight: float, length_normalize: bool) -> Tensor:
-    """R(y|v) = Σ_t m_t w_t (lp_t − ref_t) with w_t = 1 + λ s_t; optionally divided by Σ_t m_t w_t.
+    """R(y|v) = Σ_t m_t w_t (lp_t − ref_t) with w_t = (1 + λ s_t)·a_t; optionally divided by Σ_t m_t w_t.
 
     Weights apply per token before summing (the released code weighted an already-summed
     reference log-prob, which saturates the sigmoid). Returns ``[B]``.
@@ -168,10 +187,11 @@ def weighted_logratio(scores: TokenScores, segment_weight: float, length_normali
 
 
 def sequence_kl(scores: TokenScores) -> Tensor:
-    """K(y|v) = Σ_t m_t kl_t, the sequential KL of TDPO (unweighted). Returns ``[B]``."""
+    """K(y|v) = Σ_t m_t a_t kl_t, the sequential KL of TDPO (a_t = 1 unless image-anchored). ``[B]``."""
     if scores.kl is None:
         raise ValueError("token_weight > 0 needs TokenScores.kl for the chosen and rejected rows")
-    return torch.where(scores.mask.bool(), scores.kl, 0.0).sum(-1)
+    kl = scores.kl if scores.anchor is None else scores.kl * scores.anchor  # (B, T)
+    return torch.where(scores.mask.bool(), kl, 0.0).sum(-1)
 
 
 def summed_logps(scores: TokenScores) -> Tensor:
@@ -193,10 +213,12 @@ def ipo_loss(z: Tensor, beta: float) -> Tensor:
 
 
 def _token_weights(scores: TokenScores, segment_weight: float) -> Tensor:
-    mask = scores.mask.to(scores.logps.dtype)  # (B, T)
-    if scores.segment is None or segment_weight == 0:
-        return mask
-    return mask * (1.0 + segment_weight * scores.segment.to(scores.logps.dtype))
+    weights = scores.mask.to(scores.logps.dtype)  # (B, T)
+    if scores.segment is not None and segment_weight != 0:
+        weights = weights * (1.0 + segment_weight * scores.segment.to(scores.logps.dtype))
+    if scores.anchor is not None:
+        weights = weights * scores.anchor
+    return weights
 
 
 def _text_loss(config: ChipLossConfig) -> Callable[[Tensor], Tensor]:
@@ -307,3 +329,82 @@ def _regularisers(
         metrics["loss/sft"] = sft_loss
         total = total + config.sft_weight * sft_loss
     return total
+
+
+def image_anchor_weights(real_logps: Tensor, corrupt_logps: Tensor, preferred: bool) -> Tensor:
+    """Per-token weights a_t from how much the real image v raises a token over ṽ (TPO, Gu et al. 2024).
+
+    ``Δ_t = sg(log p(y_t | v) − log p(y_t | ṽ))``; a preferred (chosen) token weighs ``1/2 + σ(Δ_t)``,
+    a dispreferred (rejected) one ``3/2 − σ(Δ_t)``: both lie in (1/2, 3/2) and equal 1 where the image
+    changes nothing, so image-grounded chosen tokens and image-contradicted rejected tokens count
+    most. Shapes ``[B, T]`` -> ``[B, T]``; no gradient flows through the weights.
+    """
+    delta = (real_logps - corrupt_logps).detach()  # (B, T)
+    grounded = torch.sigmoid(delta)  # (B, T)
+    return 0.5 + grounded if preferred else 1.5 - grounded
+
+
+def with_image_anchors(
+    chosen: TokenScores,
+    rejected: TokenScores,
+    chosen_corrupt: TokenScores,
+    rejected_corrupt: TokenScores,
+    source: AnchorSource,
+) -> tuple[TokenScores, TokenScores, TokenScores]:
+    """W, L and C with their `image_anchor_weights` (C takes W's: the same tokens), from
+    the reference's log-probs (``source="reference"``) or the policy's."""
+
+    def logps(scores: TokenScores) -> Tensor:
+        return scores.ref_logps if source == "reference" else scores.logps
+
+    anchor_w = image_anchor_weights(logps(chosen), logps(chosen_corrupt), preferred=True)  # (B, T)
+    anchor_l = image_anchor_weights(logps(rejected), logps(rejected_corrupt), preferred=False)  # (B, T)
+    return (
+        replace(chosen, anchor=anchor_w),
+        replace(rejected, anchor=anchor_l),
+        replace(chosen_corrupt, anchor=anchor_w),
+    )
+
+
+def select_rows(scores: TokenScores, index: Tensor) -> TokenScores:
+    """The rows ``index`` (long ``[P]``) of every tensor of ``scores``: ``[B, T]`` -> ``[P, T]``."""
+    picked = {
+        name: getattr(scores, name) for name in ("logps", "ref_logps", "mask", "segment", "kl", "anchor")
+    }
+    return TokenScores(**{name: None if value is None else value[index] for name, value in picked.items()})
+
+
+def list_loss(
+    chosen: TokenScores,
+    rejected: TokenScores,
+    chosen_corrupt: TokenScores | None,
+    example_of: Tensor,
+    config: ChipLossConfig,
+    chosen_segment: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """`chip_loss` with several rejected responses per example: the mean over them of each pairwise term.
+
+    ``chosen`` and ``chosen_corrupt`` hold one row per example ``[B, T]``; ``rejected`` one row per
+    rejected response ``[P, T']``, ``example_of[p]`` (long ``[P]``) naming its example. Example i with
+    rejected responses L_i1..L_iK scores ``(1/K) Σ_k ℓ(W_i, L_ik, C_i)``, ℓ the per-pair CHiP loss,
+    so an example weighs the same whatever its K. ``chosen_segment`` ``[P, T]`` gives the chosen
+    response's changed-segment flags per pair (W's and C's; a derived alignment depends on the
+    rejected response). Returns ``[B]`` losses and ``[B]`` metrics (means over each example's pairs).
+    """
+    pair_chosen = select_rows(chosen, example_of)  # (P, T)
+    corrupt = None if chosen_corrupt is None else select_rows(chosen_corrupt, example_of)  # (P, T_c)
+    if chosen_segment is not None:
+        pair_chosen = replace(pair_chosen, segment=chosen_segment)
+        if corrupt is not None:
+            corrupt = replace(corrupt, segment=chosen_segment[:, : corrupt.logps.shape[1]])
+    pair_losses, pair_metrics = chip_loss(pair_chosen, rejected, corrupt, config)  # (P,)
+    num = chosen.logps.shape[0]
+    counts = torch.zeros(num, dtype=pair_losses.dtype, device=pair_losses.device).index_add_(
+        0, example_of, torch.ones_like(pair_losses)
+    )  # (B,)
+
+    def per_example(values: Tensor) -> Tensor:
+        total = torch.zeros(num, dtype=values.dtype, device=values.device).index_add(0, example_of, values)
+        return total / counts.to(values.dtype)  # (B,)
+
+    return per_example(pair_losses), {name: per_example(value) for name, value in pair_metrics.items()}

@@ -307,6 +307,8 @@ def _to_example(candidate: _Candidate, parsed: ParsedRow, source: str) -> Prefer
         rejected=parsed.rejected,
         chosen_segments=parsed.chosen_segments,
         rejected_segments=parsed.rejected_segments,
+        more_rejected=parsed.more_rejected,
+        more_rejected_segments=parsed.more_rejected_segments,
         line=candidate.raw.line,
         shard=candidate.raw.shard,
     )

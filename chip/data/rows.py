@@ -16,6 +16,9 @@ Normalisation (what `PreferenceExample` holds, whatever the stored form):
 - RLHF-V rows (`text` = JSON with question/chosen/rejected, `image` = {bytes, path}) become
   `prompt` = question; their `idx` is the id when there is no `id`. Problems are reported under
   the stored names (`text.question`...).
+- `rejected` may list several rejected responses (each a string or a message list; in TRL's
+  implicit-prompt form each a whole conversation): the first is `rejected`, the others
+  `more_rejected`. `rejected_segments` then lists one span list (or null) per rejected response.
 - `chosen_segments` / `rejected_segments` are character spans `[start, end)` into that assistant
   text; None means "not annotated" (segments are then derived from a token diff), `[]` means
   "annotated: nothing changed".
@@ -62,12 +65,20 @@ class PreferenceExample:
     rejected: str
     chosen_segments: list[Span] | None = None
     rejected_segments: list[Span] | None = None
+    more_rejected: tuple[str, ...] = ()  # the row's other rejected responses, in order
+    more_rejected_segments: tuple[list[Span] | None, ...] = ()  # their spans, one entry each
     line: int | None = None  # 1-based line in a JSON Lines file, for messages
     shard: str | None = None  # in a folder of shards: the file and the line/row in it, for messages
 
     def load_images(self) -> list[Image.Image]:
         """Decode this row's images as RGB."""
         return [ref.load() for ref in self.images]
+
+    def all_rejected(self, limit: int = 0) -> list[tuple[str, list[Span] | None]]:
+        """Every rejected response with its spans, the first ``limit`` of them when ``limit`` > 0."""
+        segments = self.more_rejected_segments or (None,) * len(self.more_rejected)
+        rows = [(self.rejected, self.rejected_segments), *zip(self.more_rejected, segments)]
+        return rows[:limit] if limit > 0 else rows
 
 
 @dataclass
@@ -81,6 +92,8 @@ class ParsedRow:
     chosen_segments: list[Span] | None
     rejected_segments: list[Span] | None
     images: list[tuple[str, ImageSource]]  # (field name for messages, source)
+    more_rejected: tuple[str, ...] = ()
+    more_rejected_segments: tuple[list[Span] | None, ...] = ()
 
 
 def _parse_id(value: Any) -> str:
@@ -128,6 +141,36 @@ def _parse_spans(value: Any) -> list[Span]:
     return [(int(start), int(end)) for start, end in value]
 
 
+def is_response_list(value: Any) -> bool:
+    """Whether a `rejected` value lists several responses (strings or message lists), not one message list."""
+    return isinstance(value, list) and bool(value) and all(isinstance(item, (str, list)) for item in value)
+
+
+def _parse_rejected(value: Any) -> list[str]:
+    """One rejected response, or a list of them (each parsed like `chosen`); always a list."""
+    if not is_response_list(value):
+        return [_parse_response(value)]
+    texts = []
+    for k, item in enumerate(value):
+        try:
+            texts.append(_parse_response(item))
+        except FieldProblem as problem:
+            raise FieldProblem(problem.kind, f"item {k}: {problem.reason}") from None
+    return texts
+
+
+def _parse_rejected_spans(value: Any) -> list[list[Span] | None]:
+    """Spans of one rejected response, or (a list of span lists or nulls) one entry per response."""
+    if isinstance(value, list) and value and all(item is None or _is_span_list(item) for item in value):
+        return [None if item is None else _parse_spans(item) for item in value]
+    return [_parse_spans(value)]
+
+
+def _is_span_list(value: Any) -> bool:
+    """A list of spans (``[[0, 3]]``, or ``[]``), as opposed to one span (``[0, 3]``)."""
+    return isinstance(value, list) and all(isinstance(span, list | tuple) for span in value)
+
+
 @dataclass(frozen=True)
 class FieldRule:
     name: str
@@ -139,15 +182,18 @@ FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("id", False, _parse_id),
     FieldRule("prompt", True, _parse_prompt),
     FieldRule("chosen", True, _parse_response),
-    FieldRule("rejected", True, _parse_response),
+    FieldRule("rejected", True, _parse_rejected),
     FieldRule("chosen_segments", False, _parse_spans),
-    FieldRule("rejected_segments", False, _parse_spans),
+    FieldRule("rejected_segments", False, _parse_rejected_spans),
 )
 
 
 def _identical(values: dict[str, Any]) -> str | None:
-    if values["chosen"].strip() == values["rejected"].strip():
-        return "is identical to chosen, so the pair expresses no preference"
+    rejected = values["rejected"]
+    for k, text in enumerate(rejected):
+        if values["chosen"].strip() == text.strip():
+            where = f"item {k} " if len(rejected) > 1 else ""
+            return f"{where}is identical to chosen, so the pair expresses no preference"
     return None
 
 
@@ -157,6 +203,19 @@ def _spans_in_range(response: str) -> Callable[[dict[str, Any]], str | None]:
         return None if spans is None else validate_spans([list(s) for s in spans], len(values[response]))
 
     return check
+
+
+def _rejected_spans_in_range(values: dict[str, Any]) -> str | None:
+    spans, texts = values["rejected_segments"], values["rejected"]
+    if spans is None:
+        return None
+    if len(spans) != len(texts):
+        return f"has {len(spans)} span list(s) for {len(texts)} rejected responses; give one per response"
+    for k, (each, text) in enumerate(zip(spans, texts)):
+        reason = None if each is None else validate_spans([list(s) for s in each], len(text))
+        if reason is not None:
+            return f"item {k}: {reason}" if len(texts) > 1 else reason
+    return None
 
 
 def _placeholders_match_images(values: dict[str, Any]) -> str | None:
@@ -171,7 +230,7 @@ def _placeholders_match_images(values: dict[str, Any]) -> str | None:
 CROSS_CHECKS: tuple[tuple[str, str, tuple[str, ...], Callable[[dict[str, Any]], str | None]], ...] = (
     ("rejected", "identical_responses", ("chosen", "rejected"), _identical),
     ("chosen_segments", "bad_segments", ("chosen", "chosen_segments"), _spans_in_range("chosen")),
-    ("rejected_segments", "bad_segments", ("rejected", "rejected_segments"), _spans_in_range("rejected")),
+    ("rejected_segments", "bad_segments", ("rejected", "rejected_segments"), _rejected_spans_in_range),
     ("prompt", "image_count_mismatch", ("prompt", "images"), _placeholders_match_images),
 )
 
@@ -226,8 +285,22 @@ def parse_row(
     if problems:
         return None, images, problems
     if prompts_only:
-        values.update(chosen="", rejected="", chosen_segments=None, rejected_segments=None)
-    return ParsedRow(**values), images, []
+        values.update(chosen="", rejected=[""], chosen_segments=None, rejected_segments=None)
+    return ParsedRow(**_first_rejected(values)), images, []
+
+
+def _first_rejected(values: dict[str, Any]) -> dict[str, Any]:
+    """The parsed rejected list as `rejected` (the first) and `more_rejected` (the others)."""
+    texts, spans = values["rejected"], values["rejected_segments"]
+    spans = [None] * len(texts) if spans is None else spans
+    more_spans = tuple(spans[1:]) if values["rejected_segments"] is not None else ()
+    return {
+        **values,
+        "rejected": texts[0],
+        "rejected_segments": spans[0],
+        "more_rejected": tuple(texts[1:]),
+        "more_rejected_segments": more_spans,
+    }
 
 
 def _image_sources(record: dict[str, Any], problems: list[Problem]) -> list[tuple[str, ImageSource]]:
@@ -301,6 +374,8 @@ def _expand_implicit_prompt(record: dict[str, Any], problems: list[Problem]) -> 
     chosen, rejected = record.get("chosen"), record.get("rejected")
     if not isinstance(rejected, list):
         return record
+    if rejected and all(isinstance(item, list) for item in rejected):
+        return _expand_implicit_list(record, problems)
     try:
         prompt, chosen, rejected = split_implicit_prompt(chosen, rejected)
     except FieldProblem as problem:
@@ -310,3 +385,21 @@ def _expand_implicit_prompt(record: dict[str, Any], problems: list[Problem]) -> 
         # Still check the two responses, without repeating the prompt problem as theirs.
         return {**record, "chosen": chosen[-1:], "rejected": rejected[-1:]}
     return {**record, "prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _expand_implicit_list(record: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """Implicit-prompt form with several rejected conversations: each must share chosen's earlier turns."""
+    last_turns = []
+    for conversation in record["rejected"]:
+        try:
+            prompt, chosen, rejected = split_implicit_prompt(record["chosen"], conversation)
+        except FieldProblem as problem:
+            problems.append(("prompt", problem.kind, problem.reason))
+            # Still check the responses, without repeating the prompt problem as theirs.
+            return {
+                **record,
+                "chosen": record["chosen"][-1:],
+                "rejected": [c[-1:] for c in record["rejected"]],
+            }
+        last_turns.append(rejected)
+    return {**record, "prompt": prompt, "chosen": chosen, "rejected": last_turns}

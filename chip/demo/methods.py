@@ -1,4 +1,5 @@
-"""The methods the demo compares: DPO, each CHiP term added to DPO alone, CHiP, and visual-term variants.
+"""The methods the demo compares: DPO, each CHiP term added to DPO alone, CHiP, mDPO, CHiP with
+image-anchored token weights, and visual-term variants.
 
 Every method is a set of `ChipConfig` overrides (ablations are just weights), applied to the same
 base model, pairs, steps, batch and seeds by `chip.demo.experiment`.
@@ -23,6 +24,9 @@ METHODS: dict[str, dict[str, Any]] = {
         for name in TERMS
     },
     "chip": {},  # every `chip train` default: λ = 3, α = 0.1 (TDPO2), μ = 1, diffusion noise, joint sigmoid
+    # Rivals as `--method` presets: the preset fills what the demo does not set itself (its SFT weight wins).
+    "mdpo": {"method": "mdpo"},
+    "chip-anchored": {"method": "chip-anchored"},
 }
 # Variants of the visual term (issue 16, item 4): (the core method whose chosen lr they reuse,
 # their overrides on top of that method's).

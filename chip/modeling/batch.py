@@ -9,7 +9,14 @@ A collated batch of B preference examples (`chip.training.collate.ChipCollator`)
   ``[W_1..W_B, L_1..L_B]`` (`pair_rows`); `split_pairs` takes them apart again.
 - ``real_segment`` (`REAL_SEGMENT`): bool ``[2B, R]`` changed-segment flags per response token, same rows.
 - ``corrupt`` / ``corrupt_segment`` (`CORRUPT`, `CORRUPT_SEGMENT`): the B rows C = (y_w | ṽ), only
-  when the visual term is on.
+  when the visual term is on; with image-anchored token weights the 2B rows ``[C_1..C_B, L̃_1..L̃_B]``
+  (both responses under ṽ) in the shared-prefix layout of ``real``.
+- ``more_rejected`` (`MORE_REJECTED`): only when some example lists several rejected responses
+  (and ``max_rejected`` lets them in): the E rows ``(prompt, y_lk)`` of each example's rejected
+  responses after the first, in the two-row layout of `VLMAdapter.collate`;
+  ``more_rejected_segment`` bool ``[E, R_e]`` their flags, ``more_rejected_of`` long ``[E]`` the
+  example (batch index) of each, ``more_chosen_segment`` bool ``[E, R]`` the chosen response's flags
+  when aligned with that rejected response (R the width of ``real_segment``).
 - ``reference`` (`REFERENCE`): cached reference tensors, only with a precomputed reference; its
   ``real_*`` entries are in the row order of ``real``, ``corrupt_logps`` in that of ``corrupt``.
 """
@@ -27,6 +34,10 @@ REAL_SEGMENT = "real_segment"
 CORRUPT = "corrupt"
 CORRUPT_SEGMENT = "corrupt_segment"
 REFERENCE = "reference"
+MORE_REJECTED = "more_rejected"
+MORE_REJECTED_SEGMENT = "more_rejected_segment"
+MORE_REJECTED_OF = "more_rejected_of"
+MORE_CHOSEN_SEGMENT = "more_chosen_segment"
 
 T = TypeVar("T")
 

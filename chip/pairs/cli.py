@@ -117,6 +117,12 @@ def _sampling_and_pairing_options(parser: argparse.ArgumentParser) -> None:
     )
     pairing.add_argument("--pairs_per_prompt", type=int, default=1, help="at most this many pairs per prompt")
     pairing.add_argument(
+        "--rejected_per_row",
+        type=int,
+        default=1,
+        help="write the pairs of a prompt that share their chosen response as one row with up to N rejected",
+    )
+    pairing.add_argument(
         "--coverage",
         choices=COVERAGE_CHOICES,
         default="at_least",
@@ -183,7 +189,9 @@ def main(argv: list[str]) -> int:
         device=args.device,
         dtype=args.dtype,
     )
-    rules = PairingRules(args.min_gap, args.pairs_per_prompt, args.coverage, args.length_balance)
+    rules = PairingRules(
+        args.min_gap, args.pairs_per_prompt, args.coverage, args.length_balance, args.rejected_per_row
+    )
     items, skipped, source = _items(args)
     annotator = _annotator(args, items)
     report = make_pairs(

@@ -18,6 +18,12 @@ The state files end in `.ndjson`, so a folder read as a dataset reads `pairs.jso
 the chosen response's words where the two differ (`chip.segments.changed_spans`). When a
 hallucination could not be placed in the text, both are left out and training derives the segments
 from the token diff, as for any pair without spans.
+
+With ``--rejected_per_row N`` the pairs of a prompt that share their chosen sample become one row
+with up to N rejected responses: ``rejected``, ``rejected_sample``, ``rejected_hallucinations`` and
+``hallucinated`` are then lists (one entry per rejected response), ``rejected_segments`` one span list
+(or null) per rejected response, and ``chosen_segments`` is left out: the chosen response's changed
+words depend on the rejected one, so training derives them per pair from the token diff.
 """
 
 from __future__ import annotations
@@ -69,6 +75,41 @@ def pair_row(pair: Pair, number: int, item: PromptItem) -> dict[str, Any]:
     }
 
 
+def group_row(pairs: Sequence[Pair], number: int, item: PromptItem) -> dict[str, Any]:
+    """The dataset row of pairs sharing their prompt and chosen sample: several rejected responses."""
+    if len(pairs) == 1:
+        return pair_row(pairs[0], number, item)
+    row = pair_row(pairs[0], number, item)
+    row.pop("chosen_segments", None)
+    rejected = [pair.rejected for pair in pairs]
+    spans = [candidate.annotation.spans for candidate in rejected]
+    if all(each is None for each in spans):
+        row.pop("rejected_segments", None)
+    else:
+        row["rejected_segments"] = [None if each is None else [list(span) for span in each] for each in spans]
+    return {
+        **row,
+        "rejected": [candidate.text for candidate in rejected],
+        "rejected_sample": [candidate.sample for candidate in rejected],
+        "rejected_hallucinations": [candidate.annotation.hallucinations for candidate in rejected],
+        "hallucinated": [list(candidate.annotation.hallucinated) for candidate in rejected],
+    }
+
+
+def group_pairs(pairs: Sequence[Pair], rejected_per_row: int) -> list[list[Pair]]:
+    """Pairs in rows: those of one prompt with the same chosen sample together, up to N per row, in order."""
+    rows: list[list[Pair]] = []
+    open_rows: dict[tuple[str, int], list[Pair]] = {}
+    for pair in pairs:
+        key = (pair.item_id, pair.chosen.sample)
+        row = open_rows.get(key)
+        if row is None or len(row) >= rejected_per_row:
+            row = open_rows[key] = []
+            rows.append(row)
+        row.append(pair)
+    return rows
+
+
 def _place_image(ref: ImageRef, target: Path) -> None:
     """Put one image at `target`: a hard link to the source file where the file system allows it."""
     if target.exists():
@@ -85,15 +126,17 @@ def _place_image(ref: ImageRef, target: Path) -> None:
     os.replace(partial, target)
 
 
-def write_pairs(output: Path, pairs: Sequence[Pair], items: Mapping[str, PromptItem]) -> list[dict[str, Any]]:
+def write_pairs(
+    output: Path, pairs: Sequence[Pair], items: Mapping[str, PromptItem], rejected_per_row: int = 1
+) -> list[dict[str, Any]]:
     """Write the images the pairs need, then `pairs.jsonl` (atomically); returns its rows."""
     rows, numbers = [], {}
-    for pair in pairs:
-        item = items[pair.item_id]
+    for group in group_pairs(pairs, rejected_per_row):
+        item = items[group[0].item_id]
         number = numbers[item.id] = numbers.get(item.id, -1) + 1
         for ref, name in zip(item.images, item.image_names):
             _place_image(ref, output / IMAGES_DIR / name)
-        rows.append(pair_row(pair, number, item))
+        rows.append(group_row(group, number, item))
     write_text_atomic(
         output / PAIRS_FILE, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     )

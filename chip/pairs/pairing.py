@@ -44,10 +44,11 @@ class PairingRules:
     pairs_per_prompt: int = 1  # at most this many pairs per prompt (P)
     coverage: Coverage = "at_least"  # chosen must name at least as many true objects as rejected
     length_balance: bool = False  # RLAIF-V's length balance over all pairs
+    rejected_per_row: int = 1  # pairs sharing a prompt and chosen sample: up to this many per written row
 
     def __post_init__(self) -> None:
-        if self.min_gap < 1 or self.pairs_per_prompt < 1:
-            raise ConfigError("--min_gap and --pairs_per_prompt must be at least 1")
+        if self.min_gap < 1 or self.pairs_per_prompt < 1 or self.rejected_per_row < 1:
+            raise ConfigError("--min_gap, --pairs_per_prompt and --rejected_per_row must be at least 1")
         check_choices(self)
 
 

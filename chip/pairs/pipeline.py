@@ -78,7 +78,7 @@ def make_pairs(
             candidates[sample.id].append(Candidate(sample.sample, sample.response, annotation))
     pairs, drops, balanced_out = pair_all(items, candidates, rules)
 
-    rows = write_pairs(output, pairs, by_id)
+    rows = write_pairs(output, pairs, by_id, rules.rejected_per_row)
     run = {
         "model": identity,
         "annotator": annotator.describe(),

@@ -183,7 +183,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 def _examples(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Each example pair: prompt, chosen with its changed words in italics, rejected with its
-    hallucinated spans in bold."""
+    hallucinated spans in bold (each rejected response of a row that lists several)."""
     lines: list[str] = []
     for row in rows:
         prompt = row["prompt"] if isinstance(row["prompt"], str) else str(row["prompt"])
@@ -194,8 +194,19 @@ def _examples(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             f"- prompt: {escape_markdown(prompt)}",
             f"- chosen ({row['chosen_hallucinations']} hallucinated): "
             + mark_spans(row["chosen"], row.get("chosen_segments"), "i"),
-            f"- rejected ({row['rejected_hallucinations']} hallucinated: "
-            f"{escape_markdown(', '.join(row['hallucinated']))}): "
-            + mark_spans(row["rejected"], row.get("rejected_segments"), "b"),
         ]
+        several = isinstance(row["rejected"], list)
+        texts, counts, words = (
+            row[key] if several else [row[key]]
+            for key in ("rejected", "rejected_hallucinations", "hallucinated")
+        )
+        spans = (row.get("rejected_segments") if several else [row.get("rejected_segments")]) or [None] * len(
+            texts
+        )
+        rejected = zip(texts, counts, words, spans)
+        for text, count, hallucinated, text_spans in rejected:
+            lines.append(
+                f"- rejected ({count} hallucinated: {escape_markdown(', '.join(hallucinated))}): "
+                + mark_spans(text, text_spans, "b")
+            )
     return lines

@@ -21,6 +21,7 @@ from chip.compat import DataclassFieldHook, groups_hidden, order_groups, own_opt
 from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
+from chip.training.methods import METHOD_NAMES, preset_args
 
 SECTIONS = (
     "model",
@@ -93,14 +94,20 @@ class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
         """chip's sections; with ``everything`` also each `TrainingArguments` option."""
         if everything:
             return super().format_help()
-        with groups_hidden(self, [own_options_group(self)]):
+        sections = self.__dict__.get("chip_sections", {})
+        hidden = [sections[title] for title in LONG_HELP_ONLY if title in sections]
+        with groups_hidden(self, [own_options_group(self), *hidden]):
             text = super().format_help()
         common = ", ".join(f"--{name}" for name in COMMON_TRAINING_ARGUMENTS)
         return (
-            f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}.\n"
+            f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}; and hallucination "
+            "measured at each evaluation (--eval_hallucination chair|pope, --min_eval_recall).\n"
             f"`{self.prog} --help_all` lists them all.\n"
         )
 
+
+# chip's sections listed by --help_all only (the short help stays one screen); the epilog names them
+LONG_HELP_ONLY = ("hallucination",)
 
 # TrainingArguments fields a CHiP run typically sets, named at the end of the short help
 COMMON_TRAINING_ARGUMENTS = (
@@ -142,18 +149,48 @@ def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
         path = Path(rest[at + 1])
         del rest[at : at + 2]
         file_args = _yaml_to_args(path)
+    given = _names(file_args + rest)
     try:
         config, unknown = parser.parse_args_into_dataclasses(
-            args=file_args + rest, return_remaining_strings=True
+            args=_with_method(file_args, rest), return_remaining_strings=True
         )
     except ValueError as err:  # TrainingArguments' own consistency checks
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     if unknown:
         raise ConfigError(f"unknown arguments {' '.join(unknown)} (see `{parser.prog} --help`)")
-    given = {arg[2:].split("=")[0].replace("-", "_") for arg in file_args + rest if arg.startswith("--")}
     if command == "train" and "output_dir" not in given:
         raise ConfigError("--output_dir is required: the folder for the trained model, checkpoints and logs")
     return config
+
+
+def _names(args: list[str]) -> set[str]:
+    return {arg[2:].split("=")[0].replace("-", "_") for arg in args if arg.startswith("--")}
+
+
+def _with_method(file_args: list[str], rest: list[str]) -> list[str]:
+    """The arguments with a ``--method`` preset's settings placed by precedence.
+
+    A preset named on the command line overrides the YAML file (and yields to the other flags); a
+    preset named in the file yields to everything set explicitly in the file or on the command line.
+    """
+    if (method := _method_named(rest)) is not None:
+        return file_args + preset_args(method, _names(rest)) + rest
+    if (method := _method_named(file_args)) is not None:
+        return preset_args(method, _names(file_args + rest)) + file_args + rest
+    return file_args + rest
+
+
+def _method_named(args: list[str]) -> str | None:
+    """The value of the last ``--method`` in ``args``, checked; None when there is none."""
+    method = None
+    for at, arg in enumerate(args):
+        if arg.startswith("--method="):
+            method = arg.split("=", 1)[1]
+        elif arg == "--method" and at + 1 < len(args):
+            method = args[at + 1]
+    if method is not None and method not in METHOD_NAMES:
+        raise ConfigError(f"--method must be one of {', '.join(METHOD_NAMES)}; got {method!r}")
+    return method
 
 
 def _yaml_to_args(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ checks, the same one-line errors and, with the same settings, the same run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -82,9 +83,11 @@ def assemble_run(
         check_integrations(config.report_to or [])
         check_output_dir(Path(config.output_dir))
     warn_ignored(config)
+    record_method(config)
     set_seed(config.seed)
     adapter = load_adapter(config, processor, loaded.config if loaded is not None else None)
     examples, held_out = load_train_eval(config, adapter, train_dataset, eval_dataset)
+    report_unused_rejected(config, examples + held_out)
     policy = loaded if loaded is not None else load_model(config)
     if ref_model is not None:
         reference: Reference = LiveReference(ref_model.eval().requires_grad_(False))
@@ -96,6 +99,29 @@ def assemble_run(
     collator = ChipCollator.from_config(config, adapter, examples, reference_cache=reference.cache)
     probe = HallucinationProbe.from_config(config, adapter, held_out)
     return RunParts(policy, adapter, examples, held_out, reference, collator, probe)
+
+
+def report_unused_rejected(config: ChipConfig, examples: list) -> None:
+    """Say how many listed rejected responses ``--max_rejected`` leaves out (none are dropped unsaid)."""
+    limit = config.max_rejected
+    unused = sum(max(0, 1 + len(ex.more_rejected) - limit) for ex in examples) if limit > 0 else 0
+    if unused:
+        logger.warning(
+            "%d rejected responses listed after the first %d of their row are not used (--max_rejected %d); "
+            "--max_rejected 0 or --method chip-multi uses them all",
+            unused,
+            limit,
+            limit,
+        )
+
+
+def record_method(config: ChipConfig) -> None:
+    """Log the resolved loss settings and save them as ``method.json`` in the output folder."""
+    settings = json.dumps(config.method_settings, sort_keys=True)
+    logger.info("method %s: %s", config.method or "(no preset)", settings)
+    if config.should_save:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(config.output_dir) / "method.json").write_text(settings + "\n")
 
 
 def _take_paths(

@@ -23,7 +23,19 @@ from PIL import Image
 from chip.corruption import CorruptionKind, corrupt_image, diffusion_noise, example_generator
 from chip.data import PreferenceExample
 from chip.modeling import PromptInputs, VLMAdapter, scored_lengths
-from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, REFERENCE, pair_rows
+from chip.modeling.batch import (
+    CORRUPT,
+    CORRUPT_SEGMENT,
+    IDS,
+    MORE_CHOSEN_SEGMENT,
+    MORE_REJECTED,
+    MORE_REJECTED_OF,
+    MORE_REJECTED_SEGMENT,
+    REAL,
+    REAL_SEGMENT,
+    REFERENCE,
+    pair_rows,
+)
 from chip.segments import changed_segments, spans_to_token_flags
 from chip.training.config import ChipConfig
 from chip.training.reference_cache import ReferenceCache
@@ -36,6 +48,7 @@ SHARED_WITH_CONFIG = (
     "max_length",
     "segment_min_match",
     "mark_insertions",
+    "max_rejected",
 )
 
 
@@ -57,6 +70,8 @@ class ChipCollator:
         "segment_min_match"
     )  # anchors of the chosen/rejected alignment
     mark_insertions: bool = ChipConfig.default("mark_insertions")  # also flag pure insertions/deletions
+    max_rejected: int = ChipConfig.default("max_rejected")  # rejected responses per example (0 = all)
+    corrupt_both: bool = False  # score the rejected response under ṽ too (image-anchored token weights)
     random_pool: Sequence[PreferenceExample] | None = None  # other examples, for corruption="random"
     reference_cache: ReferenceCache | None = None  # adds the ``reference`` entries when set
 
@@ -77,6 +92,7 @@ class ChipCollator:
             adapter,
             **shared,
             score_corrupt=config.loss_config.needs_corrupt,
+            corrupt_both=config.loss_config.anchored,
             random_pool=examples,
             reference_cache=reference_cache,
         )
@@ -89,7 +105,7 @@ class ChipCollator:
             prompt = self.adapter.encode_prompt(images, example.prompt)
             chosen_ids = self.adapter.encode_response(example.chosen)
             rejected_ids = self.adapter.encode_response(example.rejected)
-            flags_w, flags_l = self._segments(example, chosen_ids, rejected_ids)
+            flags_w, flags_l = self._segments(example, chosen_ids, example.rejected_segments, rejected_ids)
             prompts.append(prompt)
             chosen_rows.append(chosen_ids)
             rejected_rows.append(rejected_ids)
@@ -106,7 +122,15 @@ class ChipCollator:
             REAL: real,
             REAL_SEGMENT: _pad_flags(pair_rows(chosen_flags, rejected_flags), scored_lengths(real)),
         }
-        if self.score_corrupt:
+        batch.update(self._more_rejected(examples, prompts, chosen_rows, scored_lengths(real)))
+        if self.score_corrupt and self.corrupt_both:
+            rows = list(zip(corrupt_prompts, chosen_rows, rejected_rows))
+            corrupt = self.adapter.collate_pairs(rows, max_length=self.max_length)
+            batch[CORRUPT] = corrupt
+            batch[CORRUPT_SEGMENT] = _pad_flags(
+                pair_rows(chosen_flags, rejected_flags), scored_lengths(corrupt)
+            )
+        elif self.score_corrupt:
             corrupt = self.adapter.collate(
                 list(zip(corrupt_prompts, chosen_rows)), max_length=self.max_length
             )
@@ -117,15 +141,62 @@ class ChipCollator:
             batch[REFERENCE] = self.reference_cache.batch(batch[IDS], scored_lengths(real), corrupt_kept)
         return batch
 
+    def _more_rejected(
+        self,
+        examples: list[PreferenceExample],
+        prompts: list[PromptInputs],
+        chosen_rows: list,
+        real_kept: list[int],
+    ) -> dict:
+        """The batch entries of each example's rejected responses after the first (none when no example has one).
+
+        The chosen response's flags are taken again against each rejected response: a derived
+        alignment differs from one rejected response to the next.
+        """
+        rows, flags_w, flags_l, owner = [], [], [], []
+        for index, example in enumerate(examples):
+            for text, spans in example.all_rejected(self.max_rejected)[1:]:
+                rejected_ids = self.adapter.encode_response(text)
+                flags = self._segments(example, chosen_rows[index], spans, rejected_ids, text)
+                rows.append((prompts[index], rejected_ids))
+                flags_w.append(flags[0])
+                flags_l.append(flags[1])
+                owner.append(index)
+        if not rows:
+            return {}
+        more = self.adapter.collate(rows, max_length=self.max_length)
+        chosen_kept = [real_kept[index] for index in owner]
+        return {
+            MORE_REJECTED: more,
+            MORE_REJECTED_SEGMENT: _pad_flags(flags_l, scored_lengths(more)),
+            MORE_REJECTED_OF: torch.tensor(owner, dtype=torch.long),
+            MORE_CHOSEN_SEGMENT: _pad_flags(flags_w, chosen_kept, width=max(real_kept)),
+        }
+
     def _segments(
-        self, example: PreferenceExample, chosen_ids: list[int], rejected_ids: list[int]
+        self,
+        example: PreferenceExample,
+        chosen_ids: list[int],
+        rejected_spans,
+        rejected_ids: list[int],
+        rejected_text: str | None = None,
     ) -> tuple[list[bool], list[bool]]:
-        """User-given character spans when present, else the token alignment of `chip.segments`."""
-        if example.chosen_segments is None and example.rejected_segments is None:
-            return changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
-        return (
-            self._span_flags(example.chosen, example.chosen_segments, len(chosen_ids)),
-            self._span_flags(example.rejected, example.rejected_segments, len(rejected_ids)),
+        """User-given character spans where present, else the token alignment of `chip.segments`.
+
+        Each side is taken on its own: a row that annotates only the rejected answer (as rows with
+        several rejected answers may) gets the chosen answer's flags from the alignment.
+        """
+        derived = None
+        if example.chosen_segments is None or rejected_spans is None:
+            derived = changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
+        if example.chosen_segments is None:
+            chosen_flags = derived[0]
+        else:
+            chosen_flags = self._span_flags(example.chosen, example.chosen_segments, len(chosen_ids))
+        if rejected_spans is None:
+            return chosen_flags, derived[1]
+        return chosen_flags, self._span_flags(
+            rejected_text or example.rejected, rejected_spans, len(rejected_ids)
         )
 
     def _span_flags(self, text: str, spans, n_tokens: int) -> list[bool]:
@@ -165,9 +236,10 @@ class ChipCollator:
         return draw
 
 
-def _pad_flags(rows: list[list[bool]], kept: list[int]) -> torch.Tensor:
-    """Flags per kept response token (``kept``: tokens left after truncation, per row), padded: bool ``[N, R]``."""
-    width = max(kept, default=0)
+def _pad_flags(rows: list[list[bool]], kept: list[int], width: int | None = None) -> torch.Tensor:
+    """Flags per kept response token (``kept``: tokens left after truncation, per row), padded: bool ``[N, R]``
+    (R the longest kept row unless ``width`` is given)."""
+    width = max(kept, default=0) if width is None else width
     out = torch.zeros(len(rows), width, dtype=torch.bool)
     for i, (flags, n) in enumerate(zip(rows, kept)):
         out[i, :n] = torch.tensor(flags[:n], dtype=torch.bool)

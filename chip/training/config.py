@@ -15,6 +15,7 @@ from chip.corruption import NOISE_STEP, CorruptionKind
 from chip.errors import ConfigError
 from chip.losses import ChipLossConfig
 from chip.modeling.layout import LayoutSettings
+from chip.training.methods import METHOD_NAMES, MethodName, preset
 
 LOSS_GROUP = "CHiP loss (symbols of docs/method.md)"
 
@@ -99,6 +100,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )
 
     # ---- CHiP loss: the fields of `chip.losses.ChipLossConfig` (symbols of docs/method.md), inherited
+    method: MethodName | None = option(
+        None,
+        "A preset that sets every loss weight and the corrupted image of a method (docs/method.md); "
+        "settings given explicitly override it.",
+        LOSS_GROUP,
+    )
     segment_min_match: int = option(
         3, "Shortest matching token run that anchors the chosen/rejected alignment.", LOSS_GROUP
     )
@@ -197,6 +204,38 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
             raise ConfigError(
                 "the token-level KL needs a reference: set --token_weight 0 with --reference none"
             )
+        self._check_rivals()
+
+    def _check_rivals(self) -> None:
+        """The method name, and the settings the reference cache and the image anchors cannot serve."""
+        if self.method is not None and self.method not in METHOD_NAMES:
+            raise ConfigError(f"method must be one of {', '.join(METHOD_NAMES)}; got {self.method!r}")
+        if self.reference == "precomputed" and (self.anchored or self.max_rejected != 1):
+            raise ConfigError(
+                "--reference precomputed caches one rejected response and the chosen one under ṽ: "
+                "use --reference model with --max_rejected other than 1 or --image_anchored_weights"
+            )
+        if self.image_anchored_weights == "reference" and self.reference == "none":
+            raise ConfigError(
+                "--image_anchored_weights reference needs a reference: use policy with --reference none"
+            )
+        if self.anchored and self.max_rejected != 1:
+            raise ConfigError(
+                "--image_anchored_weights weighs one rejected response per prompt: set --max_rejected 1"
+            )
+
+    @classmethod
+    def for_method(cls, method: MethodName, **fields: Any) -> ChipConfig:
+        """The config of a `--method` preset, ``fields`` (any `ChipConfig` field) overriding it."""
+        if method not in METHOD_NAMES:
+            raise ConfigError(f"method must be one of {', '.join(METHOD_NAMES)}; got {method!r}")
+        return cls(method=method, **{**preset(method), **fields})
+
+    @property
+    def method_settings(self) -> dict[str, Any]:
+        """The resolved method: its name, every loss setting and the corrupted image (logged and saved)."""
+        loss = {name: getattr(self, name) for name in ChipLossConfig.field_names()}
+        return {"method": self.method, **loss, "corruption": self.corruption, "noise_step": self.noise_step}
 
     def _check_hallucination(self) -> None:
         if self.eval_hallucination != "none" and not self.hallucination_truth:

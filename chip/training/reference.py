@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from chip.errors import ConfigError
 from chip.modeling import ResponseScorer, ResponseScores, adapter_disabled
 from chip.modeling.batch import CORRUPT, REAL, REFERENCE
 from chip.modeling.frozen_vision import shared_frozen_vision
@@ -63,6 +64,14 @@ class Reference:
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
         """Reference log-probs ``(B, R)`` of the corrupted rows C."""
         raise NotImplementedError
+
+    def other_rows(
+        self, model: nn.Module, rows: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Reference log-probs and KL of other collated rows (more rejected responses); none are cached."""
+        raise ConfigError(
+            f"--reference {self.mode} cannot score rows beyond W, L and C; use --reference model"
+        )
 
     def sharing_vision(self, model: nn.Module) -> AbstractContextManager:
         """A block (one step) in which the reference may reuse the policy's frozen vision-tower outputs."""
@@ -121,6 +130,12 @@ class LiveReference(Reference):
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
         return self.scores(model, batch[CORRUPT], need_logits=False).logps
 
+    def other_rows(
+        self, model: nn.Module, rows: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        ref = self.scores(model, rows, need_kl)
+        return ref.logps, policy.token_kl(ref) if need_kl else None
+
 
 class PrecomputedReference(Reference):
     """Reference log-probs (and a top-k distribution for the KL) read from a `ReferenceCache`."""
@@ -167,6 +182,11 @@ class NoReference(Reference):
 
     def corrupt(self, model: nn.Module, batch: dict, policy: ResponseScores) -> Tensor:
         return torch.zeros_like(policy.logps)
+
+    def other_rows(
+        self, model: nn.Module, rows: dict, policy: ResponseScores, need_kl: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        return torch.zeros_like(policy.logps), None
 
 
 # Keyed by each strategy's ``mode``: the names are written once, in `ReferenceMode`.

@@ -14,12 +14,24 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from chip.errors import ConfigError
-from chip.losses import TokenScores, chip_loss
+from chip.losses import TokenScores, chip_loss, list_loss, with_image_anchors
 from chip.modeling import ResponseScorer, ResponseScores
-from chip.modeling.batch import CORRUPT, CORRUPT_SEGMENT, IDS, REAL, REAL_SEGMENT, split_pairs
+from chip.modeling.batch import (
+    CORRUPT,
+    CORRUPT_SEGMENT,
+    IDS,
+    MORE_CHOSEN_SEGMENT,
+    MORE_REJECTED,
+    MORE_REJECTED_OF,
+    MORE_REJECTED_SEGMENT,
+    REAL,
+    REAL_SEGMENT,
+    split_pairs,
+)
 from chip.training.assembly import assemble_run
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
@@ -151,15 +163,43 @@ class ChipTrainer(NonFiniteGuard):
             chosen, rejected = real(chosen_rows), real(rejected_rows)
             if not self.loss_config.needs_corrupt or CORRUPT not in inputs:
                 return chosen, rejected, None
-            policy_c = self.scorer(model, inputs[CORRUPT])  # (B, R) rows C
-            ref_c = self.reference.corrupt(model, inputs, policy_c)  # (B, R)
-        return chosen, rejected, _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
+            policy_c = self.scorer(model, inputs[CORRUPT])  # (B, R) rows C; (2B, R) [C..., L̃...] anchored
+            ref_c = self.reference.corrupt(model, inputs, policy_c)  # same rows
+            corrupt = _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num))
+            if self.loss_config.anchored:
+                rejected_c = _rows(policy_c, ref_c, inputs[CORRUPT_SEGMENT], None, range(num, 2 * num))
+                return with_image_anchors(
+                    chosen, rejected, corrupt, rejected_c, self.loss_config.image_anchored_weights
+                )
+        return chosen, rejected, corrupt
+
+    def score_more_rejected(
+        self, model: nn.Module, inputs: dict, rejected: TokenScores
+    ) -> tuple[TokenScores, Tensor]:
+        """Every rejected response of the batch: the first ones ``[B, R]`` then the others ``[E, R_e]``,
+        padded to one width, and the example (batch index) of each row."""
+        rows = inputs[MORE_REJECTED]
+        policy = self.scorer(model, rows, self.loss_config.needs_kl)  # (E, R_e)
+        ref_logps, kl = self.reference.other_rows(model, rows, policy, self.loss_config.needs_kl)  # (E, R_e)
+        more = _rows(policy, ref_logps, inputs[MORE_REJECTED_SEGMENT], kl, range(len(policy.logps)))
+        num = rejected.logps.shape[0]
+        example_of = torch.cat([torch.arange(num), inputs[MORE_REJECTED_OF].cpu()]).to(rejected.logps.device)
+        return _cat_scores(rejected, more), example_of
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         chosen, rejected, corrupt = self.score_batch(model, inputs)
-        losses, metrics = chip_loss(chosen, rejected, corrupt, self.loss_config)
+        row_ids = inputs[IDS]  # the example id of each row, for the non-finite report
+        if MORE_REJECTED in inputs:
+            rejected, example_of = self.score_more_rejected(model, inputs, rejected)
+            chosen_segment = _cat_flags(chosen.segment, inputs[MORE_CHOSEN_SEGMENT])  # (P, R)
+            losses, metrics = list_loss(
+                chosen, rejected, corrupt, example_of, self.loss_config, chosen_segment
+            )
+            row_ids = [inputs[IDS][i] for i in example_of.tolist()]  # rejected rows are the longest
+        else:
+            losses, metrics = chip_loss(chosen, rejected, corrupt, self.loss_config)
         scores = {"chosen": chosen, "rejected": rejected, "chosen_corrupt": corrupt}
-        loss, finite = self.guard_loss(losses.mean(), metrics, inputs[IDS], scores, training=model.training)
+        loss, finite = self.guard_loss(losses.mean(), metrics, row_ids, scores, training=model.training)
         if finite:
             self._store_metrics(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss
@@ -233,3 +273,20 @@ def _rows(
         segment=segment[picked],
         kl=None if kl is None else kl[picked],
     )
+
+
+def _cat_flags(first: Tensor, more: Tensor) -> Tensor:
+    """Rows of two padded bool/float tensors ``[B, R]`` and ``[E, R']`` as one ``[B + E, max(R, R')]``."""
+    width = max(first.shape[1], more.shape[1])
+    more = more.to(first.device, first.dtype)
+    return torch.cat([F.pad(rows, (0, width - rows.shape[1])) for rows in (first, more)])
+
+
+def _cat_scores(first: TokenScores, more: TokenScores) -> TokenScores:
+    """The rows of two `TokenScores` as one, padded to the wider (padding is masked out)."""
+    fields = ("logps", "ref_logps", "mask", "segment", "kl")
+    joined = {}
+    for name in fields:
+        a, b = getattr(first, name), getattr(more, name)
+        joined[name] = None if a is None or b is None else _cat_flags(a, b)
+    return TokenScores(**joined)
