@@ -1,8 +1,11 @@
 """chip: CHiP preference training for vision-language models.
 
 The pure math (losses, segments, corruption) imports only torch and PIL; model and training
-code lives in submodules imported on demand.
+code lives in submodules imported on demand: ``from chip import ChipConfig, ChipTrainer`` loads
+transformers only then.
 """
+
+from typing import Any
 
 from chip.corruption import diffusion_noise
 from chip.losses import ChipLossConfig, TokenScores, chip_loss, token_kl
@@ -10,8 +13,13 @@ from chip.segments import changed_segments
 
 __version__ = "0.1.0"
 
+# name -> module of the training API, imported on first use (it loads transformers)
+_TRAINING = {"ChipConfig": "chip.training.config", "ChipTrainer": "chip.training.trainer"}
+
 __all__ = [
+    "ChipConfig",
     "ChipLossConfig",
+    "ChipTrainer",
     "TokenScores",
     "changed_segments",
     "chip_loss",
@@ -19,3 +27,11 @@ __all__ = [
     "token_kl",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINING:
+        import importlib
+
+        return getattr(importlib.import_module(_TRAINING[name]), name)
+    raise AttributeError(f"module 'chip' has no attribute {name!r}")

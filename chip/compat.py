@@ -39,6 +39,14 @@ class TrainerHooks:
         super().save_model(output_dir, _internal_call)
         self.after_save_model(output_dir, checkpoint=_internal_call)
 
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        # Trainer decides here, after each evaluation, whether it is the best so far.
+        return self.qualifies_for_best(metrics) and super()._determine_best_metric(metrics, trial)
+
+    def qualifies_for_best(self, metrics: dict[str, float]) -> bool:
+        """Whether an evaluation's ``metrics`` may become the best checkpoint at all."""
+        return True
+
     def on_grad_norm(self, grad_norm: Any) -> Any:
         """The gradient norm before the optimizer step; what it returns is what Trainer logs."""
         return grad_norm

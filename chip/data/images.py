@@ -115,26 +115,33 @@ class ImageRef:
             ) from None
 
 
-def resolve_image_path(raw: str, root: Path, allow_outside_root: bool = False) -> Path:
-    """Turn a row's image path into an absolute path, refusing one that escapes `root`.
+class ImagePathResolver:
+    """Turns a row's image path into an absolute path, refusing one that escapes the root.
 
-    Relative paths are taken from `root`. Symlinks are resolved before the test, so a link that
+    Relative paths are taken from the root. Symlinks are resolved before the test, so a link that
     points outside the root is refused too: a dataset file must not be able to make the loader read
-    arbitrary files (issue 6, safety) unless the user allows it.
+    arbitrary files (issue 6, safety) unless the user allows it. The root is resolved once, not
+    once per row: that walk stats every folder above it, and over 100,000 rows it was about half
+    of the time spent resolving paths (bench/bench_view.py).
     """
-    if not raw.strip():
-        raise ImageProblem("image_bad_path", "image path is empty")
-    if "\x00" in raw:
-        raise ImageProblem("image_bad_path", f"image path contains a NUL byte: {raw!r}")
-    root = root.resolve()
-    resolved = (root / raw).resolve()  # an absolute `raw` replaces root in the join
-    if not allow_outside_root and not resolved.is_relative_to(root):
-        raise ImageProblem(
-            "image_outside_root",
-            f"image path {raw!r} resolves to {resolved}, outside the image root {root} "
-            "(pass allow_outside_root / --allow_outside_root to permit it)",
-        )
-    return resolved
+
+    def __init__(self, root: Path, allow_outside_root: bool = False) -> None:
+        self.root = Path(root).resolve()
+        self.allow_outside_root = allow_outside_root
+
+    def __call__(self, raw: str) -> Path:
+        if not raw.strip():
+            raise ImageProblem("image_bad_path", "image path is empty")
+        if "\x00" in raw:
+            raise ImageProblem("image_bad_path", f"image path contains a NUL byte: {raw!r}")
+        resolved = (self.root / raw).resolve()  # an absolute `raw` replaces root in the join
+        if not self.allow_outside_root and not resolved.is_relative_to(self.root):
+            raise ImageProblem(
+                "image_outside_root",
+                f"image path {raw!r} resolves to {resolved}, outside the image root {self.root} "
+                "(pass allow_outside_root / --allow_outside_root to permit it)",
+            )
+        return resolved
 
 
 def check_image(

@@ -32,10 +32,10 @@ from chip.data.images import (
     DEFAULT_MAX_PIXELS,
     TINY_IMAGE_SIDE,
     ImageCheck,
+    ImagePathResolver,
     ImageProblem,
     ImageRef,
     check_image,
-    resolve_image_path,
 )
 from chip.data.readers import RawRecord
 from chip.data.report import BadRow, DataReport, OnBadRow
@@ -60,7 +60,7 @@ class _Candidate:
 
 
 def load_preference_rows(
-    path: str | os.PathLike[str] | Mapping[str, Any],
+    path: str | os.PathLike[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]] | Any,
     image_root: str | os.PathLike[str] | None = None,
     on_bad_row: OnBadRow = "error",
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -76,7 +76,8 @@ def load_preference_rows(
 
     `path` is a `.jsonl`/`.json`/`.parquet` file, a folder of such shards, a `datasets` folder,
     a hub id (`openbmb/RLAIF-V-Dataset`) or a `load_dataset` spec (`"name=parquet,data_files=..."`,
-    a JSON/YAML string or a dict). `column_map` overrides the recognised columns:
+    a JSON/YAML string or a dict); or rows in memory: a `datasets.Dataset` / `DatasetDict` or a
+    list of dicts (PIL images in it are kept as PNG bytes). `column_map` overrides the recognised columns:
     `"question=prompt,img=image"`, a list of `COLUMN=FIELD` strings, or a dict; the mapping used is
     `report.mapping`. `split` picks a split of a DatasetDict, shard folder or hub dataset (default:
     `train`, else the only one). With `prompts_only` only prompts and images are read (a prompt
@@ -95,6 +96,7 @@ def load_preference_rows(
         raise DataError(f"image_root {image_root} is not a directory")
     source = open_dataset(path, split)
     root = Path(image_root) if image_root is not None else source.default_root
+    resolve = ImagePathResolver(root, allow_outside_root)
     report = DataReport(source=source.name, description=source.description)
 
     records, sample = _peek(source.records)
@@ -102,13 +104,13 @@ def load_preference_rows(
 
     def image_works(image_path: str) -> bool:
         try:
-            return resolve_image_path(image_path, root, allow_outside_root).is_file()
+            return resolve(image_path).is_file()
         except ImageProblem:
             return False
 
     report.mapping = detect_mapping(source.name, columns, sample, overrides, image_works, prompts_only)
     candidates = _parse_records(
-        records, source.total, root, allow_outside_root, report, report.mapping, progress, prompts_only
+        records, source.total, resolve, report, report.mapping, progress, prompts_only
     )
     results = _check_images(candidates, max_pixels, image_check, num_workers, progress)
 
@@ -190,8 +192,7 @@ def _peek(records: Iterator[RawRecord]) -> tuple[Iterator[RawRecord], list[dict[
 def _parse_records(
     records: Iterable[RawRecord],
     total: int,
-    root: Path,
-    allow_outside_root: bool,
+    resolve: ImagePathResolver,
     report: DataReport,
     mapping: ColumnMapping,
     progress: bool,
@@ -232,7 +233,7 @@ def _parse_records(
         elif parsed is not None:
             first_use[row_id] = BadRow(report.source, raw.row, "", "", "", raw.line, raw.shard).location
 
-        images, images_ok = _image_refs(raw, sources, root, allow_outside_root, resolved, report)
+        images, images_ok = _image_refs(raw, sources, resolve, resolved, report)
         candidates.append(_Candidate(raw, parsed if images_ok else None, row_id, images))
     return candidates
 
@@ -240,8 +241,7 @@ def _parse_records(
 def _image_refs(
     raw: RawRecord,
     sources: list[tuple[str, Any]],
-    root: Path,
-    allow_outside_root: bool,
+    resolve: ImagePathResolver,
     resolved: dict[str, ImageRef | ImageProblem],
     report: DataReport,
 ) -> tuple[list[tuple[str, ImageRef]], bool]:
@@ -254,7 +254,7 @@ def _image_refs(
             continue
         if source not in resolved:
             try:
-                resolved[source] = ImageRef(path=resolve_image_path(source, root, allow_outside_root))
+                resolved[source] = ImageRef(path=resolve(source))
             except ImageProblem as problem:
                 resolved[source] = problem
         ref_or_problem = resolved[source]

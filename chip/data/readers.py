@@ -18,12 +18,15 @@ requested one, else `train`, else the only one.
 
 from __future__ import annotations
 
+import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from chip.errors import DataError
 
@@ -282,6 +285,35 @@ def _read_shard_folder(path: Path, split: str | None) -> tuple[int, Iterator[Raw
                 row += 1
 
     return sum(total for _, total, _ in counted), records(), description
+
+
+def read_rows(rows: Sequence[Any]) -> tuple[int, Iterator[RawRecord]]:
+    """(number of records, an iterator over them) for rows held in memory: a list of dicts.
+
+    A `PIL.Image.Image` value (alone or in a list, as TRL datasets hold them) becomes inline PNG
+    bytes, losslessly, so the row is read exactly as the same image saved to a file would be.
+    """
+
+    def records() -> Iterator[RawRecord]:
+        for row, record in enumerate(rows):
+            if not isinstance(record, Mapping):
+                reason = f"expected a dict per row, got {type(record).__name__}"
+                yield RawRecord(row, None, problem=("row", "not_an_object", reason))
+                continue
+            yield RawRecord(row, None, {key: _inline_images(value) for key, value in record.items()})
+
+    return len(rows), records()
+
+
+def _inline_images(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_inline_images(item) for item in value]
+    if isinstance(value, Image.Image):
+        buffer = io.BytesIO()
+        # PNG keeps every mode a photo comes in except CMYK, which TIFF keeps.
+        value.save(buffer, format="TIFF" if value.mode == "CMYK" else "PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+    return value
 
 
 def _number(batches: Iterator[list[dict[str, Any]]]) -> Iterator[RawRecord]:

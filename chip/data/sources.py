@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from chip.data.readers import RawRecord, download_hint, read_loaded_dataset, read_records
+from chip.data.readers import RawRecord, download_hint, read_loaded_dataset, read_records, read_rows
 from chip.errors import DataError
 
 # `load_dataset` arguments a spec may give; `name` is the hub id or builder (`parquet`, `json`...).
@@ -51,9 +52,22 @@ class DatasetSource:
 
 
 def open_dataset(
-    dataset: str | os.PathLike[str] | Mapping[str, Any], split: str | None = None
+    dataset: str | os.PathLike[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]] | Any,
+    split: str | None = None,
 ) -> DatasetSource:
-    """Open a local dataset, or load a hub id / spec with `datasets.load_dataset` (see module doc)."""
+    """Open a local dataset, or load a hub id / spec with `datasets.load_dataset` (see module doc).
+
+    Rows already in memory are read too: a `datasets.Dataset` / `DatasetDict` or a list of dicts
+    (their relative image paths are taken from the working directory).
+    """
+    loaded = sys.modules.get("datasets")  # a `datasets` object exists only if datasets is imported
+    if loaded is not None and isinstance(dataset, (loaded.Dataset, loaded.DatasetDict)):
+        name = f"{type(dataset).__name__} of {dataset.num_rows} rows"
+        total, records, description = read_loaded_dataset(dataset, name, split)
+        return DatasetSource(name, total, records, Path.cwd(), description)
+    if isinstance(dataset, (list, tuple)):
+        total, records = read_rows(dataset)
+        return DatasetSource(f"list of {total} rows", total, records, Path.cwd())
     spec = parse_spec(dataset)
     if spec is None:
         path = Path(dataset)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chip.data.images import ImageProblem, ImageRef, resolve_image_path
+from chip.data.images import ImagePathResolver, ImageProblem, ImageRef
 from chip.data.messages import FieldProblem
 from chip.data.report import BadRow, DataReport
 from chip.data.rows import FIELD_RULES, PreferenceExample, parse_row
@@ -145,7 +145,9 @@ def _reread(
     """The bad rows' fields, read again from the source with the report's column mapping."""
     rows = {}
     source = open_dataset(dataset, split)
-    root = image_root if image_root is not None else source.default_root
+    resolve = ImagePathResolver(
+        image_root if image_root is not None else source.default_root, allow_outside_root
+    )
     for raw in source.records:
         if raw.row not in wanted or raw.problem is not None:
             continue
@@ -159,7 +161,7 @@ def _reread(
         else:
             fields = _fields_one_by_one(record, location)
             fields["raw"] = _stored_text(raw.record)
-        images = [_image_ref(source_value, root, allow_outside_root) for _, source_value in sources]
+        images = [_image_ref(source_value, resolve) for _, source_value in sources]
         rows[raw.row] = ViewRow(raw.row, fields, images)
     return rows
 
@@ -197,11 +199,11 @@ def _fields_one_by_one(record: dict[str, Any], location: str) -> dict[str, Any]:
     return fields
 
 
-def _image_ref(value: str | bytes, root: Path, allow_outside_root: bool) -> ImageRef | ImageProblem:
+def _image_ref(value: str | bytes, resolve: ImagePathResolver) -> ImageRef | ImageProblem:
     if isinstance(value, bytes):
         return ImageRef(data=value)
     try:
-        return ImageRef(path=resolve_image_path(value, root, allow_outside_root))
+        return ImageRef(path=resolve(value))
     except ImageProblem as problem:
         return problem
 

@@ -23,7 +23,17 @@ from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
 from chip.training.methods import METHOD_NAMES, preset_args
 
-SECTIONS = ("model", "LoRA", "data", LOSS_GROUP, "corrupted image", "reference", "speed", "robustness")
+SECTIONS = (
+    "model",
+    "LoRA",
+    "data",
+    LOSS_GROUP,
+    "corrupted image",
+    "reference",
+    "speed",
+    "hallucination",
+    "robustness",
+)
 TRAINING_ARGUMENTS_TITLE = "transformers.TrainingArguments (every field; see the transformers docs)"
 USAGE = {
     "train": "chip train --config FILE.yaml [--FIELD VALUE ...]",
@@ -85,14 +95,20 @@ class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
         """chip's sections; with ``everything`` also each `TrainingArguments` option."""
         if everything:
             return super().format_help()
-        with groups_hidden(self, [own_options_group(self)]):
+        sections = self.__dict__.get("chip_sections", {})
+        hidden = [sections[title] for title in LONG_HELP_ONLY if title in sections]
+        with groups_hidden(self, [own_options_group(self), *hidden]):
             text = super().format_help()
         common = ", ".join(f"--{name}" for name in COMMON_TRAINING_ARGUMENTS)
         return (
-            f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}.\n"
+            f"{text}\nAlso every transformers.TrainingArguments field, e.g. {common}; and hallucination "
+            "measured at each evaluation (--eval_hallucination chair|pope, --min_eval_recall).\n"
             f"`{self.prog} --help_all` lists them all.\n"
         )
 
+
+# chip's sections listed by --help_all only (the short help stays one screen); the epilog names them
+LONG_HELP_ONLY = ("hallucination",)
 
 # TrainingArguments fields a CHiP run typically sets, named at the end of the short help
 COMMON_TRAINING_ARGUMENTS = (

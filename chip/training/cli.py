@@ -13,135 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import sys
 from pathlib import Path
 
-from transformers import set_seed
-
-from chip.errors import ConfigError, DataError, Interrupted
+from chip.errors import ConfigError, Interrupted
 from chip.training.arguments import help_text, parse_config
 from chip.training.config import ChipConfig
 
 logger = logging.getLogger("chip")
-
-SKIPPED_ROWS_SHOWN = 5  # skipped rows quoted in the training log before "and N more"
-
-
-def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
-    """Validated examples of ``dataset`` (default ``--dataset``); bad rows (overlong prompts included)
-    refuse the run or are skipped and counted."""
-    from chip.data import apply_on_bad_row, load_preference_rows
-    from chip.data.prompt_checks import check_with_processor
-
-    dataset = dataset or config.dataset
-    if not dataset:
-        raise ConfigError(
-            "--dataset is required (a file, a folder of shards, a `datasets` folder or a hub id)"
-        )
-    examples, report = load_preference_rows(
-        dataset,
-        image_root=config.image_root,
-        on_bad_row="skip",
-        allow_outside_root=config.allow_outside_root,
-        progress=True,
-        column_map=config.column_map,
-        split=config.dataset_split,
-    )
-    logger.info("%s: %s", dataset, report.mapping.describe())
-    check_with_processor(examples, report, adapter, config.max_length)
-    examples = apply_on_bad_row(examples, report, config.on_bad_row)
-    if not report.ok:
-        _log_skipped(dataset, report)
-    if not examples:
-        raise DataError(f"{dataset}: no usable rows left to train on")
-    return examples
-
-
-def load_train_eval(config: ChipConfig, adapter) -> tuple[list, list]:
-    """Training examples and held-out ones (``--eval_dataset``, else an ``--eval_fraction`` of ``--dataset``)."""
-    examples = load_examples(config, adapter)
-    held_out: list = []
-    if config.eval_dataset:
-        held_out = load_examples(config, adapter, config.eval_dataset)
-    elif config.eval_fraction > 0:
-        order = list(range(len(examples)))
-        random.Random(f"eval/{config.seed}").shuffle(order)
-        cut = set(order[: max(1, round(config.eval_fraction * len(examples)))])
-        if len(cut) >= len(examples):
-            raise ConfigError(
-                f"--eval_fraction {config.eval_fraction} leaves no training example of {len(examples)}"
-            )
-        held_out = [ex for i, ex in enumerate(examples) if i in cut]
-        examples = [ex for i, ex in enumerate(examples) if i not in cut]
-    strategy = getattr(config.eval_strategy, "value", config.eval_strategy)
-    if strategy != "no" and not held_out:
-        raise ConfigError(f"--eval_strategy {strategy} needs --eval_dataset FILE or --eval_fraction F")
-    if held_out and strategy == "no":
-        config.eval_strategy, config.eval_steps = "steps", config.eval_steps or config.logging_steps
-        logger.info(
-            "evaluating the %d held-out examples every %s steps (set --eval_strategy to change)",
-            len(held_out),
-            config.eval_steps,
-        )
-    shared = {ex.id for ex in examples} & {ex.id for ex in held_out}
-    if shared and config.reference == "precomputed":
-        raise ConfigError(
-            f"example ids {sorted(shared)[:3]} are both in --dataset and --eval_dataset: the reference cache keys examples by id"
-        )
-    return examples, held_out
-
-
-def _log_skipped(dataset: str, report) -> None:
-    """Counts say how much was left out and why; the first rows say where to look.
-
-    Overlong prompts are found only here (they need the processor), so `chip data check` cannot list them.
-    """
-    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.counts().items()))
-    first = sorted(report.bad_rows, key=lambda bad: (bad.row, bad.field))
-    shown = "; ".join(str(bad) for bad in first[:SKIPPED_ROWS_SHOWN])
-    more = f"; and {len(first) - SKIPPED_ROWS_SHOWN} more" if len(first) > SKIPPED_ROWS_SHOWN else ""
-    logger.warning(
-        "skipped %d of %d rows of %s (%s): %s%s; run `chip data check` for the full list",
-        report.num_bad_rows,
-        report.total_rows,
-        dataset,
-        counts,
-        shown,
-        more,
-    )
-
-
-def load_adapter(config: ChipConfig):
-    """The checkpoint's `VLMAdapter` (processor and config, no weights): loaded once per run."""
-    from chip.modeling import VLMAdapter
-
-    if not config.model_name_or_path:
-        raise ConfigError("model_name_or_path is required")
-    return VLMAdapter.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
-
-
-def report_unused_rejected(config: ChipConfig, examples: list) -> None:
-    """Say how many listed rejected responses ``--max_rejected`` leaves out (none are dropped unsaid)."""
-    limit = config.max_rejected
-    unused = sum(max(0, 1 + len(ex.more_rejected) - limit) for ex in examples) if limit > 0 else 0
-    if unused:
-        logger.warning(
-            "%d rejected responses listed after the first %d of their row are not used (--max_rejected %d); "
-            "--max_rejected 0 or --method chip-multi uses them all",
-            unused,
-            limit,
-            limit,
-        )
-
-
-def record_method(config: ChipConfig) -> None:
-    """Log the resolved loss settings and save them as ``method.json`` in the output folder."""
-    settings = json.dumps(config.method_settings, sort_keys=True)
-    logger.info("method %s: %s", config.method or "(no preset)", settings)
-    if config.should_save:
-        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(config.output_dir) / "method.json").write_text(settings + "\n")
 
 
 def run_training(config: ChipConfig, callbacks: list | None = None, replace_progress: bool = False) -> dict:
@@ -154,42 +33,32 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     from chip.runlock import run_lock
     from chip.training.preflight import check_run
 
-    check_run(config)
+    check_run(config)  # before the lock, which makes the folder: a bad run leaves nothing behind
     with run_lock(config.output_dir, "train"):
         return _train(config, callbacks, replace_progress)
 
 
 def _train(config: ChipConfig, callbacks: list | None, replace_progress: bool) -> dict:
+    from chip.training.assembly import assemble_run
     from chip.training.checkpoints import (
         StopOnInterrupt,
         checkpoints_or_one_line,
         resolve_resume_checkpoint,
         save_final,
     )
-    from chip.training.collate import ChipCollator
-    from chip.training.models import load_model, prepare_policy
-    from chip.training.preflight import warn_ignored
-    from chip.training.reference import REFERENCES
     from chip.training.trainer import ChipTrainer
 
-    warn_ignored(config)
-    record_method(config)
     resume = resolve_resume_checkpoint(config)
-    set_seed(config.seed)
-    adapter = load_adapter(config)
-    examples, held_out = load_train_eval(config, adapter)
-    report_unused_rejected(config, examples + held_out)
-    model = load_model(config)
-    reference = REFERENCES[config.reference].prepare(config, model, adapter.processor, examples + held_out)
-    model = prepare_policy(model, config)
+    parts = assemble_run(config)
     trainer = ChipTrainer(
-        model=model,
+        model=parts.model,
         args=config,
-        train_dataset=examples,
-        eval_dataset=held_out or None,
-        processing_class=adapter.processor,
-        reference=reference,
-        data_collator=ChipCollator.from_config(config, adapter, examples, reference_cache=reference.cache),
+        train_dataset=parts.train,
+        eval_dataset=parts.held_out or None,
+        processing_class=parts.adapter.processor,
+        reference=parts.reference,
+        data_collator=parts.collator,
+        hallucination=parts.hallucination,
     )
     if replace_progress and callbacks:
         from transformers import ProgressCallback
@@ -233,6 +102,7 @@ def run_precompute(config: ChipConfig, repair: bool = False) -> Path:
 
 
 def _precompute(config: ChipConfig) -> Path:
+    from chip.training.assembly import load_adapter, load_train_eval
     from chip.training.collate import ChipCollator
     from chip.training.models import load_model
     from chip.training.precompute import precompute_reference

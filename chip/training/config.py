@@ -21,6 +21,8 @@ LOSS_GROUP = "CHiP loss (symbols of docs/method.md)"
 
 # Where π_ref comes from; each mode is a strategy in `chip.training.reference.REFERENCES`.
 ReferenceMode = Literal["model", "precomputed", "none"]
+# What `--eval_hallucination` measures at each evaluation (`chip.training.hallucination`).
+HallucinationBench = Literal["none", "chair", "pope"]
 
 
 def option(default, help_text: str, group: str):
@@ -163,6 +165,15 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "speed",
     )
 
+    # ---- hallucination measured while training (docs/python.md) ---------------------------------
+    eval_hallucination: HallucinationBench = option(
+        "none", "CHAIR or POPE at every evaluation.", "hallucination"
+    )
+    hallucination_truth: str | None = option(None, "COCO folder, objects or POPE file.", "hallucination")
+    hallucination_images: int = option(50, "Images or questions asked each time.", "hallucination")
+    hallucination_max_new_tokens: int = option(128, "Longest greedy answer.", "hallucination")
+    min_eval_recall: float | None = option(None, "Recall floor of the best checkpoint.", "hallucination")
+
     # ---- robustness --------------------------------------------------------------------------
     on_nonfinite: Literal["error", "skip"] = option(
         "error", "On a NaN/inf loss or gradient: stop (after saving state) or skip the batch.", "robustness"
@@ -188,6 +199,7 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
             raise ConfigError(
                 "reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)"
             )
+        self._check_hallucination()
         if self.reference == "none" and self.token_weight > 0:
             raise ConfigError(
                 "the token-level KL needs a reference: set --token_weight 0 with --reference none"
@@ -224,6 +236,22 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         """The resolved method: its name, every loss setting and the corrupted image (logged and saved)."""
         loss = {name: getattr(self, name) for name in ChipLossConfig.field_names()}
         return {"method": self.method, **loss, "corruption": self.corruption, "noise_step": self.noise_step}
+
+    def _check_hallucination(self) -> None:
+        if self.eval_hallucination != "none" and not self.hallucination_truth:
+            raise ConfigError(
+                f"--eval_hallucination {self.eval_hallucination} needs --hallucination_truth "
+                "(a COCO annotation folder or an objects file)"
+            )
+        if self.hallucination_images < 1 or self.hallucination_max_new_tokens < 1:
+            raise ConfigError("hallucination_images and hallucination_max_new_tokens must be at least 1")
+        if self.min_eval_recall is not None:
+            if self.eval_hallucination != "chair":
+                raise ConfigError(
+                    "--min_eval_recall needs --eval_hallucination chair (it measures eval_recall)"
+                )
+            if not 0.0 <= self.min_eval_recall <= 1.0:
+                raise ConfigError(f"min_eval_recall must be in [0, 1], got {self.min_eval_recall}")
 
     @classmethod
     def default(cls, name: str) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chip.cli import OneLineParser
 from chip.errors import ConfigError
+from chip.training.model_card import merged_card, write_model_card
 from chip.training.models import DTYPES as MODEL_DTYPES
 
 logger = logging.getLogger("chip")
@@ -44,6 +45,9 @@ def export_merged(adapter_dir: Path, output_dir: Path, dtype: str = "auto") -> P
     except (OSError, ValueError):
         processor = AutoProcessor.from_pretrained(base_path)
     processor.save_pretrained(output_dir)
+    card = adapter_dir / "README.md"
+    if card.is_file():  # written by chip's final save
+        write_model_card(output_dir, merged_card(card.read_text(encoding="utf-8"), adapter_dir))
     return output_dir
 
 

@@ -8,7 +8,9 @@ Any checkpoint `AutoModelForImageTextToText` + `AutoProcessor` load works. LoRA 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,20 +76,41 @@ def load_model(config: ChipConfig, path: str | None = None) -> nn.Module:
         raise ConfigError(f"{path}: AutoModelForImageTextToText cannot load it: {message}") from error
 
 
-def prepare_policy(model: nn.Module, config: ChipConfig) -> nn.Module:
-    """The trainable policy: vision tower frozen (when asked), LoRA wrapped (when asked)."""
+def prepare_policy(model: nn.Module, config: ChipConfig, peft_config: Any = None) -> nn.Module:
+    """The trainable policy: vision tower frozen (when asked), LoRA wrapped (when asked).
+
+    ``peft_config`` (a `peft.LoraConfig`) replaces the adapter the ``lora_*`` fields describe.
+    """
     if config.freeze_vision_tower:
         freeze_vision_tower(model)
-    if config.use_peft:
-        model = wrap_lora(model, config)
+    if config.use_peft or peft_config is not None:
+        model = wrap_lora(model, config, peft_config)
     if config.gradient_checkpointing:
         # Frozen embeddings + checkpointing would otherwise cut the graph before the first LoRA layer.
         model.enable_input_require_grads()
     return model
 
 
-def wrap_lora(model: nn.Module, config: ChipConfig) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+def wrap_lora(model: nn.Module, config: ChipConfig, peft_config: Any = None) -> nn.Module:
+    """``model`` with a LoRA adapter: ``peft_config`` when given (its targets defaulting to the
+    language model's linear layers, as the ``lora_*`` fields' do), else the ``lora_*`` fields."""
+    from peft import get_peft_model
+
+    if peft_config is None:
+        lora = lora_config(model, config)
+    elif peft_config.target_modules is None:
+        lora = replace(peft_config, target_modules=language_linear_modules(model))
+    else:
+        lora = peft_config
+    # The adapter's random initial weights depend on the seed alone, not on how much randomness
+    # loading took (DeepSpeed ZeRO-3 loads under `zero.Init`, which draws from the generator).
+    set_seed(config.seed)
+    return get_peft_model(model, lora)
+
+
+def lora_config(model: nn.Module, config: ChipConfig):
+    """The `peft.LoraConfig` of the ``lora_*`` fields for ``model``."""
+    from peft import LoraConfig
 
     targets = config.lora_target_modules or language_linear_modules(model)
     if not targets:
@@ -98,17 +121,13 @@ def wrap_lora(model: nn.Module, config: ChipConfig) -> nn.Module:
         # LoRA wrapper takes no dropout; it would refuse the whole model.
         logger.warning("fused MoE expert weights: LoRA dropout %s -> 0 (PEFT supports none there)", dropout)
         dropout = 0.0
-    lora = LoraConfig(
+    return LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    # The adapter's random initial weights depend on the seed alone, not on how much randomness
-    # loading took (DeepSpeed ZeRO-3 loads under `zero.Init`, which draws from the generator).
-    set_seed(config.seed)
-    return get_peft_model(model, lora)
 
 
 def _has_fused_experts(model: nn.Module) -> bool:

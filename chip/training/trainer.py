@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from chip.errors import ConfigError
 from chip.losses import TokenScores, chip_loss, list_loss, with_image_anchors
 from chip.modeling import ResponseScorer, ResponseScores
 from chip.modeling.batch import (
@@ -31,8 +32,11 @@ from chip.modeling.batch import (
     REAL_SEGMENT,
     split_pairs,
 )
+from chip.training.assembly import assemble_run
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
+from chip.training.hallucination import HallucinationProbe
+from chip.training.model_card import RunData, model_card, write_model_card
 from chip.training.nonfinite import NonFiniteGuard
 from chip.training.reference import LiveReference, Reference
 
@@ -40,6 +44,18 @@ from chip.training.reference import LiveReference, Reference
 class ChipTrainer(NonFiniteGuard):
     """Preference training with the CHiP objective (DPO and every ablation are weight settings).
 
+    Built the way TRL's ``DPOTrainer`` is, it assembles the run itself (`chip.training.assembly`):
+
+        trainer = ChipTrainer(model="path/or/hub-id", args=ChipConfig(output_dir="runs/x"),
+                              train_dataset=dataset, processing_class=processor, peft_config=lora)
+        trainer.train()
+
+    ``model`` is a path or a loaded model; ``train_dataset`` / ``eval_dataset`` a `datasets.Dataset`,
+    a list of dicts or a path; ``peft_config`` a `peft.LoraConfig`; ``ref_model`` a frozen reference
+    (default: the LoRA base, or a copy of the model). The checks, errors and numbers are those of
+    `chip train` with the same settings.
+
+    Given a ``data_collator`` it takes everything ready-made instead (as `chip train` does):
     ``reference`` is a `chip.training.reference.Reference` strategy (default: a live reference,
     i.e. the PEFT policy's base under its disabled adapter). ``scorer`` scores the policy's rows
     and a live reference's (default: a `ResponseScorer` with the run's ``layout_settings``); it
@@ -49,14 +65,46 @@ class ChipTrainer(NonFiniteGuard):
     args: ChipConfig
 
     def __init__(
-        self, *args, reference: Reference | None = None, scorer: ResponseScorer | None = None, **kwargs
+        self,
+        model: nn.Module | str | None = None,
+        args: ChipConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        *more,
+        reference: Reference | None = None,
+        scorer: ResponseScorer | None = None,
+        ref_model: nn.Module | None = None,
+        peft_config=None,
+        hallucination: HallucinationProbe | None = None,
+        **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        if data_collator is None:
+            args = args if args is not None else ChipConfig()
+            if reference is not None:
+                raise ConfigError("reference= goes with a ready-made data_collator; pass ref_model= instead")
+            parts = assemble_run(
+                args, model, train_dataset, eval_dataset, processing_class, ref_model, peft_config
+            )
+            model, data_collator, reference = parts.model, parts.collator, parts.reference
+            hallucination = parts.hallucination
+            train_dataset, eval_dataset = parts.train, parts.held_out or None
+            processing_class = parts.adapter.processor
+        elif ref_model is not None or peft_config is not None:
+            raise ConfigError(
+                "ref_model= and peft_config= are for a trainer that builds its own run; "
+                "with a data_collator pass reference= and a wrapped model"
+            )
+        super().__init__(
+            model, args, data_collator, train_dataset, eval_dataset, processing_class, *more, **kwargs
+        )
         self.loss_config = self.args.loss_config
         self.scorer = scorer if scorer is not None else ResponseScorer(self.args.layout_settings)
         self.reference = reference if reference is not None else LiveReference(None)
         self.reference.bind(self.scorer, self.accelerator.unwrap_model, self._place_reference_model)
         self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.hallucination = hallucination
 
     def create_accelerator_and_postprocess(self) -> None:
         enable_fsdp_on_cpu()
@@ -79,6 +127,20 @@ class ChipTrainer(NonFiniteGuard):
             state_dict = self.accelerator.get_state_dict(self.model)
             if self.args.should_save:
                 self.write_weights(output_dir, state_dict)
+        if not checkpoint and self.args.should_save:
+            self.write_model_card(output_dir or self.args.output_dir)
+
+    def write_model_card(self, output_dir: str) -> None:
+        """``output_dir/README.md``: the Hugging Face model card of this run (`chip.training.model_card`)."""
+        train, held_out = self.train_dataset or [], self.eval_dataset or []
+        data = RunData(
+            train_source=train[0].source if train else "",
+            train_rows=len(train),
+            eval_source=held_out[0].source if held_out else None,
+            eval_rows=len(held_out),
+        )
+        adapter = hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
+        write_model_card(output_dir, model_card(self.args, self.state.log_history, data, adapter))
 
     def _place_reference_model(self, ref_model: nn.Module) -> nn.Module:
         return place_reference_model(self.accelerator, ref_model)
@@ -161,7 +223,16 @@ class ChipTrainer(NonFiniteGuard):
         for name, values in self._stored_metrics[train_eval].items():
             logs[f"{prefix}{name}"] = sum(values) / len(values)
         self._stored_metrics[train_eval].clear()
+        if self.hallucination is not None and "eval_loss" in logs:
+            # `evaluate` returns this same dict, so --metric_for_best_model sees these metrics too
+            for name, value in self.hallucination.measure(self.model).items():
+                logs[f"eval_{name}"] = value
         super().log(logs, start_time)
+
+    def qualifies_for_best(self, metrics: dict[str, float]) -> bool:
+        """An evaluation below ``--min_eval_recall`` never becomes the best checkpoint."""
+        floor = self.args.min_eval_recall
+        return floor is None or metrics.get("eval_recall", 0.0) >= floor
 
     def load_checkpoint_weights(self, folder: str, model: nn.Module | None) -> bool:
         """Load a full-model checkpoint the way `from_pretrained` does, key renaming included.

@@ -19,6 +19,8 @@ def test_merged_model_loads_alone_and_scores_like_the_adapter(tiny_model, tmp_pa
     merged_dir = tmp_path / "merged"
     assert chip_main(["export", str(adapter_dir), "--merge", "--output_dir", str(merged_dir)]) == 0
     assert not (merged_dir / "adapter_config.json").exists()
+    card = (merged_dir / "README.md").read_text()  # the run's model card, carried over
+    assert "library_name: transformers" in card and "training pairs: 4" in card and "## Export" in card
 
     processor = AutoProcessor.from_pretrained(merged_dir)
     text = processor.apply_chat_template(
