@@ -22,6 +22,7 @@ from transformers import set_seed
 from chip.errors import ConfigError, DataError, Interrupted
 from chip.training.arguments import help_text, parse_config
 from chip.training.config import ChipConfig
+from chip.training.threads import set_threads
 
 logger = logging.getLogger("chip")
 
@@ -211,6 +212,7 @@ def main(argv: list[str]) -> int:
         return 0
     _setup_logging()
     config = parse_config(argv)
+    logger.info(set_threads("train"))
     metrics = run_training(config)
     logger.info("done: %s -> %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}), config.output_dir)
     return 0
@@ -223,6 +225,7 @@ def precompute_main(argv: list[str]) -> int:
         return 0
     _setup_logging()
     config = parse_config(argv, command="precompute")
+    logger.info(set_threads("train"))
     path = run_precompute(config)
     logger.info("reference cache written to %s", path)
     return 0

@@ -157,6 +157,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )
 
     # ---- robustness --------------------------------------------------------------------------
+    overwrite_output_dir: bool = option(
+        False,
+        "Train into an --output_dir that holds an earlier run's model or checkpoints, writing over them "
+        "(without it such a folder is refused; --resume_from_checkpoint last continues the run instead).",
+        "robustness",
+    )
     on_nonfinite: Literal["error", "skip"] = option(
         "error", "On a NaN/inf loss or gradient: stop (after saving state) or skip the batch.", "robustness"
     )
