@@ -26,16 +26,19 @@ from chip.training.threads import set_threads
 
 logger = logging.getLogger("chip")
 
+# split names of a folder preferred for --eval_dataset, in this order, when --eval_split is not given
+HELD_OUT_SPLITS = ("test", "validation", "valid", "val", "eval", "dev")
 SKIPPED_ROWS_SHOWN = 5  # skipped rows quoted in the training log before "and N more"
 
 
-def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
-    """Validated examples of ``dataset`` (default ``--dataset``); bad rows (overlong prompts included)
-    refuse the run or are skipped and counted."""
+def load_examples(config: ChipConfig, adapter, dataset: str | None = None, split: str | None = None):
+    """Validated examples of ``dataset`` and ``split`` (default ``--dataset``, ``--dataset_split``); bad
+    rows (overlong prompts included) refuse the run or are skipped and counted."""
     from chip.data import apply_on_bad_row, load_preference_rows
     from chip.data.prompt_checks import check_with_processor
 
-    dataset = dataset or config.dataset
+    if dataset is None:
+        dataset, split = config.dataset, config.dataset_split
     if not dataset:
         raise ConfigError(
             "--dataset is required (a file, a folder of shards, a `datasets` folder or a hub id)"
@@ -47,9 +50,10 @@ def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
         allow_outside_root=config.allow_outside_root,
         progress=True,
         column_map=config.column_map,
-        split=config.dataset_split,
+        split=split,
     )
-    logger.info("%s: %s", dataset, report.mapping.describe())
+    read = f" ({report.description})" if report.description else ""
+    logger.info("%s%s: %s", dataset, read, report.mapping.describe())
     check_with_processor(examples, report, adapter, config.max_length)
     examples = apply_on_bad_row(examples, report, config.on_bad_row)
     if not report.ok:
@@ -59,12 +63,44 @@ def load_examples(config: ChipConfig, adapter, dataset: str | None = None):
     return examples
 
 
+def eval_split(config: ChipConfig) -> str | None:
+    """``--eval_split``, else the first held-out split the --eval_dataset folder has (None: as for --dataset)."""
+    from chip.data.sources import local_splits
+
+    if config.eval_split:
+        return config.eval_split
+    splits = local_splits(config.eval_dataset)
+    split = next((name for name in HELD_OUT_SPLITS if name in splits), None)
+    if split is not None:
+        logger.info(
+            "--eval_dataset %s: evaluating on its %s split (--eval_split to choose)",
+            config.eval_dataset,
+            split,
+        )
+    return split
+
+
+def load_held_out(config: ChipConfig, adapter, examples: list) -> list:
+    """The --eval_dataset examples, refused when any of them is also a training row."""
+    from chip.data.overlap import shared_rows
+
+    held_out = load_examples(config, adapter, config.eval_dataset, eval_split(config))
+    overlap = shared_rows(examples, held_out)
+    if overlap.rows:
+        raise DataError(
+            f"--eval_dataset {config.eval_dataset}: {overlap.rows} of its {len(held_out)} rows are also in "
+            f"--dataset {config.dataset} ({overlap.describe()}); held-out metrics on training rows measure "
+            "memory: evaluate on another split (--eval_split) or file, or use --eval_fraction"
+        )
+    return held_out
+
+
 def load_train_eval(config: ChipConfig, adapter) -> tuple[list, list]:
     """Training examples and held-out ones (``--eval_dataset``, else an ``--eval_fraction`` of ``--dataset``)."""
     examples = load_examples(config, adapter)
     held_out: list = []
     if config.eval_dataset:
-        held_out = load_examples(config, adapter, config.eval_dataset)
+        held_out = load_held_out(config, adapter, examples)
     elif config.eval_fraction > 0:
         order = list(range(len(examples)))
         random.Random(f"eval/{config.seed}").shuffle(order)

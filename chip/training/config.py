@@ -75,13 +75,21 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "data",
     )
     dataset_split: str | None = option(
-        None, "Split of a DatasetDict folder or hub dataset (default: train).", "data"
+        None, "Split of --dataset when it holds several (default: train, else the only one).", "data"
     )
     image_root: str | None = option(
         None, "Folder image paths are relative to (default: the data file's folder).", "data"
     )
     eval_dataset: str | None = option(
-        None, "Held-out preference data, evaluated every --eval_steps with --eval_strategy steps.", "data"
+        None,
+        "Held-out preference data, evaluated every --eval_steps; refused when it shares rows with --dataset.",
+        "data",
+    )
+    eval_split: str | None = option(
+        None,
+        "Split of --eval_dataset (default: one named test, validation, val, eval or dev when the folder "
+        "has one, else as for --dataset; the log names the split read).",
+        "data",
     )
     eval_fraction: float = option(
         0.0, "Hold out this fraction of --dataset for evaluation when no --eval_dataset is given.", "data"

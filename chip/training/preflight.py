@@ -105,5 +105,7 @@ def warn_ignored(config: ChipConfig) -> None:
         )
     if config.reference_cache and config.reference != "precomputed":
         logger.warning("--reference_cache ignored: --reference is %s, not precomputed", config.reference)
+    if config.eval_split and not config.eval_dataset:
+        logger.warning("--eval_split ignored: no --eval_dataset is given")
     if config.eval_fraction and config.eval_dataset:
         logger.warning("--eval_fraction ignored: --eval_dataset is given")
