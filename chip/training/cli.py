@@ -16,13 +16,13 @@ import logging
 import random
 import sys
 from pathlib import Path
-
-from transformers import set_seed
+from typing import TYPE_CHECKING
 
 from chip.errors import ConfigError, DataError, Interrupted
-from chip.training.arguments import help_text, parse_config
-from chip.training.config import ChipConfig
-from chip.training.threads import set_threads
+from chip.training.early import check_argv
+
+if TYPE_CHECKING:
+    from chip.training.config import ChipConfig
 
 logger = logging.getLogger("chip")
 
@@ -164,6 +164,8 @@ def run_training(config: ChipConfig, callbacks: list | None = None, replace_prog
     ``callbacks`` are added to the Trainer's; with ``replace_progress`` the first of them takes the
     place of the stock progress bar (e.g. one that does not print every logged dict).
     """
+    from transformers import set_seed
+
     from chip.training.checkpoints import StopOnInterrupt, resolve_resume_checkpoint
     from chip.training.collate import ChipCollator
     from chip.training.models import load_model, prepare_policy
@@ -241,9 +243,28 @@ def _setup_logging() -> None:
     )
 
 
+def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
+    """`chip.training.arguments.parse_config`, imported when called (it imports transformers)."""
+    from chip.training.arguments import parse_config as parse
+
+    return parse(argv, command)
+
+
+def _help(argv: list[str], command: str) -> str | None:
+    """The help to print, or None; the cheap checks of `chip.training.early` run when none is asked for."""
+    if not any(arg in ("-h", "--help", "--help_all", "--help-all") for arg in argv):
+        check_argv(argv, command)  # a typo answered before torch is imported
+        return None
+    from chip.training.arguments import help_text
+
+    return help_text(argv, command)
+
+
 def main(argv: list[str]) -> int:
     """Train a vision-language model with CHiP. See `chip train --help` for every field."""
-    if (text := help_text(argv)) is not None:
+    from chip.training.threads import set_threads
+
+    if (text := _help(argv, "train")) is not None:
         print(text, end="")
         return 0
     _setup_logging()
@@ -256,7 +277,9 @@ def main(argv: list[str]) -> int:
 
 def precompute_main(argv: list[str]) -> int:
     """Write the reference log-prob cache for `--reference precomputed` training."""
-    if (text := help_text(argv, "precompute")) is not None:
+    from chip.training.threads import set_threads
+
+    if (text := _help(argv, "precompute")) is not None:
         print(text, end="")
         return 0
     _setup_logging()

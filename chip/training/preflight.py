@@ -17,6 +17,7 @@ from pathlib import Path
 from chip.errors import ConfigError
 from chip.modeling.checks import check_model_path
 from chip.training.config import ChipConfig
+from chip.training.early import check_not_finished
 
 logger = logging.getLogger("chip")
 
@@ -30,14 +31,6 @@ INTEGRATIONS = {
     "trackio": (("trackio",), "pip install trackio"),
     "swanlab": (("swanlab",), "pip install swanlab"),
 }
-# what `chip train` leaves in --output_dir: the final model (or adapter), its state, its checkpoints
-EARLIER_RUN = (
-    "trainer_state.json",
-    "*.safetensors",
-    "pytorch_model*.bin",
-    "adapter_config.json",
-    "checkpoint-*",
-)
 LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
@@ -70,24 +63,6 @@ def check_output_dir(output_dir: Path) -> None:
     )
     if not _writable(parent):
         raise ConfigError(f"--output_dir {output_dir}: cannot write to {parent}")
-
-
-def check_not_finished(output_dir: Path) -> None:
-    """Refuse an output folder that holds an earlier run's model or checkpoints: a new run would
-    replace them without a word."""
-    if not output_dir.is_dir():
-        return
-    found = sorted(
-        path.name + ("/" if path.is_dir() else "")
-        for pattern in EARLIER_RUN
-        for path in output_dir.glob(pattern)
-    )
-    if found:
-        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-        raise ConfigError(
-            f"--output_dir {output_dir} holds an earlier run ({shown}): pass --overwrite_output_dir to "
-            "replace it, or --resume_from_checkpoint last to continue it"
-        )
 
 
 def _writable(folder: Path) -> bool:

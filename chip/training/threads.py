@@ -52,4 +52,5 @@ def set_threads(workload: Workload) -> str:
     """Apply `choose_threads` to torch; returns the line that states the choice, for the log."""
     threads, reason = choose_threads(workload)
     torch.set_num_threads(threads)
-    return f"torch uses {threads} CPU thread{'' if threads == 1 else 's'} ({reason})"
+    waiting = os.environ.get("OMP_WAIT_POLICY", "ACTIVE").lower()
+    return f"torch uses {threads} CPU thread{'' if threads == 1 else 's'} ({reason}); idle threads wait {waiting}"
