@@ -69,6 +69,9 @@ def test_negative_numbers_are_values(tmp_path, tiny_model):
     )
     config = parse_config([*argv, "--local_rank", "-1"])
     assert config.max_steps == -1 and config.local_rank == -1
+    # the dataclass's own check (the Python API's path) reads -1e-4 as a value too
+    with pytest.raises(ConfigError, match=r"^learning_rate must be > 0; got -0.0001$"):
+        parse_config([*argv, "--learning_rate", "-1e-4"])
 
 
 def test_every_numeric_field_declares_its_range():
