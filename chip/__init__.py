@@ -5,11 +5,17 @@ code lives in submodules imported on demand: ``from chip import ChipConfig, Chip
 transformers only then.
 """
 
+import os
 from typing import Any
 
-from chip.corruption import diffusion_noise
-from chip.losses import ChipLossConfig, TokenScores, chip_loss, token_kl
-from chip.segments import changed_segments
+# Idle OpenMP threads sleep instead of spinning: a spinning thread takes a core another process needs,
+# and on a shared machine made `chip train` steps 10-30x slower (docs/performance.md, "Threads").
+# libgomp reads this once, when torch loads, so it is set before the first torch import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from chip.corruption import diffusion_noise  # noqa: E402
+from chip.losses import ChipLossConfig, TokenScores, chip_loss, token_kl  # noqa: E402
+from chip.segments import changed_segments  # noqa: E402
 
 __version__ = "0.1.0"
 

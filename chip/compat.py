@@ -116,3 +116,27 @@ def groups_hidden(parser: argparse.ArgumentParser, hidden: list) -> Iterator[Non
         yield
     finally:
         parser._action_groups = shown
+
+
+class OnceHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help that names each option once: its other spelling in parentheses on the same line and its
+    value once; a ``--no_X`` switch with its own line; no "(default: …)" where the help already says
+    the default or the default is None."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        first, *others = action.option_strings
+        also = f" ({', '.join(others)})" if others else ""
+        if action.nargs == 0:
+            return first + also
+        return f"{first}{also} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        first = action.option_strings[0] if action.option_strings else ""
+        if first.startswith("--no_") and action.nargs == 0:
+            return f"Turn --{first[5:]} off (the same as --{first[5:]} false)."
+        if action.default is None or action.default is argparse.SUPPRESS or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)

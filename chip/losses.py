@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from chip.errors import ConfigError, check_choices
+from chip.errors import ConfigError, check_bounds, check_choices
 
 Combine = Literal["joint", "separate"]
 TDPOVariant = Literal["tdpo1", "tdpo2"]
@@ -32,9 +32,11 @@ LossType = Literal["sigmoid", "ipo"]
 AnchorSource = Literal["off", "reference", "policy"]
 
 
-def _setting(default, help_text: str):
-    """A loss setting: its default and the one line `chip train --help` shows for it."""
-    return field(default=default, metadata={"help": help_text})
+def _setting(default, help_text: str, bounds: str | None = None):
+    """A loss setting: its default, the one line `chip train --help` shows for it, and for a number
+    the range it must lie in (``chip.errors.within``'s notation: "> 0", "[0, 0.5)")."""
+    metadata = {"help": help_text} if bounds is None else {"help": help_text, "bounds": bounds}
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -45,26 +47,29 @@ class ChipLossConfig:
     allowed values; `chip train` parses these fields together with `TrainingArguments`.
     """
 
-    beta: float = _setting(0.1, "β, inverse temperature of every sigmoid.")
-    segment_weight: float = _setting(3.0, "λ: tokens in changed segments weigh 1 + λ.")
-    token_weight: float = _setting(0.1, "α: weight of the token-level (TDPO) sequential-KL margin δ.")
+    beta: float = _setting(0.1, "β, inverse temperature of every sigmoid.", bounds="> 0")
+    segment_weight: float = _setting(3.0, "λ: tokens in changed segments weigh 1 + λ.", bounds=">= 0")
+    token_weight: float = _setting(
+        0.1, "α: weight of the token-level (TDPO) sequential-KL margin δ.", bounds=">= 0"
+    )
     tdpo: TDPOVariant = _setting("tdpo2", "tdpo2 stops the gradient through K(y_w); tdpo1 does not.")
-    visual_weight: float = _setting(1.0, "μ: weight of the visual preference margin h_vis.")
+    visual_weight: float = _setting(1.0, "μ: weight of the visual preference margin h_vis.", bounds=">= 0")
     combine: Combine = _setting(
         "joint", "One sigmoid over all margins (joint) or one per preference (separate)."
     )
-    anchor_weight: float = _setting(0.0, "ρ: weight of mDPO's anchor −log σ(β R(W)).")
+    anchor_weight: float = _setting(0.0, "ρ: weight of mDPO's anchor −log σ(β R(W)).", bounds=">= 0")
     sft_weight: float = _setting(
-        0.0, "η: weight of the mean NLL of the chosen response under the real image."
+        0.0, "η: weight of the mean NLL of the chosen response under the real image.", bounds=">= 0"
     )
     length_normalize: bool = _setting(False, "Divide each log-ratio R by its summed token weights.")
     label_smoothing: float = _setting(
-        0.0, "ε of conservative DPO, on the sigmoid that holds the text margin."
+        0.0, "ε of conservative DPO, on the sigmoid that holds the text margin.", bounds="[0, 0.5)"
     )
     loss_type: LossType = _setting("sigmoid", "Loss on the text margin: sigmoid (DPO) or ipo (squared).")
     max_rejected: int = _setting(
         1,
         "Rejected responses used per prompt when a row lists several (0 = all); pairwise terms are averaged.",
+        bounds=">= 0",
     )
     image_anchored_weights: AnchorSource = _setting(
         "off",
@@ -74,13 +79,7 @@ class ChipLossConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be > 0, got {self.beta}")
-        for name in ("segment_weight", "token_weight", "visual_weight", "anchor_weight", "sft_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        check_bounds(self)
         if self.loss_type == "ipo" and self.label_smoothing:
             raise ConfigError("label_smoothing applies to the sigmoid loss, not to loss_type='ipo'")
         if self.max_rejected < 0:

@@ -229,6 +229,24 @@ def choose_split(source: str, splits: list[str], split: str | None) -> str:
     )
 
 
+def folder_splits(path: Path) -> list[str]:
+    """The split names a local folder holds (a DatasetDict folder, or shards named after splits);
+    empty for a file or a folder without named splits."""
+    if not path.is_dir():
+        return []
+    if (path / "dataset_dict.json").exists():
+        try:
+            return [str(name) for name in json.loads((path / "dataset_dict.json").read_text())["splits"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{path}/dataset_dict.json is not readable: {err}") from None
+    found = (
+        _split_of(file.relative_to(path))
+        for file in path.rglob("*")
+        if file.suffix.lower() in READERS and not any(p.startswith(".") for p in file.relative_to(path).parts)
+    )
+    return sorted({name for name in found if name is not None})
+
+
 def _split_of(relative: Path) -> str | None:
     """The split a shard belongs to by the hub's naming (`train-00000-of-00002`, `test/0000`), if any."""
     for name in (relative.stem, *reversed(relative.parent.parts)):

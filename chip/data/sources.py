@@ -27,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from chip.data.readers import RawRecord, download_hint, read_loaded_dataset, read_records, read_rows
+from chip.data.readers import (
+    RawRecord,
+    download_hint,
+    folder_splits,
+    read_loaded_dataset,
+    read_records,
+    read_rows,
+)
 from chip.errors import DataError
 
 # `load_dataset` arguments a spec may give; `name` is the hub id or builder (`parquet`, `json`...).
@@ -69,6 +76,9 @@ def open_dataset(
         total, records = read_rows(dataset)
         return DatasetSource(f"list of {total} rows", total, records, Path.cwd())
     spec = parse_spec(dataset)
+    if spec is not None and Path(str(spec["name"])).exists() and set(spec) <= {"name", "split"}:
+        # `name=<local folder>,split=test`: a split of a local folder, read from disk
+        return open_dataset(str(spec["name"]), spec.get("split") or split)
     if spec is None:
         path = Path(dataset)  # type: ignore[arg-type]
         total, records, description = read_records(path, split)
@@ -77,6 +87,13 @@ def open_dataset(
             root = path.resolve().parent  # a save_to_disk folder's images sit next to it
         return DatasetSource(str(path), total, records, root, description)
     return _open_hub(spec, split)
+
+
+def local_splits(dataset: str | os.PathLike[str] | Mapping[str, Any]) -> list[str]:
+    """The splits a local dataset folder holds (empty for a file, a hub id or a spec: not looked up)."""
+    if parse_spec(dataset) is not None:
+        return []
+    return folder_splits(Path(dataset))  # type: ignore[arg-type]
 
 
 def parse_spec(dataset: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any] | None:

@@ -17,17 +17,15 @@ under ``--cache_dir`` so later runs skip its training.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import time
 from pathlib import Path
-
-import torch
 
 from chip.demo.base import BaseModelConfig
 from chip.demo.experiment import DemoConfig, run_experiment
 from chip.demo.methods import METHODS, VARIANTS, tuned_as
 from chip.demo.report import write_report, write_results
+from chip.training.threads import set_threads
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
@@ -84,9 +82,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, DemoConfig]:
 
 def main(argv: list[str]) -> int:
     args, config = parse_args(argv)
-    # One thread per core this process may use: on a shared machine torch's default (all cores)
-    # oversubscribes them and every step waits on the slowest thread.
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), len(os.sched_getaffinity(0)))))
+    print(set_threads("tiny"))
     start = time.perf_counter()
     results = run_experiment(config, args.output_dir, args.cache_dir)
     results["command"] = "chip demo " + shlex.join(argv)

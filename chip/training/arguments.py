@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from dataclasses import Field
-from pathlib import Path
 from types import MappingProxyType
 
-import yaml
 from transformers import HfArgumentParser
 
-from chip.compat import DataclassFieldHook, groups_hidden, order_groups, own_options_group
-from chip.errors import ConfigError
+from chip.compat import DataclassFieldHook, OnceHelpFormatter, groups_hidden, order_groups, own_options_group
+from chip.errors import ConfigError, did_you_mean
 from chip.losses import ChipLossConfig
 from chip.training.config import LOSS_GROUP, ChipConfig
+from chip.training.early import split_config
 from chip.training.methods import METHOD_NAMES, preset_args
 
 SECTIONS = (
@@ -59,6 +57,7 @@ class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
             prog=USAGE[command].split(" --")[0],
             usage=USAGE[command],
             description=DESCRIPTION[command],
+            formatter_class=OnceHelpFormatter,
         )
         run = self.add_argument_group("run")
         run.add_argument(
@@ -83,9 +82,13 @@ class ChipArgumentParser(DataclassFieldHook, HfArgumentParser):
             sections = parser.__dict__.setdefault("chip_sections", {})
             if section not in sections:
                 sections[section] = parser.add_argument_group(section)
-            field = copy.copy(field)
-            field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "group"})
             parser = sections[section]
+        # argparse takes the remaining metadata as add_argument keywords; a range joins the help text
+        metadata = {k: v for k, v in field.metadata.items() if k not in ("group", "bounds")}
+        if "bounds" in field.metadata:
+            metadata["help"] = f"{metadata.get('help', '')} Range: {field.metadata['bounds']}."
+        field = copy.copy(field)
+        field.metadata = MappingProxyType(metadata)
         super().add_dataclass_field(parser, field)
 
     def error(self, message: str):
@@ -140,25 +143,19 @@ def help_text(argv: list[str], command: str = "train") -> str | None:
 
 def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
     """`--config FILE.yaml` supplies defaults; every other `--field value` overrides them."""
-    file_args: list[str] = []
-    rest = list(argv)
+    file_args, rest = split_config(argv)
     parser = ChipArgumentParser(command)
-    if "--config" in rest:
-        at = rest.index("--config")
-        if at + 1 >= len(rest):
-            raise ConfigError("--config needs a YAML file")
-        path = Path(rest[at + 1])
-        del rest[at : at + 2]
-        file_args = _yaml_to_args(path)
     given = _names(file_args + rest)
     try:
         config, unknown = parser.parse_args_into_dataclasses(
-            args=_with_method(file_args, rest), return_remaining_strings=True
+            args=values_attached(_with_method(file_args, rest)), return_remaining_strings=True
         )
     except ValueError as err:  # TrainingArguments' own consistency checks
         raise ConfigError(str(err).strip().splitlines()[0]) from None
     if unknown:
-        raise ConfigError(f"unknown arguments {' '.join(unknown)} (see `{parser.prog} --help`)")
+        name = unknown[0].lstrip("-").split("=")[0].replace("-", "_")
+        hint = did_you_mean(name, ChipConfig.__dataclass_fields__).replace("mean ", "mean --")
+        raise ConfigError(f"unknown arguments {' '.join(unknown)}{hint} (see `{parser.prog} --help`)")
     if command == "train" and "output_dir" not in given:
         raise ConfigError("--output_dir is required: the folder for the trained model, checkpoints and logs")
     return config
@@ -194,26 +191,20 @@ def _method_named(args: list[str]) -> str | None:
     return method
 
 
-def _yaml_to_args(path: Path) -> list[str]:
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of field: value")
-    known = {f for f in ChipConfig.__dataclass_fields__}
-    args: list[str] = []
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{path}: unknown field {key!r}")
-        if value is None:
-            continue
-        if isinstance(value, list):
-            args += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            args += [f"--{key}", json.dumps(value)]
+def values_attached(args: list[str]) -> list[str]:
+    """``--field -1e-4`` -> ``--field=-1e-4``: argparse takes a value starting with "-" for a flag
+    unless it is attached, and learning rates are written in that notation."""
+    joined: list[str] = []
+    for arg in args:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and _negative_number(arg):
+            joined[-1] += f"={arg}"
         else:
-            args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return args
+            joined.append(arg)
+    return joined
+
+
+def _negative_number(text: str) -> bool:
+    try:
+        return text.startswith("-") and float(text) < 0
+    except ValueError:
+        return False

@@ -33,6 +33,8 @@ from chip.training.reference import REFERENCES, LiveReference, Reference
 
 logger = logging.getLogger("chip")
 
+# split names of a folder preferred for --eval_dataset, in this order, when --eval_split is not given
+HELD_OUT_SPLITS = ("test", "validation", "valid", "val", "eval", "dev")
 SKIPPED_ROWS_SHOWN = 5  # skipped rows quoted in the training log before "and N more"
 
 # A dataset as `ChipTrainer` takes it: a path / hub id / spec, a `datasets.Dataset`, or a list of dicts.
@@ -159,13 +161,16 @@ def load_adapter(config: ChipConfig, processor: Any = None, model_config: Any = 
     return VLMAdapter(processor, AutoConfig.from_pretrained(path, trust_remote_code=remote))
 
 
-def load_examples(config: ChipConfig, adapter: VLMAdapter, dataset: DatasetLike | None = None):
-    """Validated examples of ``dataset`` (default ``--dataset``); bad rows (overlong prompts included)
-    refuse the run or are skipped and counted."""
+def load_examples(
+    config: ChipConfig, adapter: VLMAdapter, dataset: DatasetLike | None = None, split: str | None = None
+):
+    """Validated examples of ``dataset`` and ``split`` (default ``--dataset``, ``--dataset_split``); bad
+    rows (overlong prompts included) refuse the run or are skipped and counted."""
     from chip.data import apply_on_bad_row, load_preference_rows
     from chip.data.prompt_checks import check_with_processor
 
-    dataset = dataset if dataset is not None else config.dataset
+    if dataset is None:
+        dataset, split = config.dataset, config.dataset_split
     if dataset is None or (isinstance(dataset, str) and not dataset):
         raise ConfigError(
             "--dataset is required (a file, a folder of shards, a `datasets` folder or a hub id)"
@@ -177,7 +182,7 @@ def load_examples(config: ChipConfig, adapter: VLMAdapter, dataset: DatasetLike 
         allow_outside_root=config.allow_outside_root,
         progress=True,
         column_map=config.column_map,
-        split=config.dataset_split,
+        split=split,
     )
     logger.info("%s: %s", report.source, report.mapping.describe())
     check_with_processor(examples, report, adapter, config.max_length)
@@ -189,6 +194,45 @@ def load_examples(config: ChipConfig, adapter: VLMAdapter, dataset: DatasetLike 
     return examples
 
 
+def eval_split(config: ChipConfig) -> str | None:
+    """``--eval_split``, else the first held-out split the --eval_dataset folder has (None: as for --dataset)."""
+    from chip.data.sources import local_splits
+
+    if config.eval_split:
+        return config.eval_split
+    splits = local_splits(config.eval_dataset)
+    split = next((name for name in HELD_OUT_SPLITS if name in splits), None)
+    if split is not None:
+        logger.info(
+            "--eval_dataset %s: evaluating on its %s split (--eval_split to choose)",
+            config.eval_dataset,
+            split,
+        )
+    return split
+
+
+def load_held_out(
+    config: ChipConfig, adapter: VLMAdapter, examples: list, eval_dataset: DatasetLike | None = None
+) -> list:
+    """The held-out examples (``eval_dataset``, else --eval_dataset), refused when any of them is
+    also a training row."""
+    from chip.data.overlap import shared_rows
+
+    if eval_dataset is not None:
+        held_out = load_examples(config, adapter, eval_dataset, config.eval_split)
+    else:
+        held_out = load_examples(config, adapter, config.eval_dataset, eval_split(config))
+    overlap = shared_rows(examples, held_out)
+    if overlap.rows:
+        name = config.eval_dataset if eval_dataset is None else "eval_dataset"
+        raise DataError(
+            f"--eval_dataset {name}: {overlap.rows} of its {len(held_out)} rows are also in "
+            f"--dataset {config.dataset} ({overlap.describe()}); held-out metrics on training rows measure "
+            "memory: evaluate on another split (--eval_split) or file, or use --eval_fraction"
+        )
+    return held_out
+
+
 def load_train_eval(
     config: ChipConfig,
     adapter: VLMAdapter,
@@ -197,12 +241,10 @@ def load_train_eval(
 ) -> tuple[list, list]:
     """Training examples and held-out ones (``eval_dataset`` / ``--eval_dataset``, else an
     ``--eval_fraction`` of the training data)."""
-    examples = load_examples(config, adapter, train_dataset)
+    examples = load_examples(config, adapter, train_dataset, config.dataset_split)
     held_out: list = []
     if eval_dataset is not None or config.eval_dataset:
-        held_out = load_examples(
-            config, adapter, eval_dataset if eval_dataset is not None else config.eval_dataset
-        )
+        held_out = load_held_out(config, adapter, examples, eval_dataset)
     elif config.eval_fraction > 0:
         order = list(range(len(examples)))
         random.Random(f"eval/{config.seed}").shuffle(order)

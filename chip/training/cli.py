@@ -15,10 +15,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chip.errors import ConfigError, Interrupted
-from chip.training.arguments import help_text, parse_config
-from chip.training.config import ChipConfig
+from chip.training.early import check_argv
+
+if TYPE_CHECKING:
+    from chip.training.config import ChipConfig
 
 logger = logging.getLogger("chip")
 
@@ -129,13 +132,33 @@ def _setup_logging() -> None:
     )
 
 
+def parse_config(argv: list[str], command: str = "train") -> ChipConfig:
+    """`chip.training.arguments.parse_config`, imported when called (it imports transformers)."""
+    from chip.training.arguments import parse_config as parse
+
+    return parse(argv, command)
+
+
+def _help(argv: list[str], command: str) -> str | None:
+    """The help to print, or None; the cheap checks of `chip.training.early` run when none is asked for."""
+    if not any(arg in ("-h", "--help", "--help_all", "--help-all") for arg in argv):
+        check_argv(argv, command)  # a typo answered before torch is imported
+        return None
+    from chip.training.arguments import help_text
+
+    return help_text(argv, command)
+
+
 def main(argv: list[str]) -> int:
     """Train a vision-language model with CHiP. See `chip train --help` for every field."""
-    if (text := help_text(argv)) is not None:
+    from chip.training.threads import set_threads
+
+    if (text := _help(argv, "train")) is not None:
         print(text, end="")
         return 0
     _setup_logging()
     config = parse_config(argv)
+    logger.info(set_threads("train"))
     metrics = run_training(config)
     logger.info("done: %s -> %s", json.dumps({k: round(v, 4) for k, v in metrics.items()}), config.output_dir)
     return 0
@@ -143,12 +166,16 @@ def main(argv: list[str]) -> int:
 
 def precompute_main(argv: list[str]) -> int:
     """Write the reference log-prob cache for `--reference precomputed` training."""
-    if (text := help_text(argv, "precompute")) is not None:
+    from chip.training.threads import set_threads
+
+    repair = "--repair" in argv  # a command option, not a setting of the cache: kept out of ChipConfig
+    argv = [arg for arg in argv if arg != "--repair"]
+    if (text := _help(argv, "precompute")) is not None:
         print(text, end="")
         return 0
     _setup_logging()
-    repair = "--repair" in argv  # a command option, not a setting of the cache: kept out of ChipConfig
-    config = parse_config([arg for arg in argv if arg != "--repair"], command="precompute")
+    config = parse_config(argv, command="precompute")
+    logger.info(set_threads("train"))
     path = run_precompute(config, repair=repair)
     logger.info("reference cache written to %s", path)
     return 0

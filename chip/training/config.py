@@ -12,9 +12,10 @@ from typing import Any, Literal
 from transformers import TrainingArguments
 
 from chip.corruption import NOISE_STEP, CorruptionKind
-from chip.errors import ConfigError
+from chip.errors import ConfigError, check_bounds
 from chip.losses import ChipLossConfig
 from chip.modeling.layout import LayoutSettings
+from chip.training.bounds import TRAINING_ARGUMENT_BOUNDS
 from chip.training.methods import METHOD_NAMES, MethodName, preset
 
 LOSS_GROUP = "CHiP loss (symbols of docs/method.md)"
@@ -25,11 +26,13 @@ ReferenceMode = Literal["model", "precomputed", "none"]
 HallucinationBench = Literal["none", "chair", "pope"]
 
 
-def option(default, help_text: str, group: str):
-    """A chip setting: its default, its line in `chip train --help`, and the help section it is listed in."""
+def option(default, help_text: str, group: str, bounds: str | None = None):
+    """A chip setting: its default, its line in `chip train --help`, the help section it is listed in,
+    and for a number the range it must lie in (`chip.errors.within`'s notation: ">= 1", "[0, 1)")."""
+    metadata = {"help": help_text, "group": group, **({"bounds": bounds} if bounds else {})}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help_text, "group": group})
-    return field(default=default, metadata={"help": help_text, "group": group})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -56,9 +59,13 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
 
     # ---- PEFT --------------------------------------------------------------------------------
     use_peft: bool = option(False, "Train a LoRA adapter instead of the full model.", "LoRA")
-    lora_r: int = option(16, "LoRA rank (with --use_peft).", "LoRA")
-    lora_alpha: int = option(32, "LoRA scaling numerator, scale = alpha / r (with --use_peft).", "LoRA")
-    lora_dropout: float = option(0.05, "Dropout on the LoRA input (with --use_peft).", "LoRA")
+    lora_r: int = option(16, "LoRA rank (with --use_peft).", "LoRA", bounds=">= 1")
+    lora_alpha: int = option(
+        32, "LoRA scaling numerator, scale = alpha / r (with --use_peft).", "LoRA", bounds="> 0"
+    )
+    lora_dropout: float = option(
+        0.05, "Dropout on the LoRA input (with --use_peft).", "LoRA", bounds="[0, 1)"
+    )
     lora_target_modules: list[str] | None = option(
         None,
         "Module names to adapt (with --use_peft); default: every linear layer of the language model.",
@@ -78,19 +85,30 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "data",
     )
     dataset_split: str | None = option(
-        None, "Split of a DatasetDict folder or hub dataset (default: train).", "data"
+        None, "Split of --dataset when it holds several (default: train, else the only one).", "data"
     )
     image_root: str | None = option(
         None, "Folder image paths are relative to (default: the data file's folder).", "data"
     )
     eval_dataset: str | None = option(
-        None, "Held-out preference data, evaluated every --eval_steps with --eval_strategy steps.", "data"
+        None,
+        "Held-out preference data, evaluated every --eval_steps; refused when it shares rows with --dataset.",
+        "data",
+    )
+    eval_split: str | None = option(
+        None,
+        "Split of --eval_dataset (default: one named test, validation, val, eval or dev when the folder "
+        "has one, else as for --dataset; the log names the split read).",
+        "data",
     )
     eval_fraction: float = option(
-        0.0, "Hold out this fraction of --dataset for evaluation when no --eval_dataset is given.", "data"
+        0.0,
+        "Hold out this fraction of --dataset for evaluation when no --eval_dataset is given.",
+        "data",
+        bounds="[0, 1)",
     )
     max_length: int = option(
-        2048, "Longest prompt + response in tokens; only response tokens are cut.", "data"
+        2048, "Longest prompt + response in tokens; only response tokens are cut.", "data", bounds=">= 1"
     )
     on_bad_row: Literal["error", "skip"] = option(
         "error", "Refuse a dataset with bad rows, or skip them and report the count.", "data"
@@ -107,7 +125,10 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         LOSS_GROUP,
     )
     segment_min_match: int = option(
-        3, "Shortest matching token run that anchors the chosen/rejected alignment.", LOSS_GROUP
+        3,
+        "Shortest matching token run that anchors the chosen/rejected alignment.",
+        LOSS_GROUP,
+        bounds=">= 1",
     )
     mark_insertions: bool = option(
         False, "Also up-weight pure insertions/deletions as changed segments.", LOSS_GROUP
@@ -117,7 +138,9 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     corruption: CorruptionKind = option(
         "diffusion", "The corrupted image ṽ of the visual preference.", "corrupted image"
     )
-    noise_step: int = option(NOISE_STEP, "Diffusion step k of the noised image (0..999).", "corrupted image")
+    noise_step: int = option(
+        NOISE_STEP, "Diffusion step k of the noised image.", "corrupted image", bounds="[0, 999]"
+    )
 
     # ---- reference model -----------------------------------------------------------------------
     reference: ReferenceMode = option(
@@ -132,6 +155,7 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         64,
         "Reference cache: keep the top-k reference log-probs per token for the KL (0 = full vocabulary).",
         "reference",
+        bounds=">= 0",
     )
 
     # ---- speed (docs/performance.md); every switch changes cost only, never the numbers ----------
@@ -146,6 +170,7 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "Apply the LM head to this many response tokens at a time, recomputing them in backward, so "
         "no (tokens, vocabulary) tensor is kept (for 150k vocabularies); 0 = all at once.",
         "speed",
+        bounds=">= 0",
     )
     encode_images_once: bool = option(
         True,
@@ -170,11 +195,21 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
         "none", "CHAIR or POPE at every evaluation.", "hallucination"
     )
     hallucination_truth: str | None = option(None, "COCO folder, objects or POPE file.", "hallucination")
-    hallucination_images: int = option(50, "Images or questions asked each time.", "hallucination")
-    hallucination_max_new_tokens: int = option(128, "Longest greedy answer.", "hallucination")
-    min_eval_recall: float | None = option(None, "Recall floor of the best checkpoint.", "hallucination")
+    hallucination_images: int = option(
+        50, "Images or questions asked each time.", "hallucination", bounds=">= 1"
+    )
+    hallucination_max_new_tokens: int = option(128, "Longest greedy answer.", "hallucination", bounds=">= 1")
+    min_eval_recall: float | None = option(
+        None, "Recall floor of the best checkpoint.", "hallucination", bounds="[0, 1]"
+    )
 
     # ---- robustness --------------------------------------------------------------------------
+    overwrite_output_dir: bool = option(
+        False,
+        "Train into an --output_dir that holds an earlier run's model or checkpoints, writing over them "
+        "(without it such a folder is refused; --resume_from_checkpoint last continues the run instead).",
+        "robustness",
+    )
     on_nonfinite: Literal["error", "skip"] = option(
         "error", "On a NaN/inf loss or gradient: stop (after saving state) or skip the batch.", "robustness"
     )
@@ -185,16 +220,12 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )
 
     def __post_init__(self) -> None:
+        check_bounds(self, TRAINING_ARGUMENT_BOUNDS)  # every numeric field, before transformers reads them
+        if self.output_dir is not None and not str(self.output_dir).strip():
+            raise ConfigError("--output_dir is empty: name the folder for the trained model")
         super().__post_init__()  # TrainingArguments' own checks
-        ChipLossConfig.__post_init__(
-            self
-        )  # the loss's checks, and `check_choices` of every Literal field here
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.logits_chunk_size < 0:
-            raise ConfigError(f"logits_chunk_size must be >= 0, got {self.logits_chunk_size}")
-        if self.kl_top_k < 0:
-            raise ConfigError(f"kl_top_k must be >= 0, got {self.kl_top_k}")
+        # the loss's checks, and `check_choices` of every Literal field here
+        ChipLossConfig.__post_init__(self)
         if self.reference == "precomputed" and not self.reference_cache:
             raise ConfigError(
                 "reference=precomputed needs --reference_cache DIR (write it with `chip data precompute`)"
@@ -243,15 +274,8 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
                 f"--eval_hallucination {self.eval_hallucination} needs --hallucination_truth "
                 "(a COCO annotation folder or an objects file)"
             )
-        if self.hallucination_images < 1 or self.hallucination_max_new_tokens < 1:
-            raise ConfigError("hallucination_images and hallucination_max_new_tokens must be at least 1")
-        if self.min_eval_recall is not None:
-            if self.eval_hallucination != "chair":
-                raise ConfigError(
-                    "--min_eval_recall needs --eval_hallucination chair (it measures eval_recall)"
-                )
-            if not 0.0 <= self.min_eval_recall <= 1.0:
-                raise ConfigError(f"min_eval_recall must be in [0, 1], got {self.min_eval_recall}")
+        if self.min_eval_recall is not None and self.eval_hallucination != "chair":
+            raise ConfigError("--min_eval_recall needs --eval_hallucination chair (it measures eval_recall)")
 
     @classmethod
     def default(cls, name: str) -> Any:

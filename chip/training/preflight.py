@@ -17,6 +17,7 @@ from pathlib import Path
 from chip.errors import ConfigError
 from chip.modeling.checks import check_model_path
 from chip.training.config import ChipConfig
+from chip.training.early import check_not_finished
 
 logger = logging.getLogger("chip")
 
@@ -39,6 +40,8 @@ def check_run(config: ChipConfig, need_output_dir: bool = True) -> None:
     check_model_path(config.model_name_or_path, config.trust_remote_code)
     if need_output_dir:
         check_output_dir(Path(config.output_dir))
+        if not (config.overwrite_output_dir or config.resume_from_checkpoint):
+            check_not_finished(Path(config.output_dir))
 
 
 def check_integrations(report_to: list[str]) -> None:
@@ -77,5 +80,7 @@ def warn_ignored(config: ChipConfig) -> None:
         )
     if config.reference_cache and config.reference != "precomputed":
         logger.warning("--reference_cache ignored: --reference is %s, not precomputed", config.reference)
+    if config.eval_split and not config.eval_dataset:
+        logger.warning("--eval_split ignored: no --eval_dataset is given")
     if config.eval_fraction and config.eval_dataset:
         logger.warning("--eval_fraction ignored: --eval_dataset is given")

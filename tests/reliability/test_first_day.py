@@ -148,6 +148,9 @@ def test_held_out_fraction_is_evaluated_during_training(tmp_path, pairs, tiny_mo
 
 def test_eval_dataset_file(tmp_path, pairs, tiny_model, run_chip):
     held_out = write_pairs(tmp_path / "held_out", n=3)
+    # ids of their own: the same ids as training rows would be refused as an overlap
+    rows = [json.loads(line) for line in held_out.read_text().splitlines()]
+    held_out.write_text("".join(json.dumps({**row, "id": f"held{i}"}) + "\n" for i, row in enumerate(rows)))
     out = tmp_path / "out"
     argv = train_args(
         tiny_model("llava"), pairs, out, eval_dataset=held_out, eval_strategy="steps", eval_steps=4

@@ -34,7 +34,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
         "unknown_corruption",
         lambda tmp: ["--corruption", "nonsense"],
         2,
-        "argument --corruption: invalid choice: 'nonsense'",
+        "--corruption must be one of diffusion, crop, black, rotate, blur, random; got 'nonsense'",
     ),
     ("negative_weight", lambda tmp: ["--segment_weight", "-1"], 2, "segment_weight must be >= 0"),
     ("precomputed_without_cache", lambda tmp: ["--reference", "precomputed"], 2, "needs --reference_cache"),
