@@ -184,7 +184,8 @@ def load_examples(
         column_map=config.column_map,
         split=split,
     )
-    logger.info("%s: %s", report.source, report.mapping.describe())
+    read = f" ({report.description})" if report.description else ""
+    logger.info("%s%s: %s", report.source, read, report.mapping.describe())
     check_with_processor(examples, report, adapter, config.max_length)
     examples = apply_on_bad_row(examples, report, config.on_bad_row)
     if not report.ok:

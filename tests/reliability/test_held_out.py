@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from chip.data.sources import open_dataset
-from chip.training.cli import load_adapter, load_train_eval, parse_config
+from chip.training.assembly import load_adapter, load_train_eval
+from chip.training.cli import parse_config
 from tests.reliability.conftest import assert_one_line_error
 from tests.train_helpers import train_args, write_pairs
 
