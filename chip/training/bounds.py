@@ -16,7 +16,7 @@ TRAINING_ARGUMENT_BOUNDS: dict[str, str] = {
     "eval_accumulation_steps": ">= 1",
     "num_train_epochs": "> 0",
     "max_steps": "-1 or >= 1",  # -1: as many steps as num_train_epochs take
-    "learning_rate": "> 0",
+    "learning_rate": ">= 0",  # 0 trains nothing but is a valid run (the weights and metrics at the start)
     "warmup_steps": ">= 0",  # below 1: a fraction of the steps
     "weight_decay": ">= 0",
     "adam_beta1": "[0, 1)",

@@ -185,8 +185,7 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )
     share_frozen_vision: bool = option(
         True,
-        "With a live reference and the vision tower frozen, the reference reuses the policy's "
-        "vision-tower output for the same images instead of encoding them again.",
+        "A live reference reuses the policy's output of a frozen vision tower (no second encoding).",
         "speed",
     )
 
@@ -206,8 +205,8 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     # ---- robustness --------------------------------------------------------------------------
     overwrite_output_dir: bool = option(
         False,
-        "Train into an --output_dir that holds an earlier run's model or checkpoints, writing over them "
-        "(without it such a folder is refused; --resume_from_checkpoint last continues the run instead).",
+        "Write over an earlier run in --output_dir (refused without it; --resume_from_checkpoint last "
+        "continues that run instead).",
         "robustness",
     )
     on_nonfinite: Literal["error", "skip"] = option(

@@ -116,7 +116,7 @@ def test_full_disk_at_the_final_save_keeps_the_previous_model(
     state = (out / "trainer_state.json").read_text()
 
     small_disk.leave(300 * KB)
-    second = [*first, "--learning_rate", "1e-2"]
+    second = [*first, "--learning_rate", "1e-2", "--overwrite_output_dir", "true"]
     message = assert_one_line_error(run_chip(second))
     assert message.startswith(f"disk full writing {out} (final model): ")
     assert NEEDS.search(message)

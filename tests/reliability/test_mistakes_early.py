@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--learning_rate", "-1e-4"], "--learning_rate must be > 0; got -1e-4"),
+        (["--learning_rate", "-1e-4"], "--learning_rate must be >= 0; got -1e-4"),
         (["--learnig_rate", "1e-4"], "unknown argument --learnig_rate (did you mean --learning_rate?)"),
         (["--beta", "0"], "--beta must be > 0; got 0"),
         (["--eval_fraction", "1"], "--eval_fraction must be in [0, 1); got 1"),
@@ -56,7 +56,7 @@ def test_yaml_field_typo_and_range(tmp_path):
     ):
         check_argv(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     recipe.write_text("learning_rate: -1.0e-4\nsegment_weight: -1\n")
-    with pytest.raises(ConfigError, match="--learning_rate must be > 0; got -0.0001"):
+    with pytest.raises(ConfigError, match="--learning_rate must be >= 0; got -0.0001"):
         check_argv(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
 
 
@@ -70,7 +70,7 @@ def test_negative_numbers_are_values(tmp_path, tiny_model):
     config = parse_config([*argv, "--local_rank", "-1"])
     assert config.max_steps == -1 and config.local_rank == -1
     # the dataclass's own check (the Python API's path) reads -1e-4 as a value too
-    with pytest.raises(ConfigError, match=r"^learning_rate must be > 0; got -0.0001$"):
+    with pytest.raises(ConfigError, match=r"^learning_rate must be >= 0; got -0.0001$"):
         parse_config([*argv, "--learning_rate", "-1e-4"])
 
 
@@ -86,7 +86,7 @@ def test_every_numeric_field_declares_its_range():
     # and the source reader sees the same fields and ranges as the dataclass
     declared = declared_fields()
     assert {spec.name for spec in dataclasses.fields(ChipConfig) if spec.init} <= set(declared)
-    assert declared["beta"].bounds == "> 0" and declared["learning_rate"].bounds == "> 0"
+    assert declared["beta"].bounds == "> 0" and declared["learning_rate"].bounds == ">= 0"
     assert declared["tdpo"].choices == ("tdpo1", "tdpo2")
 
 

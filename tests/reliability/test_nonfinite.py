@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import chip.training.models
+import chip.training.assembly
 from chip.training.collate import ChipCollator
 from chip.training.trainer import ChipTrainer
 from tests.reliability.conftest import Run, assert_one_line_error, log_history
@@ -74,10 +74,10 @@ def poison(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
     injector = Poison(getattr(request, "param", "pixels"))
     monkeypatch.setattr(ChipCollator, "from_config", injector.wrap(ChipCollator.from_config))
     if injector.where == "gradient":
-        prepare, compute_loss = chip.training.models.prepare_policy, ChipTrainer.compute_loss
+        prepare, compute_loss = chip.training.assembly.prepare_policy, ChipTrainer.compute_loss
 
-        def prepare_with_hook(model: Any, config: Any) -> Any:
-            model = prepare(model, config)
+        def prepare_with_hook(model: Any, *args: Any) -> Any:
+            model = prepare(model, *args)
             head = model.get_output_embeddings().weight
             head.register_hook(lambda grad: grad * float("nan") if injector.training_poisoned else grad)
             return model
@@ -88,7 +88,7 @@ def poison(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
             injector.training_poisoned = injector.active and POISONED in inputs["ids"]
             return compute_loss(self, model, inputs, *args, **kwargs)
 
-        monkeypatch.setattr(chip.training.models, "prepare_policy", prepare_with_hook)
+        monkeypatch.setattr(chip.training.assembly, "prepare_policy", prepare_with_hook)
         monkeypatch.setattr(ChipTrainer, "compute_loss", compute_loss_noting_batch)
     yield injector
 
