@@ -1,7 +1,7 @@
 """`chip demo`: the end-to-end run on the built-in synthetic world (no downloads).
 
-    chip demo --quick                 # smoke run: one seed, DPO vs CHiP, ~5 minutes on 2 idle CPU cores
-    chip demo                         # lr tuned per method, 5 seeds, 1,000 test scenes, ~30 minutes
+    chip demo --quick                 # smoke run: one seed, DPO vs CHiP, ~9 CPU-minutes with the base
+    chip demo                         # lr tuned per method, 5 seeds, 1,000 test scenes, ~30 minutes before the cost runs (not re-measured)
     chip demo --output_dir runs/demo  # where results.json, report.md and the plots go
     chip demo --methods dpo,chip,chip@onpolicy --seeds 3   # a subset of the full run
 
