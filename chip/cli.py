@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     func, rest = resolved
     try:
-        return int(func(rest) or 0)
+        code = int(func(rest) or 0)
+        _leave_process_group()
+        return code
     except ChipError as err:
         # Expected user-facing failures: one clear line, no traceback.
         _say(f"chip: error: {err}")
@@ -101,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("chip: interrupted")
         return 130
+
+
+def _leave_process_group() -> None:
+    """Close a launched run's process group before exit: left to the interpreter's teardown, gloo's
+    threads sometimes abort a rank that has finished ("terminate called without an active exception",
+    exit code -6, seen in a CI run of the FSDP LoRA test)."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
