@@ -309,6 +309,7 @@ def _to_example(candidate: _Candidate, parsed: ParsedRow, source: str) -> Prefer
         rejected_segments=parsed.rejected_segments,
         more_rejected=parsed.more_rejected,
         more_rejected_segments=parsed.more_rejected_segments,
+        more_chosen_segments=parsed.more_chosen_segments,
         line=candidate.raw.line,
         shard=candidate.raw.shard,
     )

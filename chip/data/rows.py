@@ -18,7 +18,9 @@ Normalisation (what `PreferenceExample` holds, whatever the stored form):
   the stored names (`text.question`...).
 - `rejected` may list several rejected responses (each a string or a message list; in TRL's
   implicit-prompt form each a whole conversation): the first is `rejected`, the others
-  `more_rejected`. `rejected_segments` then lists one span list (or null) per rejected response.
+  `more_rejected`. `rejected_segments` then lists one span list (or null) per rejected response,
+  and `chosen_segments` may too (the chosen response's changed spans against each rejected one,
+  `more_chosen_segments` after the first); a single span list holds against every one.
 - `chosen_segments` / `rejected_segments` are character spans `[start, end)` into that assistant
   text; None means "not annotated" (segments are then derived from a token diff), `[]` means
   "annotated: nothing changed".
@@ -67,6 +69,9 @@ class PreferenceExample:
     rejected_segments: list[Span] | None = None
     more_rejected: tuple[str, ...] = ()  # the row's other rejected responses, in order
     more_rejected_segments: tuple[list[Span] | None, ...] = ()  # their spans, one entry each
+    # chosen's spans against each of them when the row gives one span list per rejected response;
+    # empty: `chosen_segments` holds against every rejected response
+    more_chosen_segments: tuple[list[Span] | None, ...] = ()
     line: int | None = None  # 1-based line in a JSON Lines file, for messages
     shard: str | None = None  # in a folder of shards: the file and the line/row in it, for messages
 
@@ -79,6 +84,12 @@ class PreferenceExample:
         segments = self.more_rejected_segments or (None,) * len(self.more_rejected)
         rows = [(self.rejected, self.rejected_segments), *zip(self.more_rejected, segments)]
         return rows[:limit] if limit > 0 else rows
+
+    def chosen_segments_against(self, k: int) -> list[Span] | None:
+        """The chosen response's spans in its pair with rejected response ``k`` (0 = the first)."""
+        if k == 0 or not self.more_chosen_segments:
+            return self.chosen_segments
+        return self.more_chosen_segments[k - 1]
 
 
 @dataclass
@@ -94,6 +105,7 @@ class ParsedRow:
     images: list[tuple[str, ImageSource]]  # (field name for messages, source)
     more_rejected: tuple[str, ...] = ()
     more_rejected_segments: tuple[list[Span] | None, ...] = ()
+    more_chosen_segments: tuple[list[Span] | None, ...] = ()
 
 
 def _parse_id(value: Any) -> str:
@@ -166,6 +178,13 @@ def _parse_rejected_spans(value: Any) -> list[list[Span] | None]:
     return [_parse_spans(value)]
 
 
+def _parse_chosen_spans(value: Any) -> list[Span] | tuple[list[Span] | None, ...]:
+    """Spans of the chosen response: one list for every pair, or a tuple with one entry per rejected response."""
+    if isinstance(value, list) and value and all(item is None or _is_span_list(item) for item in value):
+        return tuple(_parse_rejected_spans(value))
+    return _parse_spans(value)
+
+
 def _is_span_list(value: Any) -> bool:
     """A list of spans (``[[0, 3]]``, or ``[]``), as opposed to one span (``[0, 3]``)."""
     return isinstance(value, list) and all(isinstance(span, list | tuple) for span in value)
@@ -183,7 +202,7 @@ FIELD_RULES: tuple[FieldRule, ...] = (
     FieldRule("prompt", True, _parse_prompt),
     FieldRule("chosen", True, _parse_response),
     FieldRule("rejected", True, _parse_rejected),
-    FieldRule("chosen_segments", False, _parse_spans),
+    FieldRule("chosen_segments", False, _parse_chosen_spans),
     FieldRule("rejected_segments", False, _parse_rejected_spans),
 )
 
@@ -197,12 +216,19 @@ def _identical(values: dict[str, Any]) -> str | None:
     return None
 
 
-def _spans_in_range(response: str) -> Callable[[dict[str, Any]], str | None]:
-    def check(values: dict[str, Any]) -> str | None:
-        spans = values[f"{response}_segments"]
-        return None if spans is None else validate_spans([list(s) for s in spans], len(values[response]))
-
-    return check
+def _chosen_spans_in_range(values: dict[str, Any]) -> str | None:
+    spans, text, rejected = values["chosen_segments"], values["chosen"], values["rejected"]
+    if spans is None:
+        return None
+    if not isinstance(spans, tuple):  # one span list for every pair
+        return validate_spans([list(s) for s in spans], len(text))
+    if len(spans) != len(rejected):
+        return f"has {len(spans)} span list(s) for {len(rejected)} rejected responses; give one per response"
+    for k, each in enumerate(spans):
+        reason = None if each is None else validate_spans([list(s) for s in each], len(text))
+        if reason is not None:
+            return f"item {k}: {reason}" if len(spans) > 1 else reason
+    return None
 
 
 def _rejected_spans_in_range(values: dict[str, Any]) -> str | None:
@@ -229,7 +255,7 @@ def _placeholders_match_images(values: dict[str, Any]) -> str | None:
 # (field reported, kind, fields it needs, check returning a reason or None)
 CROSS_CHECKS: tuple[tuple[str, str, tuple[str, ...], Callable[[dict[str, Any]], str | None]], ...] = (
     ("rejected", "identical_responses", ("chosen", "rejected"), _identical),
-    ("chosen_segments", "bad_segments", ("chosen", "chosen_segments"), _spans_in_range("chosen")),
+    ("chosen_segments", "bad_segments", ("chosen", "rejected", "chosen_segments"), _chosen_spans_in_range),
     ("rejected_segments", "bad_segments", ("rejected", "rejected_segments"), _rejected_spans_in_range),
     ("prompt", "image_count_mismatch", ("prompt", "images"), _placeholders_match_images),
 )
@@ -294,12 +320,16 @@ def _first_rejected(values: dict[str, Any]) -> dict[str, Any]:
     texts, spans = values["rejected"], values["rejected_segments"]
     spans = [None] * len(texts) if spans is None else spans
     more_spans = tuple(spans[1:]) if values["rejected_segments"] is not None else ()
+    chosen = values["chosen_segments"]
+    each = isinstance(chosen, tuple)  # one span list per rejected response
     return {
         **values,
         "rejected": texts[0],
         "rejected_segments": spans[0],
         "more_rejected": tuple(texts[1:]),
         "more_rejected_segments": more_spans,
+        "chosen_segments": chosen[0] if each else chosen,
+        "more_chosen_segments": chosen[1:] if each else (),
     }
 
 

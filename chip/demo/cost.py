@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from chip.demo.methods import VARIANTS, tuned_as
+from chip.demo.methods import RIVALS, VARIANTS, tuned_as
 from chip.demo.model_metrics import track_model
 from chip.demo.stats import bootstrap_difference
 from chip.demo.world import Scene
@@ -44,7 +44,8 @@ def pairs_of(name: str) -> tuple[str, str]:
 
 
 def compare_all(counts: dict[str, dict[str, list[Any]]], resamples: int) -> dict[str, Any]:
-    """Every method and variant against DPO, the variants against their core method, CHiP vs each part.
+    """Every method and variant against DPO, the variants against their core method, CHiP vs each
+    part, and CHiP's rivals (mDPO, image-anchored and several-rejected CHiP) against CHiP.
 
     Keys are ``"A vs B"``; values hold, per decoding, `Difference.to_dict()` of CHAIR_i(A) − CHAIR_i(B).
     """
@@ -52,6 +53,7 @@ def compare_all(counts: dict[str, dict[str, list[Any]]], resamples: int) -> dict
     pairs = [(name, "dpo") for name in names if name != "dpo"]
     pairs += [(name, tuned_as(name)) for name in names if name in VARIANTS and tuned_as(name) in names]
     pairs += [("chip", name) for name in ("dpo+segment", "dpo+token", "dpo+visual") if name in names]
+    pairs += [(name, "chip") for name in RIVALS if name in names]
     on_policy = [name for name in names if pairs_of(name)[1] == ON_POLICY]
     pairs += [(name, pairs_of(name)[0]) for name in on_policy]
     pairs += [(name, on_policy_name("dpo")) for name in on_policy if name != on_policy_name("dpo")]

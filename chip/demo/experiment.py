@@ -24,7 +24,7 @@ from transformers import ProgressCallback
 
 from chip.demo.base import BaseModelConfig, train_base_model
 from chip.demo.cost import ON_POLICY, compare_all, cost_comparisons, long_training, on_policy_name, pairs_of
-from chip.demo.methods import METHODS, QUICK_METHODS, VARIANTS, method_settings, tuned_as
+from chip.demo.methods import METHODS, MULTI_REJECTED, QUICK_METHODS, VARIANTS, method_settings, tuned_as
 from chip.demo.model_metrics import evaluate_model, validate_model
 from chip.demo.onpolicy import write_on_policy_pairs
 from chip.demo.pairs import PairsConfig, write_preference_pairs
@@ -43,6 +43,7 @@ class DemoConfig:
     lr_grid: tuple[float, ...] = (1e-4,)  # learning rates tried per core method (seed 0, validation scenes)
     min_val_recall: float = 0.75  # an lr whose validation recall falls below this is not chosen
     num_pairs: int = 1024  # preference pairs drawn from the world's "pairs" split
+    rejected_per_pair: int = 3  # rejected captions per row of the pairs `chip-multi` trains on
     steps: int = 60  # optimiser steps per run
     batch_size: int = 16  # pairs per step
     sft_weight: float = 1.0  # η, NLL of the chosen caption, for every method: keeps captions from shrinking
@@ -227,6 +228,14 @@ class _Experiment:
         if not self.pairs.exists():
             write_preference_pairs(config.base.world, self.pairs.parent, config.num_pairs, PairsConfig())
         print(f"pairs: {config.num_pairs} preference pairs -> {self.pairs}")
+        self.multi_pairs = output_dir / "pairs-multi" / "pairs.jsonl"
+        if (
+            any(pairs_of(name)[0] in MULTI_REJECTED for name in config.methods)
+            and not self.multi_pairs.exists()
+        ):
+            multi = PairsConfig(rejected_per_pair=config.rejected_per_pair)
+            write_preference_pairs(config.base.world, self.multi_pairs.parent, config.num_pairs, multi)
+            print(f"pairs with up to {config.rejected_per_pair} rejected captions each -> {self.multi_pairs}")
         self.val_scenes = make_scenes(config.base.world, "val", config.val_scenes)
         self.test_scenes = make_scenes(config.base.world, "eval", config.test_scenes)
         self.results: dict[str, Any] = {
@@ -267,10 +276,22 @@ class _Experiment:
         _announce(name, self.results["methods"][name])
 
     def _out(self, name: str, lr: float, seed: int) -> Path:
-        pairs = self.onpolicy_pairs if pairs_of(name)[1] == ON_POLICY else self.pairs
         return train_method(
-            name, seed, lr, self.base_path, pairs, self.runs_dir / f"{name}-lr{lr:g}-seed{seed}", self.config
+            name,
+            seed,
+            lr,
+            self.base_path,
+            self.pairs_for(name),
+            self.runs_dir / f"{name}-lr{lr:g}-seed{seed}",
+            self.config,
         )
+
+    def pairs_for(self, name: str) -> Path:
+        """The pairs file run ``name`` trains on: on-policy, several rejected per row, or the built-in."""
+        method, pairs = pairs_of(name)
+        if pairs == ON_POLICY:
+            return self.onpolicy_pairs
+        return self.multi_pairs if method in MULTI_REJECTED else self.pairs
 
     def on_policy_pairs(self) -> None:
         """The base's own captions judged by the world (`chip pairs`), as many scenes as off-policy pairs."""
@@ -294,7 +315,7 @@ class _Experiment:
         steps = config.steps * config.long_factor
         out = self.runs_dir / f"{name}-lr{lr:g}-seed{seed}-steps{steps}"
         overrides = {"max_steps": steps, "save_strategy": "steps", "save_steps": config.long_every}
-        train_method(name, seed, lr, self.base_path, self.pairs, out, config, overrides)
+        train_method(name, seed, lr, self.base_path, self.pairs_for(name), out, config, overrides)
         base = self.results["methods"]["base"]
         self.results["long_run"] = {
             "method": name,

@@ -44,6 +44,9 @@ def glossary(results: dict[str, Any]) -> str:
         "chip-anchored": "**chip-anchored**: CHiP with image-anchored token weights (`--method "
         "chip-anchored`): each token weighs by how much the real image raises its likelihood over "
         "the corrupted one.",
+        "chip-multi": "**chip-multi**: CHiP on the same pairs with up to three rejected captions per "
+        "row, one per kind of error, the first being the one every other method sees (`--method "
+        "chip-multi`): each pairwise term is averaged over them.",
     }
     lines += [text for name, text in rivals.items() if any(pairs_of(n)[0] == name for n in names)]
     if any(pairs_of(n)[0] in VARIANTS for n in names):

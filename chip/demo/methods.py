@@ -1,5 +1,5 @@
 """The methods the demo compares: DPO, each CHiP term added to DPO alone, CHiP, mDPO, CHiP with
-image-anchored token weights, and visual-term variants.
+image-anchored token weights, CHiP over several rejected captions per row, and visual-term variants.
 
 Every method is a set of `ChipConfig` overrides (ablations are just weights), applied to the same
 base model, pairs, steps, batch and seeds by `chip.demo.experiment`.
@@ -27,6 +27,7 @@ METHODS: dict[str, dict[str, Any]] = {
     # Rivals as `--method` presets: the preset fills what the demo does not set itself (its SFT weight wins).
     "mdpo": {"method": "mdpo"},
     "chip-anchored": {"method": "chip-anchored"},
+    "chip-multi": {"method": "chip-multi"},  # on rows with up to 3 rejected captions (`MULTI_REJECTED`)
 }
 # Variants of the visual term (issue 16, item 4): (the core method whose chosen lr they reuse,
 # their overrides on top of that method's).
@@ -37,6 +38,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "chip-clip20": ("chip", {"max_grad_norm": 20.0}),  # the authors' gradient clipping (chip's recipe: 1)
 }
 QUICK_METHODS = ("dpo", "chip")
+RIVALS = ("mdpo", "chip-anchored", "chip-multi")  # compared with CHiP as well as with DPO
+# Methods trained on rows listing several rejected captions (the same pairs, more rejected per row).
+MULTI_REJECTED = ("chip-multi",)
 
 
 def method_settings(name: str) -> dict[str, Any]:

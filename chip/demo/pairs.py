@@ -50,6 +50,8 @@ class PairsConfig:
     weights: tuple[float, ...] = (0.5, 0.25, 0.25)  # their odds; partner first: the prior's error
     split: str = "pairs"  # scene stream of the world, disjoint from "train" and "eval"
     seed: int = 0  # picks the corruption of each scene
+    # rejected captions per row: the first as with 1, then one per other kind that applies
+    rejected_per_pair: int = 1
 
     def __post_init__(self) -> None:
         if len(self.kinds) != len(self.weights) or not self.kinds:
@@ -57,6 +59,8 @@ class PairsConfig:
         unknown = set(self.kinds) - {"partner", "absent", "swap"}
         if unknown:
             raise ValueError(f"unknown pair kinds {sorted(unknown)}")
+        if self.rejected_per_pair < 1:
+            raise ValueError(f"rejected_per_pair must be >= 1, got {self.rejected_per_pair}")
 
 
 def _noun(rng: random.Random, shape: str, world: WorldConfig) -> str:
@@ -100,7 +104,13 @@ def corrupt_caption(scene: Scene, kind: Kind, rng: random.Random, world: WorldCo
 def make_pair(
     scene: Scene, index: str, image_path: str, rng: random.Random, config: PairsConfig, world: WorldConfig
 ) -> dict[str, Any]:
-    """One row: faithful caption vs a corrupted one; the kind is drawn by weight among those that apply."""
+    """One row: faithful caption vs a corrupted one; the kind is drawn by weight among those that apply.
+
+    With ``config.rejected_per_pair`` N > 1 the row lists up to N rejected captions: the one drawn
+    as with N = 1 (the same draws of ``rng``), then one of each kind later in the drawn order that
+    applies, from a generator of their own. Both span fields then hold one span list per rejected
+    caption (the chosen caption's changed words differ from one rejected caption to the next).
+    """
     kinds, weights = list(config.kinds), list(config.weights)
     order = []
     while kinds:  # a weighted order without replacement: the fallback keeps the odds
@@ -113,16 +123,30 @@ def make_pair(
             break
     else:
         raise ValueError(f"scene {scene.seed} allows none of the pair kinds {config.kinds}")
-    chosen_segments, rejected_segments = changed_spans(scene.caption, rejected, single_edit=True)
-    return {
-        "id": index,
-        "images": [image_path],
-        "prompt": CAPTION_PROMPT,
-        "chosen": scene.caption,
-        "rejected": rejected,
-        "chosen_segments": chosen_segments,
-        "rejected_segments": rejected_segments,
-        "kind": kind,
+    captions, used = [rejected], [kind]
+    more_rng = random.Random(f"{index}/{config.seed}/more")
+    for other in order[order.index(kind) + 1 :]:
+        if len(captions) == config.rejected_per_pair:
+            break
+        caption = corrupt_caption(scene, other, more_rng, world)
+        if caption is not None and caption not in (scene.caption, *captions):
+            captions.append(caption)
+            used.append(other)
+    spans = [changed_spans(scene.caption, caption, single_edit=True) for caption in captions]
+    row = {"id": index, "images": [image_path], "prompt": CAPTION_PROMPT, "chosen": scene.caption}
+    if config.rejected_per_pair == 1:
+        ((chosen_segments, rejected_segments),) = spans
+        return row | {
+            "rejected": rejected,
+            "chosen_segments": chosen_segments,
+            "rejected_segments": rejected_segments,
+            "kind": kind,
+        }
+    return row | {
+        "rejected": captions,
+        "chosen_segments": [chosen for chosen, _ in spans],
+        "rejected_segments": [each for _, each in spans],
+        "kind": used,
     }
 
 

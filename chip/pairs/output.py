@@ -22,8 +22,8 @@ from the token diff, as for any pair without spans.
 With ``--rejected_per_row N`` the pairs of a prompt that share their chosen sample become one row
 with up to N rejected responses: ``rejected``, ``rejected_sample``, ``rejected_hallucinations`` and
 ``hallucinated`` are then lists (one entry per rejected response), ``rejected_segments`` one span list
-(or null) per rejected response, and ``chosen_segments`` is left out: the chosen response's changed
-words depend on the rejected one, so training derives them per pair from the token diff.
+(or null) per rejected response, and ``chosen_segments`` one span list (or null) per rejected
+response too: the chosen response's changed words depend on the rejected one.
 """
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ def group_row(pairs: Sequence[Pair], number: int, item: PromptItem) -> dict[str,
     if len(pairs) == 1:
         return pair_row(pairs[0], number, item)
     row = pair_row(pairs[0], number, item)
-    row.pop("chosen_segments", None)
     rejected = [pair.rejected for pair in pairs]
-    spans = [candidate.annotation.spans for candidate in rejected]
-    if all(each is None for each in spans):
-        row.pop("rejected_segments", None)
-    else:
-        row["rejected_segments"] = [None if each is None else [list(span) for span in each] for each in spans]
+    singles = [pair_row(pair, number, item) for pair in pairs]
+    for field in ("chosen_segments", "rejected_segments"):
+        if all(field not in single for single in singles):
+            row.pop(field, None)
+        else:
+            row[field] = [single.get(field) for single in singles]
     return {
         **row,
         "rejected": [candidate.text for candidate in rejected],

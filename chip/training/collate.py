@@ -22,6 +22,7 @@ from PIL import Image
 
 from chip.corruption import CorruptionKind, corrupt_image, diffusion_noise, example_generator
 from chip.data import PreferenceExample
+from chip.data.rows import Span
 from chip.modeling import PromptInputs, VLMAdapter, scored_lengths
 from chip.modeling.batch import (
     CORRUPT,
@@ -105,7 +106,14 @@ class ChipCollator:
             prompt = self.adapter.encode_prompt(images, example.prompt)
             chosen_ids = self.adapter.encode_response(example.chosen)
             rejected_ids = self.adapter.encode_response(example.rejected)
-            flags_w, flags_l = self._segments(example, chosen_ids, example.rejected_segments, rejected_ids)
+            flags_w, flags_l = self._segments(
+                example.chosen,
+                chosen_ids,
+                example.chosen_segments,
+                example.rejected,
+                rejected_ids,
+                example.rejected_segments,
+            )
             prompts.append(prompt)
             chosen_rows.append(chosen_ids)
             rejected_rows.append(rejected_ids)
@@ -155,9 +163,12 @@ class ChipCollator:
         """
         rows, flags_w, flags_l, owner = [], [], [], []
         for index, example in enumerate(examples):
-            for text, spans in example.all_rejected(self.max_rejected)[1:]:
+            for k, (text, spans) in enumerate(example.all_rejected(self.max_rejected)[1:], start=1):
                 rejected_ids = self.adapter.encode_response(text)
-                flags = self._segments(example, chosen_rows[index], spans, rejected_ids, text)
+                chosen_spans = example.chosen_segments_against(k)
+                flags = self._segments(
+                    example.chosen, chosen_rows[index], chosen_spans, text, rejected_ids, spans
+                )
                 rows.append((prompts[index], rejected_ids))
                 flags_w.append(flags[0])
                 flags_l.append(flags[1])
@@ -175,11 +186,12 @@ class ChipCollator:
 
     def _segments(
         self,
-        example: PreferenceExample,
+        chosen: str,
         chosen_ids: list[int],
-        rejected_spans,
+        chosen_spans: list[Span] | None,
+        rejected: str,
         rejected_ids: list[int],
-        rejected_text: str | None = None,
+        rejected_spans: list[Span] | None,
     ) -> tuple[list[bool], list[bool]]:
         """User-given character spans where present, else the token alignment of `chip.segments`.
 
@@ -187,17 +199,15 @@ class ChipCollator:
         several rejected answers may) gets the chosen answer's flags from the alignment.
         """
         derived = None
-        if example.chosen_segments is None or rejected_spans is None:
+        if chosen_spans is None or rejected_spans is None:
             derived = changed_segments(chosen_ids, rejected_ids, self.segment_min_match, self.mark_insertions)
-        if example.chosen_segments is None:
+        if chosen_spans is None:
             chosen_flags = derived[0]
         else:
-            chosen_flags = self._span_flags(example.chosen, example.chosen_segments, len(chosen_ids))
+            chosen_flags = self._span_flags(chosen, chosen_spans, len(chosen_ids))
         if rejected_spans is None:
             return chosen_flags, derived[1]
-        return chosen_flags, self._span_flags(
-            rejected_text or example.rejected, rejected_spans, len(rejected_ids)
-        )
+        return chosen_flags, self._span_flags(rejected, rejected_spans, len(rejected_ids))
 
     def _span_flags(self, text: str, spans, n_tokens: int) -> list[bool]:
         if not spans:

@@ -41,6 +41,25 @@ def test_chip_form_with_spans_per_response(tmp_path):
     assert example.all_rejected(1) == [("a dog", [(2, 5)])]
 
 
+def test_chosen_spans_per_rejected_response(tmp_path):
+    """ "a cat sat" against "a dog sat" changes "cat" (2-5); against "a cat ran" it changes "sat"
+    (6-9): one chosen span list per rejected response, the first kept as `chosen_segments`."""
+    row = {"prompt": "q", "chosen": "a cat sat", "rejected": ["a dog sat", "a cat ran"]}
+    examples, report = load(
+        tmp_path,
+        [
+            {**row, "chosen_segments": [[[2, 5]], [[6, 9]]], "rejected_segments": [[[2, 5]], [[6, 9]]]},
+            {**row, "chosen_segments": [[2, 5]]},  # one list: the same spans in every pair
+        ],
+    )
+    assert report.ok
+    each, shared = examples
+    assert (each.chosen_segments, each.more_chosen_segments) == ([(2, 5)], ([(6, 9)],))
+    assert [each.chosen_segments_against(k) for k in (0, 1)] == [[(2, 5)], [(6, 9)]]
+    assert (shared.chosen_segments, shared.more_chosen_segments) == ([(2, 5)], ())
+    assert [shared.chosen_segments_against(k) for k in (0, 1)] == [[(2, 5)], [(2, 5)]]
+
+
 def test_trl_forms(tmp_path):
     conversational = {
         "prompt": [turn("user", "q")],
@@ -83,6 +102,8 @@ def test_bad_lists_are_one_line_each(tmp_path):
                     [turn("user", "other"), turn("assistant", "n")],
                 ],
             },
+            {"prompt": "q", "chosen": "xx", "rejected": ["y", "z"], "chosen_segments": [[[0, 1]]]},
+            {"prompt": "q", "chosen": "xx", "rejected": ["y", "z"], "chosen_segments": [[[0, 1]], [[0, 3]]]},
         ],
     )
     problems = sorted((bad.row, bad.field, bad.reason) for bad in report.bad_rows)
@@ -92,8 +113,12 @@ def test_bad_lists_are_one_line_each(tmp_path):
         (2, "rejected"),
         (3, "rejected_segments"),
         (4, "prompt"),
+        (5, "chosen_segments"),
+        (6, "chosen_segments"),
     ]
     assert "item 1 is identical to chosen" in problems[0][2]
     assert "1 span list(s) for 2 rejected responses" in problems[1][2]
     assert problems[2][2].startswith("item 1: ")
     assert problems[3][2].startswith("item 1: ")
+    assert "1 span list(s) for 2 rejected responses" in problems[5][2]
+    assert problems[6][2].startswith("item 1: ")

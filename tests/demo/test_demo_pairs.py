@@ -82,3 +82,25 @@ def test_pairs_are_deterministic(tmp_path: Path) -> None:
     a = write_preference_pairs(WorldConfig(), tmp_path / "a", count=10, config=PairsConfig(seed=3))
     b = write_preference_pairs(WorldConfig(), tmp_path / "b", count=10, config=PairsConfig(seed=3))
     assert a.read_text() == b.read_text()
+
+
+def test_rows_with_several_rejected_captions(pairs_file: Path, tmp_path: Path) -> None:
+    """With rejected_per_pair 3 each row keeps the single-rejected row's caption first, then one
+    caption per further kind that applies; every caption has one hallucinated object, and each
+    pair's spans turn chosen into that rejected caption."""
+    path = write_preference_pairs(WorldConfig(), tmp_path, count=120, config=PairsConfig(rejected_per_pair=3))
+    sizes: Counter[int] = Counter()
+    for single, row in zip(_rows(pairs_file), _rows(path)):
+        rejected = row["rejected"]
+        assert rejected[0] == single["rejected"] and row["kind"][0] == single["kind"]
+        assert row["chosen_segments"][0] == single["chosen_segments"]
+        assert len(set(row["kind"])) == len(row["kind"]) == len(rejected) == len(set(rejected))
+        scene = make_scene(scene_seed(0, "pairs", int(row["id"].split("-")[1])), WorldConfig())
+        for caption, [(cs, ce)], [(rs, re)] in zip(
+            rejected, row["chosen_segments"], row["rejected_segments"]
+        ):
+            assert len(set(extract_mentions(caption, WORLD_VOCABULARY)) - scene.classes) == 1
+            assert row["chosen"][:cs] + caption[rs:re] + row["chosen"][ce:] == caption
+        sizes[len(rejected)] += 1
+    assert sizes[3] > 0 and sizes[2] > 0 and set(sizes) <= {1, 2, 3}
+    assert check_main([str(path)]) == 0

@@ -19,7 +19,7 @@ def test_tiny_demo_end_to_end(tmp_path):
         steps=2,
         num_pairs=16,
         batch_size=4,
-        methods=("dpo", "dpo+visual"),
+        methods=("dpo", "dpo+visual", "chip-multi"),
         variants=("dpo+visual-separate",),
         seeds=(0,),
         lr_grid=(1e-4, 2e-4),
@@ -40,7 +40,18 @@ def test_tiny_demo_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     kept = saved["onpolicy_pairs_kept"]
     on_policy = {"dpo@onpolicy"} if kept else set()
-    assert set(saved["methods"]) == {"base", "dpo", "dpo+visual", "dpo+visual-separate"} | on_policy
+    assert (
+        set(saved["methods"])
+        == {"base", "dpo", "dpo+visual", "dpo+visual-separate", "chip-multi"} | on_policy
+    )
+    # chip-multi trains on rows listing several rejected captions, and uses them all
+    multi = [json.loads(line) for line in (tmp_path / "out" / "pairs-multi" / "pairs.jsonl").open()]
+    assert (
+        all(isinstance(row["rejected"], list) for row in multi) and max(len(r["rejected"]) for r in multi) > 1
+    )
+    runs = tmp_path / "out" / "runs"
+    multi_run = next(runs.glob("chip-multi-lr*-seed0"))
+    assert json.loads((multi_run / "method.json").read_text())["max_rejected"] == 0
     assert saved["onpolicy_pairs"]["pairs"]["kept"] == kept
     if kept:
         assert "dpo@onpolicy vs dpo" in saved["comparisons"]

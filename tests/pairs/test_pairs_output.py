@@ -35,9 +35,11 @@ def test_pairs_sharing_a_chosen_sample_become_one_row(tmp_path):
     rows = write_pairs(out, pairs, items, rejected_per_row=2)
     assert [row["id"] for row in rows] == ["a#pair0", "a#pair1", "b#pair0"]
     assert rows[0]["rejected_sample"] == [1, 2] and rows[0]["rejected_hallucinations"] == [1, 2]
-    assert "chosen_segments" not in rows[0]  # it depends on the rejected response: derived per pair
     dog = pairs[0].rejected.text.index("dog")
     assert rows[0]["rejected_segments"][0] == [[dog, dog + 3]]
+    # the chosen response's spans against each rejected one: "sample 0" vs "sample 1" / "sample 2"
+    # changes the digit at 7, and "and a dog" is inserted after "cat" (16-19), which marks "cat"
+    assert rows[0]["chosen_segments"] == [[[7, 8], [16, 19]], [[7, 8], [16, 19]]]
     assert rows[1]["rejected_sample"] == 3 and rows[1]["rejected_segments"]  # a single pair keeps its spans
     assert json.loads((out / PAIRS_FILE).read_text().splitlines()[0])["rejected"] == [
         pairs[0].rejected.text,

@@ -207,3 +207,36 @@ def test_the_collator_flags_the_chosen_answer_against_each_rejected_one(tiny_mod
     assert flags[1, : len(first_ids)].tolist() == blue and any(blue)
     assert batch[MORE_CHOSEN_SEGMENT][0, : len(chosen_ids)].tolist() == second_chosen
     assert batch[MORE_REJECTED_SEGMENT][0, : len(second_ids)].tolist() == second_rejected
+
+
+def test_chosen_spans_given_per_rejected_answer_flag_each_pair(tiny_model, tmp_path):
+    """Row: chosen "the image is red .", rejected ["the image is blue .", "the picture is red ."],
+    chosen spans [[12, 15]] ("red") against the first and [[4, 9]] ("image") against the second:
+    the first pair's chosen flags mark "red" only, the second pair's "image" only."""
+    from chip.data import load_preference_rows
+    from chip.modeling import VLMAdapter
+    from chip.training.collate import ChipCollator
+
+    folder = tmp_path / "data"
+    write_pairs(folder, n=1)
+    row = json.loads((folder / "pairs.jsonl").read_text())
+    row.update(
+        chosen="the image is red .",
+        rejected=["the image is blue .", "the picture is red ."],
+        chosen_segments=[[[12, 15]], [[4, 9]]],
+        rejected_segments=[[[12, 16]], [[4, 11]]],
+    )
+    (folder / "pairs.jsonl").write_text(json.dumps(row) + "\n")
+    (example,), _ = load_preference_rows(folder / "pairs.jsonl")
+    adapter = VLMAdapter.from_pretrained(tiny_model("llava"))
+    batch = ChipCollator(adapter, max_rejected=0, score_corrupt=False)([example])
+    offsets = adapter.response_offsets(example.chosen)
+    n = len(offsets)
+
+    def overlaps(start, end):
+        return [a < end and b > start for a, b in offsets]
+
+    red, image = overlaps(12, 15), overlaps(4, 9)
+    assert any(red) and any(image) and red != image
+    assert batch["real_segment"][0, :n].tolist() == red
+    assert batch[MORE_CHOSEN_SEGMENT][0, :n].tolist() == image
