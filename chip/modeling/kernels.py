@@ -10,6 +10,12 @@ operating system, and filling those fresh pages cost more than the arithmetic on
 against ~9 ms for one subtraction on a CPU); a ~1 MB scratch buffer is reused and stays in cache.
 On an accelerator the caching allocator keeps memory, and one call over all rows launches fewer
 kernels: there a chunk is every row.
+
+With ``reuse_logits`` a backward writes the gradient into the saved logits' own storage instead
+of a new ``(n, V)`` tensor: for the caller that owns the logits and reads nothing from them after
+the loss (the scores of `chip.modeling.scores`), one ``(n, V)`` tensor less at the step's peak. A
+tensor another autograd node also saved would fail that node's version check (loudly), never
+give it wrong numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ def _chunks(values: torch.Tensor) -> Iterator[slice]:
 def _scratch(values: torch.Tensor) -> torch.Tensor:
     """A buffer the shape of one chunk of ``values`` (``(n, V)``)."""
     return torch.empty_like(values[next(_chunks(values))]) if len(values) else values
+
+
+def _gradient_buffer(ctx, logits: torch.Tensor) -> torch.Tensor:
+    """Where a backward builds the logits' gradient: their own storage with ``reuse_logits``, else new."""
+    return logits if ctx.reuse_logits else torch.empty_like(logits)
 
 
 def logsumexp_rows(values: torch.Tensor) -> torch.Tensor:
@@ -62,19 +73,22 @@ class LogSumExpGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx, logits: torch.Tensor, index: torch.Tensor, reuse_logits: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         log_total = logsumexp_rows(logits)  # (n,)
         ctx.save_for_backward(logits, index, log_total)
+        ctx.reuse_logits = reuse_logits
         return log_total, logits.gather(-1, index)  # (n,), (n, m)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_total: torch.Tensor, grad_picked: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, grad_total: torch.Tensor, grad_picked: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, index, log_total = ctx.saved_tensors
-        grad = torch.empty_like(logits)  # (n, V)
+        grad = _gradient_buffer(ctx, logits)  # (n, V)
         for rows in _chunks(logits):
             _softmax_into(grad[rows], logits[rows], log_total[rows]).mul_(grad_total[rows, None])
-        return grad.scatter_add_(-1, index, grad_picked), None
+        return grad.scatter_add_(-1, index, grad_picked), None, None
 
 
 class TargetLogProb(torch.autograd.Function):
@@ -87,26 +101,27 @@ class TargetLogProb(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, reuse_logits: bool = False) -> torch.Tensor:
         flat = logits.reshape(-1, logits.shape[-1])  # (n, V)
         log_total = logsumexp_rows(flat).view(targets.shape)  # (...)
         ctx.save_for_backward(logits, targets, log_total)
+        ctx.reuse_logits = reuse_logits and logits.is_contiguous()
         return logits.gather(-1, targets[..., None]).squeeze(-1) - log_total  # (...)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, targets, log_total = ctx.saved_tensors
         flat, flat_total, flat_grad = (
             logits.reshape(-1, logits.shape[-1]),
             log_total.reshape(-1),
             grad.reshape(-1),
         )
-        grad_logits = torch.empty_like(flat)  # (n, V)
+        grad_logits = _gradient_buffer(ctx, flat)  # (n, V)
         for rows in _chunks(flat):  # -g · softmax(z)
             _softmax_into(grad_logits[rows], flat[rows], flat_total[rows]).mul_(-flat_grad[rows, None])
         grad_logits.scatter_add_(-1, targets.reshape(-1, 1), flat_grad[:, None])  # + g · onehot(y)
-        return grad_logits.view(logits.shape), None
+        return grad_logits.view(logits.shape), None, None
 
 
 class TargetLogProbAndKL(torch.autograd.Function):
@@ -120,7 +135,7 @@ class TargetLogProbAndKL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, targets, ref_logits, ref_log_total=None):
+    def forward(ctx, logits, targets, ref_logits, ref_log_total=None, reuse_logits=False):
         log_total = logsumexp_rows(logits)  # (n,)
         if ref_log_total is None:
             ref_log_total = logsumexp_rows(ref_logits)  # (n,)
@@ -131,6 +146,7 @@ class TargetLogProbAndKL(torch.autograd.Function):
             gaps = torch.sub(log_p, logits[rows], out=gap[: len(kl[rows])]).add_(log_total[rows, None])
             kl[rows] = torch.linalg.vecdot(log_p.exp_(), gaps)  # Σ_v p_v (log p_v − log q_v)
         ctx.save_for_backward(logits, targets, ref_logits, log_total, ref_log_total)
+        ctx.reuse_logits = reuse_logits
         logp = logits.gather(-1, targets[:, None]).squeeze(-1) - log_total  # (n,)
         return logp, kl
 
@@ -138,11 +154,11 @@ class TargetLogProbAndKL(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_logp: torch.Tensor, grad_kl: torch.Tensor):
         logits, targets, ref_logits, log_total, ref_log_total = ctx.saved_tensors
-        grad, ref_probs = torch.empty_like(logits), _scratch(ref_logits)  # (n, V), (c, V)
+        grad, ref_probs = _gradient_buffer(ctx, logits), _scratch(ref_logits)  # (n, V), (c, V)
         for rows in _chunks(logits):
             out = _softmax_into(grad[rows], logits[rows], log_total[rows])  # q
             out.mul_((grad_kl[rows] - grad_logp[rows])[:, None])  # (g_kl − g_lp)·q
             p = _softmax_into(ref_probs[: len(out)], ref_logits[rows], ref_log_total[rows])  # p
             out.sub_(p.mul_(grad_kl[rows, None]))  # − g_kl·p
         grad.scatter_add_(-1, targets[:, None], grad_logp[:, None])  # + g_lp·onehot(y)
-        return grad, None, None, None
+        return grad, None, None, None, None

@@ -42,6 +42,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from chip.errors import ChipError
+from chip.modeling.chunked_head import chunked_head_scores
 from chip.modeling.errors import ModelError, one_line
 from chip.modeling.kernels import TargetLogProb
 from chip.modeling.layout import LayoutSettings
@@ -51,6 +52,8 @@ from chip.modeling.quirks import ModelQuirks, quirks_for
 from chip.modeling.routes import Layout, candidate_layouts
 from chip.modeling.scores import ResponseScores
 from chip.modeling.wrappers import core_model
+
+NO_GRAD_HEAD_BYTES = 8 << 20  # float32 logits per head application when no gradient is needed
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +288,12 @@ def _head_scores(
     if chunk_size > 0:  # log-probs when first read, or with the token KL (`ResponseScores`)
         targets = plan.targets[plan.mask]  # (n,)
         return ResponseScores(plan.mask, hidden=hidden, head=head, targets=targets, chunk_size=chunk_size)
+    if not return_logits and not (torch.is_grad_enabled() and hidden.requires_grad):
+        # log-probs without a gradient (a live reference, evaluation): the head a few rows at a
+        # time, so that no (n, V) logits exist at all
+        rows = max(1, NO_GRAD_HEAD_BYTES // (4 * core.get_output_embeddings().weight.shape[0]))
+        targets = plan.targets[plan.mask]  # (n,)
+        return ResponseScores(plan.mask, token_logps=chunked_head_scores(hidden, head, targets, rows)[0])
     return _logits_scores(plan, head(hidden).float(), return_logits)  # (n, V)
 
 
@@ -292,7 +301,8 @@ def _logits_scores(plan: Plan, logits: torch.Tensor, return_logits: bool) -> Res
     targets = plan.targets[plan.mask]  # (n,) the real response tokens, row by row
     if return_logits:  # log-probs when first read, or fused with the token KL (`ResponseScores`)
         return ResponseScores(plan.mask, token_logits=logits, targets=targets)
-    return ResponseScores(plan.mask, token_logps=TargetLogProb.apply(logits, targets))  # (n,)
+    # the logits are this function's own: the backward builds its gradient in them
+    return ResponseScores(plan.mask, token_logps=TargetLogProb.apply(logits, targets, True))  # (n,)
 
 
 def _head(core: PreTrainedModel) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -99,7 +99,8 @@ def kl_against(
         ref = LogitsReference(reference.token_logits)
     if policy.hidden is None and isinstance(ref, LogitsReference) and policy.token_logps is None:
         ref_total = None if isinstance(reference, tuple) else reference.log_total
-        logps, kl = TargetLogProbAndKL.apply(policy.token_logits, policy.targets, ref.logits, ref_total)
+        logps, kl = TargetLogProbAndKL.apply(policy.token_logits, policy.targets, ref.logits, ref_total, True)
+        policy.token_logits = None  # both results taken: the backward builds its gradient in them
         return kl, logps
     if policy.hidden is None:  # the policy's whole logits: one chunk
         return ref.kl(policy.token_logits, slice(None)), None
@@ -111,7 +112,8 @@ def _topk_kl_and_logps(policy: ResponseScores, ref: TopKReference) -> tuple[Tens
     """KL against a cached top-k reference and the policy's log-probs ``(n,)`` each, from one
     logsumexp of the policy's logits and the few logits they read (`LogSumExpGather`)."""
     index = torch.cat([policy.targets[:, None], ref.ids.long()], dim=1)  # (n, 1 + k)
-    log_total, picked = LogSumExpGather.apply(policy.token_logits, index)  # (n,), (n, 1 + k)
-    logps = picked - log_total[:, None]  # (n, 1 + k)
     vocab_size = policy.token_logits.shape[-1]
+    log_total, picked = LogSumExpGather.apply(policy.token_logits, index, True)  # (n,), (n, 1 + k)
+    policy.token_logits = None  # both results taken: the backward builds its gradient in them
+    logps = picked - log_total[:, None]  # (n, 1 + k)
     return topk_kl(ref.logps, logps[:, 1:], vocab_size), logps[:, 0]

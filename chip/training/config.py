@@ -161,14 +161,13 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     # ---- speed (docs/performance.md); every switch changes cost only, never the numbers ----------
     share_prefix: bool = option(
         True,
-        "Score chosen and rejected in one sequence per pair that holds the image and prompt once (block "
-        "attention mask); models that cannot (flash attention, sliding windows) fall back to two rows.",
+        "One sequence per pair holding image and prompt once (others: two rows).",
         "speed",
     )
     logits_chunk_size: int = option(
         0,
-        "Apply the LM head to this many response tokens at a time, recomputing them in backward, so "
-        "no (tokens, vocabulary) tensor is kept (for 150k vocabularies); 0 = all at once.",
+        "LM head on this many response tokens at a time, recomputed in backward (150k "
+        "vocabularies); 0 = all at once.",
         "speed",
         bounds=">= 0",
     )
@@ -179,14 +178,16 @@ class ChipConfig(TrainingArguments, ChipLossConfig):
     )
     padding_free: bool = option(
         True,
-        "Run the rows of a batch back to back in one sequence without padding, each attending only "
-        "within itself (SDPA models that can share a prefix; others keep padded rows).",
+        "Rows back to back in one sequence, no padding (SDPA models; others: padded).",
         "speed",
     )
     share_frozen_vision: bool = option(
         True,
-        "A live reference reuses the policy's output of a frozen vision tower (no second encoding).",
+        "A live reference reuses the policy's frozen vision-tower outputs.",
         "speed",
+    )
+    fuse_gated_mlp: bool = option(
+        True, "SiLU-gated MLPs keep 3 activations for backward, not 4 (same numbers).", "speed"
     )
 
     # ---- hallucination measured while training (docs/python.md) ---------------------------------

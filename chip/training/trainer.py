@@ -8,6 +8,7 @@ checkpointing, `--resume_from_checkpoint` and every `report_to` integration work
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from contextlib import nullcontext
 from functools import partial
@@ -32,6 +33,7 @@ from chip.modeling.batch import (
     REAL_SEGMENT,
     split_pairs,
 )
+from chip.modeling.gated_mlp import fuse_gated_mlps
 from chip.training.assembly import assemble_run
 from chip.training.config import ChipConfig
 from chip.training.distributed import enable_fsdp_on_cpu, place_reference_model, wrap_only_present_layers
@@ -39,6 +41,8 @@ from chip.training.hallucination import HallucinationProbe
 from chip.training.model_card import RunData, model_card, write_model_card
 from chip.training.nonfinite import NonFiniteGuard
 from chip.training.reference import LiveReference, Reference
+
+logger = logging.getLogger(__name__)
 
 
 class ChipTrainer(NonFiniteGuard):
@@ -96,6 +100,8 @@ class ChipTrainer(NonFiniteGuard):
                 "ref_model= and peft_config= are for a trainer that builds its own run; "
                 "with a data_collator pass reference= and a wrapped model"
             )
+        if getattr(args, "fuse_gated_mlp", False) and isinstance(model, nn.Module):
+            logger.info("SiLU-gated MLPs with the fused backward: %d", fuse_gated_mlps(model))
         super().__init__(
             model, args, data_collator, train_dataset, eval_dataset, processing_class, *more, **kwargs
         )

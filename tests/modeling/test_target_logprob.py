@@ -128,3 +128,50 @@ def test_topk_kl_from_scores_equals_the_log_softmax_formula():
     (kl.sum() + 0.5 * lp.sum()).backward()
     (expected_kl.sum() + 0.5 * expected_lp.sum()).backward()
     assert_close(logits.grad, plain.grad, rtol=0, atol=1e-5)
+
+
+def test_reused_logits_hold_the_gradient_torch_computes():
+    """With ``reuse_logits`` each kernel's backward writes its gradient into the logits' storage
+    (no second (n, V) tensor) and the gradient reaching the layer before equals torch's
+    log_softmax + gather (+ KL) autograd on a copy of the same layer."""
+    torch.manual_seed(1)
+    hidden = torch.randn(6, 4, dtype=torch.float64)
+    weight = torch.randn(9, 4, dtype=torch.float64)
+    targets, index = torch.randint(0, 9, (6,)), torch.randint(0, 9, (6, 3))
+    ref_logits = 2 * torch.randn(6, 9, dtype=torch.float64)
+    weights = torch.randn(2, 6, dtype=torch.float64)
+
+    def torch_terms(logits):
+        logq = torch.log_softmax(logits, -1)
+        p = torch.softmax(ref_logits, -1)
+        kl = (p * (torch.log_softmax(ref_logits, -1) - logq)).sum(-1)
+        lse = torch.logsumexp(logits, -1)
+        return logq.gather(-1, targets[:, None]).squeeze(-1), kl, lse, logits.gather(-1, index)
+
+    kernels_and_losses = {
+        "TargetLogProb": (
+            lambda z, reuse: TargetLogProb.apply(z, targets, reuse),
+            lambda out, t: (weights[0] * out).sum(),
+            lambda t: (weights[0] * t[0]).sum(),
+        ),
+        "TargetLogProbAndKL": (
+            lambda z, reuse: TargetLogProbAndKL.apply(z, targets, ref_logits, None, reuse),
+            lambda out, t: (weights[0] * out[0] + weights[1] * out[1]).sum(),
+            lambda t: (weights[0] * t[0] + weights[1] * t[1]).sum(),
+        ),
+        "LogSumExpGather": (
+            lambda z, reuse: LogSumExpGather.apply(z, index, reuse),
+            lambda out, t: (weights[0] * out[0]).sum() + (weights[1][:, None] * out[1]).sum(),
+            lambda t: (weights[0] * t[2]).sum() + (weights[1][:, None] * t[3]).sum(),
+        ),
+    }
+    for name, (kernel, loss_of, torch_loss_of) in kernels_and_losses.items():
+        layer = hidden.clone().requires_grad_()
+        logits = layer @ weight.T  # (6, 9), a non-leaf the kernel owns
+        seen = []
+        logits.register_hook(lambda grad: seen.append(grad))
+        loss_of(kernel(logits, True), None).backward()
+        assert seen[0].data_ptr() == logits.data_ptr(), name  # the gradient lives in the logits' storage
+        expected_layer = hidden.clone().requires_grad_()
+        torch_loss_of(torch_terms(expected_layer @ weight.T)).backward()
+        assert_close(layer.grad, expected_layer.grad, rtol=1e-10, atol=1e-12, msg=name)
