@@ -39,12 +39,12 @@ def glossary(results: dict[str, Any]) -> str:
         "curves show β·h_text and β·h_vis.",
     ]
     rivals = {
-        "mdpo": "**mdpo**: mDPO's objective (its conditional image preference and a reward anchor) as "
+        "mdpo": "- **mdpo**: mDPO's objective (its conditional image preference and a reward anchor) as "
         "the `--method mdpo` preset.",
-        "chip-anchored": "**chip-anchored**: CHiP with image-anchored token weights (`--method "
+        "chip-anchored": "- **chip-anchored**: CHiP with image-anchored token weights (`--method "
         "chip-anchored`): each token weighs by how much the real image raises its likelihood over "
         "the corrupted one.",
-        "chip-multi": "**chip-multi**: CHiP on the same pairs with up to three rejected captions per "
+        "chip-multi": "- **chip-multi**: CHiP on the same pairs with up to three rejected captions per "
         "row, one per kind of error, the first being the one every other method sees (`--method "
         "chip-multi`): each pairwise term is averaged over them.",
     }

@@ -8,7 +8,7 @@ from typing import Any
 
 from chip.demo.cost import pairs_of
 from chip.demo.glossary import glossary
-from chip.demo.methods import method_settings
+from chip.demo.methods import RIVALS, VARIANTS, method_settings
 from chip.demo.plots import method_colours, plot_curves, plot_forest, plot_long_run
 from chip.demo.shortcut import shortcut_section
 from chip.files import write_text_atomic
@@ -221,10 +221,19 @@ def answer(results: dict[str, Any]) -> str:
             + "; ".join(parts)
             + "."
         )
+    rivals = [
+        f"{name} {_interval(d['greedy'])} ({_call(d['greedy'])})"
+        for name in RIVALS
+        if (d := comparisons.get(f"{name} vs chip"))
+    ]
+    if rivals:
+        sentences.append(
+            "CHiP's rivals against CHiP (greedy CHAIR_i difference, points): " + "; ".join(rivals) + "."
+        )
     vis = [
         f"{k} {_interval(d['greedy'])} ({_call(d['greedy'])})"
         for k, d in comparisons.items()
-        if k.startswith(("chip-", "dpo+visual-")) and not k.endswith("vs dpo")
+        if k.split(" vs ")[0] in VARIANTS and not k.endswith("vs dpo")
     ]
     if vis:
         sentences.append("Visual-term variants against the method they modify: " + "; ".join(vis) + ".")
