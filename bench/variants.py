@@ -169,6 +169,7 @@ class ChipVariant(_TrainerVariant):
         logits_chunk_size: int = 0,
         share_frozen_vision: bool = True,
         padding_free: bool = True,
+        fuse_gated_mlp: bool = True,
     ):
         super().__init__(workload, settings)
         self.key, self.label = key, label
@@ -192,6 +193,7 @@ class ChipVariant(_TrainerVariant):
             logits_chunk_size=logits_chunk_size,
             share_frozen_vision=share_frozen_vision,
             padding_free=padding_free,
+            fuse_gated_mlp=fuse_gated_mlp,
             **weights,
             **extra,
             **_training_args(workload, settings),
@@ -350,6 +352,12 @@ VARIANTS: dict[str, Callable[[Workload, dict[str, Any]], Variant]] = {
     ),
     "chip-dpo-padded": _chip(
         "chip-dpo-padded", "(e) with padded rows (no packing)", PLAIN_DPO, padding_free=False
+    ),
+    "chip-live-unfused": _chip(
+        "chip-live-unfused",
+        "(c) with autograd's own gated MLPs (--fuse_gated_mlp false)",
+        FULL_CHIP,
+        fuse_gated_mlp=False,
     ),
     "chip-live-chunked": _chip(
         "chip-live-chunked", "(c) with the LM head in chunks of 256 tokens", FULL_CHIP, logits_chunk_size=256
