@@ -169,7 +169,7 @@ def test_reused_logits_hold_the_gradient_torch_computes():
         layer = hidden.clone().requires_grad_()
         logits = layer @ weight.T  # (6, 9), a non-leaf the kernel owns
         seen = []
-        logits.register_hook(lambda grad: seen.append(grad))
+        logits.register_hook(seen.append)
         loss_of(kernel(logits, True), None).backward()
         assert seen[0].data_ptr() == logits.data_ptr(), name  # the gradient lives in the logits' storage
         expected_layer = hidden.clone().requires_grad_()
