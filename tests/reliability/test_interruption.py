@@ -398,3 +398,21 @@ def test_repair_without_a_finished_cache_is_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(StaleCacheError, match="no manifest.json, nothing to repair"):
         repair_cache(tmp_path)
+
+
+def test_a_rank_rng_state_missing_or_cut_short_makes_a_checkpoint_incomplete(tmp_path: Path) -> None:
+    """Two ranks: rank 0 writes trainer_state.json with no barrier after rank 1's rng_state_1.pth, so
+    a kill can leave rank 1's file missing or cut short; ``last`` must not take such a folder."""
+    from chip.training.checkpoints import is_complete_checkpoint
+
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text('{"global_step": 2}')
+    torch.save({"cpu": torch.get_rng_state()}, folder / "rng_state_0.pth")
+    assert not is_complete_checkpoint(folder, world_size=2)  # rank 1's file not written yet
+    torch.save({"cpu": torch.get_rng_state()}, folder / "rng_state_1.pth")
+    assert is_complete_checkpoint(folder, world_size=2)
+    whole = (folder / "rng_state_1.pth").read_bytes()
+    (folder / "rng_state_1.pth").write_bytes(whole[: len(whole) // 2])  # cut short mid-write
+    assert not is_complete_checkpoint(folder, world_size=2)
+    assert is_complete_checkpoint(folder.parent / "missing") is False

@@ -95,11 +95,12 @@ def spawn(config: str, args: list[str], log: Path) -> subprocess.Popen:
 
 
 def complete_checkpoint(folder: Path) -> bool:
-    """Trainer writes trainer_state.json last: once it parses, the checkpoint is whole."""
-    try:
-        return "global_step" in json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
+    """Whole as ``--resume_from_checkpoint last`` of a two-rank run sees it: rank 0's trainer_state.json
+    parses and both ranks' RNG states are whole (rank 1 may still be writing its own after rank 0's
+    state file)."""
+    from chip.training.checkpoints import is_complete_checkpoint
+
+    return is_complete_checkpoint(folder, world_size=2)
 
 
 def wait_for_checkpoint(folder: Path, launcher: subprocess.Popen) -> None:
