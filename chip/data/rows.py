@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,24 +217,21 @@ def _identical(values: dict[str, Any]) -> str | None:
 
 
 def _chosen_spans_in_range(values: dict[str, Any]) -> str | None:
-    spans, text, rejected = values["chosen_segments"], values["chosen"], values["rejected"]
+    spans, text = values["chosen_segments"], values["chosen"]
     if spans is None:
         return None
     if not isinstance(spans, tuple):  # one span list for every pair
         return validate_spans([list(s) for s in spans], len(text))
-    if len(spans) != len(rejected):
-        return f"has {len(spans)} span list(s) for {len(rejected)} rejected responses; give one per response"
-    for k, each in enumerate(spans):
-        reason = None if each is None else validate_spans([list(s) for s in each], len(text))
-        if reason is not None:
-            return f"item {k}: {reason}" if len(spans) > 1 else reason
-    return None
+    return _span_lists_in_range(spans, [text] * len(values["rejected"]))
 
 
 def _rejected_spans_in_range(values: dict[str, Any]) -> str | None:
-    spans, texts = values["rejected_segments"], values["rejected"]
-    if spans is None:
-        return None
+    spans = values["rejected_segments"]
+    return None if spans is None else _span_lists_in_range(spans, values["rejected"])
+
+
+def _span_lists_in_range(spans: Sequence[list[Span] | None], texts: list[str]) -> str | None:
+    """One span list (or None) per rejected response, each within its text (``texts``, one per response)."""
     if len(spans) != len(texts):
         return f"has {len(spans)} span list(s) for {len(texts)} rejected responses; give one per response"
     for k, (each, text) in enumerate(zip(spans, texts)):
