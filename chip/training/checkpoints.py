@@ -40,7 +40,7 @@ def resolve_resume_checkpoint(config: ChipConfig) -> str | None:
         return None
     if value.lower() in RESUME_LAST:
         folders = sorted(Path(config.output_dir).glob("checkpoint-*"), key=_checkpoint_step)
-        complete = [folder for folder in folders if _complete_checkpoint(folder, config.world_size)]
+        complete = [folder for folder in folders if is_complete_checkpoint(folder, config.world_size)]
         newest = _checkpoint_step(complete[-1]) if complete else -1
         torn = [folder.name for folder in folders if _checkpoint_step(folder) > newest]
         if torn:
@@ -53,7 +53,7 @@ def resolve_resume_checkpoint(config: ChipConfig) -> str | None:
     folder = Path(value)
     if not folder.is_dir():
         raise ConfigError(f"--resume_from_checkpoint {value}: no such checkpoint folder")
-    if not _complete_checkpoint(folder, config.world_size):
+    if not is_complete_checkpoint(folder, config.world_size):
         raise ConfigError(
             f"--resume_from_checkpoint {value}: incomplete checkpoint (no readable trainer_state.json, or a "
             "rank's RNG state missing or cut short; the run was probably killed while saving it); pass an "
@@ -67,19 +67,20 @@ def _checkpoint_step(folder: Path) -> int:
     return int(suffix) if suffix.isdigit() else -1
 
 
-def _complete_checkpoint(folder: Path, world_size: int = 1) -> bool:
+def is_complete_checkpoint(folder: str | Path, world_size: int = 1) -> bool:
     """Whether ``folder`` holds a whole checkpoint: a readable ``trainer_state.json`` and every
     rank's RNG state whole. In a run of several processes each rank writes its own
     ``rng_state_K.pth`` and only rank 0 the state file, with no barrier between them, so a kill
     right after the state file can leave another rank's file missing or cut short (which resuming
     would fail to unpickle)."""
+    folder = Path(folder)
     try:
         state = json.loads((folder / "trainer_state.json").read_text())
     except (OSError, ValueError):
         return False
     if not (isinstance(state, dict) and "global_step" in state):
         return False
-    per_rank = sorted(folder.glob("rng_state_*.pth"))
+    per_rank = list(folder.glob("rng_state_*.pth"))
     if per_rank and any(not (folder / f"rng_state_{rank}.pth").is_file() for rank in range(world_size)):
         return False
     return all(_whole_archive(path) for path in [*folder.glob("rng_state.pth"), *per_rank])
@@ -92,11 +93,6 @@ def _whole_archive(path: Path) -> bool:
             return archive.testzip() is None
     except (OSError, zipfile.BadZipFile, EOFError):
         return False
-
-
-def is_complete_checkpoint(folder: str | Path, world_size: int = 1) -> bool:
-    """Whether ``--resume_from_checkpoint last`` would take ``folder`` (see `_complete_checkpoint`)."""
-    return _complete_checkpoint(Path(folder), world_size)
 
 
 FINAL_STAGING = ".final-partial"  # the final save is written here, then moved into output_dir
@@ -117,7 +113,7 @@ def checkpoints_or_one_line(output_dir: str | Path) -> Iterator[None]:
 
 def _checkpoint_disk_full(output_dir: Path) -> DiskFullError:
     folders = sorted(output_dir.glob("checkpoint-*"), key=_checkpoint_step)
-    complete = [folder for folder in folders if _complete_checkpoint(folder)]
+    complete = [folder for folder in folders if is_complete_checkpoint(folder)]
     newest = _checkpoint_step(complete[-1]) if complete else -1
     torn = [folder for folder in folders if _checkpoint_step(folder) > newest]
     for folder in torn:
